@@ -1,0 +1,80 @@
+"""The ``tla-edge`` command: argparse subcommands, one module each.
+
+Each subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``
+and imports heavy libraries (TensorFlow, MediaPipe) only inside ``run``, so
+``tla-edge --help`` and the device commands never load TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from tla_edge import __version__
+from tla_edge.errors import UserError
+
+# name -> (module, one-line help)
+COMMANDS = {
+    "prepare": ("tla_edge.prepare", "detect and crop faces of a dataset into a crops folder + manifest"),
+    "train": ("tla_edge.train", "train a liveness model (MobileNetV2 or ResNet34) on prepared crops"),
+    "evaluate": ("tla_edge.evaluate", "ISO/IEC 30107-3 metrics of a .keras or .tflite model"),
+    "convert": ("tla_edge.converters.command", "convert a .keras model to TFLite (float, fp16, dynamic, int8, QAT)"),
+    "info": ("tla_edge.info", "inspect a .tflite: tensors, quantization, ops, Edge TPU readiness"),
+    "bench": ("tla_edge.bench", "per-stage, per-frame latency of detector + liveness model"),
+    "demo": ("tla_edge.demo", "liveness on a camera, video or image folder, with overlay or JSON lines"),
+}
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="tla-edge",
+        description="Face liveness from Keras training to int8 TFLite on Raspberry Pi and Coral.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"tla-edge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip(),
+            formatter_class=_Formatter,
+        )
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI; returns the exit code (0 ok, 1 failed check, 2 user error, 130 interrupted)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("tla-edge: interrupted", file=sys.stderr)
+        return 130
+    except (UserError, FileNotFoundError, ValueError) as err:
+        print(f"tla-edge {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"tla-edge {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

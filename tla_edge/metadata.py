@@ -1,0 +1,153 @@
+"""Model metadata: what the runtime must know and never guess.
+
+Every model tla-edge writes carries a :class:`ModelMetadata`: ``metadata.json``
+beside a ``model.keras``; for a ``.tflite`` it is embedded (a small zip
+appended to the flatbuffer, which TFLite runtimes ignore, the same way
+TFLite Support packs associated files) *and* written as a sidecar
+``<model>.tflite.json``, since tools such as ``edgetpu_compiler`` drop
+trailing bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from tla_edge import preprocess
+
+FORMAT = "tla-edge/1"
+EMBEDDED_NAME = "tla_edge_metadata.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelMetadata:
+    """What a liveness model expects and what its output means."""
+
+    input_size: tuple[int, int] = (preprocess.DEFAULT_INPUT_SIZE, preprocess.DEFAULT_INPUT_SIZE)
+    """Model input ``(height, width)`` in pixels."""
+    crop_scale: float = preprocess.DEFAULT_SCALE
+    """Crop window side over the face box's longer side."""
+    normalization: str = "mobilenet_v2"
+    """Key of :data:`tla_edge.preprocess.NORMALIZATIONS`."""
+    output: str = "logit"
+    """``"logit"`` (apply a sigmoid) or ``"probability"`` (already in [0, 1])."""
+    live_index: int = 0
+    """Index of the output that scores *live*; higher means more live."""
+    threshold: float = 0.5
+    """Decision threshold on the live probability: live iff score >= threshold."""
+    architecture: str = "unknown"
+    """E.g. ``mobilenetv2``, ``resnet34``."""
+    classes: tuple[str, str] = ("spoof", "live")
+    """Class names for score < threshold and score >= threshold."""
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """Anything else: thresholds at other operating points, data summary,
+    quantization mode, source hash, validation figures."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the JSON-ready form, with the format tag."""
+        d = dataclasses.asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["classes"] = list(self.classes)
+        return {"format": FORMAT, **d}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelMetadata":
+        """Builds metadata from :meth:`to_dict` output; unknown keys go to ``extra``.
+
+        Raises:
+          ValueError: a field has the wrong form.
+        """
+        d = dict(d)
+        d.pop("format", None)
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = dict(d.pop("extra", {}) or {})
+        for key in [k for k in d if k not in names]:
+            extra[key] = d.pop(key)
+        if "input_size" in d:
+            size = d["input_size"]
+            if isinstance(size, int):
+                size = (size, size)
+            if len(size) != 2:
+                raise ValueError(f"metadata input_size {size!r} is not [height, width]")
+            d["input_size"] = (int(size[0]), int(size[1]))
+        if "classes" in d:
+            d["classes"] = tuple(d["classes"])
+        meta = cls(**d, extra=extra)
+        if meta.normalization not in preprocess.NORMALIZATIONS:
+            raise ValueError(
+                f"metadata normalization {meta.normalization!r} is not one of "
+                f"{sorted(preprocess.NORMALIZATIONS)}"
+            )
+        if meta.output not in ("logit", "probability"):
+            raise ValueError(f"metadata output {meta.output!r} is not 'logit' or 'probability'")
+        return meta
+
+    def replace(self, **changes: Any) -> "ModelMetadata":
+        """Returns a copy with ``changes`` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """``model.tflite`` -> ``model.tflite.json``; ``dir/model.keras`` -> ``dir/metadata.json``."""
+    model_path = Path(model_path)
+    if model_path.suffix == ".keras":
+        return model_path.with_name("metadata.json")
+    return model_path.with_name(model_path.name + ".json")
+
+
+def embed(tflite_bytes: bytes, meta: ModelMetadata) -> bytes:
+    """Appends the metadata to a TFLite flatbuffer as a small zip.
+
+    Any previously embedded zip is dropped first, so embedding twice is safe.
+    """
+    body = strip_embedded(tflite_bytes)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(EMBEDDED_NAME, json.dumps(meta.to_dict(), indent=2))
+    return body + buf.getvalue()
+
+
+def strip_embedded(tflite_bytes: bytes) -> bytes:
+    """Returns the flatbuffer without an appended tla-edge metadata zip."""
+    marker = EMBEDDED_NAME.encode()
+    idx = tflite_bytes.rfind(b"PK\x03\x04")
+    while idx != -1:
+        if tflite_bytes[idx + 30 : idx + 30 + len(marker)] == marker:
+            return tflite_bytes[:idx]
+        idx = tflite_bytes.rfind(b"PK\x03\x04", 0, idx)
+    return tflite_bytes
+
+
+def read_embedded(model_path: str | Path) -> ModelMetadata | None:
+    """Reads metadata embedded in a ``.tflite``, or None when there is none."""
+    try:
+        with zipfile.ZipFile(model_path) as zf:
+            if EMBEDDED_NAME not in zf.namelist():
+                return None
+            return ModelMetadata.from_dict(json.loads(zf.read(EMBEDDED_NAME)))
+    except (zipfile.BadZipFile, OSError):
+        return None
+
+
+def load(model_path: str | Path) -> ModelMetadata | None:
+    """Finds a model's metadata: embedded first, then the sidecar; None when absent.
+
+    Raises:
+      ValueError: the sidecar exists but is not valid metadata JSON.
+    """
+    model_path = Path(model_path)
+    if model_path.suffix == ".tflite":
+        meta = read_embedded(model_path)
+        if meta is not None:
+            return meta
+    side = sidecar_path(model_path)
+    if not side.is_file():
+        return None
+    try:
+        return ModelMetadata.from_dict(json.loads(side.read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise ValueError(f"metadata file '{side}' is not valid tla-edge metadata: {err}") from err
