@@ -16,7 +16,7 @@ from __future__ import annotations
 import collections
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
@@ -87,9 +87,10 @@ class Pipeline:
     """MediaPipe face detection + the TFLite liveness model + smoothing + decision.
 
     Args:
-      model: a ``.tflite`` path or a :class:`LivenessModel`; None for the bundled int8 model.
+      model: a ``.tflite`` path or a :class:`LivenessModel`, or several of them
+        (their scores are averaged: two-scale fusion); None for the bundled int8 model.
       detector: a :class:`FaceDetector`; None to build one (``detector_model``, video mode).
-      threshold: overrides the model metadata's threshold.
+      threshold: overrides the model metadata's threshold (the mean of them for several models).
       smoothing: frames averaged per face (1 disables smoothing).
       min_face: smallest face box side, in pixels, that is judged.
       max_cut_off: largest fraction of the face box outside the frame that is judged.
@@ -101,7 +102,7 @@ class Pipeline:
 
     def __init__(
         self,
-        model: str | Path | LivenessModel | None = None,
+        model: str | Path | LivenessModel | Sequence[str | Path | LivenessModel] | None = None,
         detector: FaceDetector | None = None,
         *,
         threshold: float | None = None,
@@ -117,19 +118,30 @@ class Pipeline:
             from tla_edge.assets import default_liveness_model
 
             model = default_liveness_model()
-        self.model = (
-            model
-            if isinstance(model, LivenessModel)
-            else LivenessModel(model, num_threads=num_threads, edgetpu=edgetpu)
-        )
+        specs = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not specs:
+            raise ValueError("no liveness model given; expected at least one .tflite")
+        self.models = [
+            m if isinstance(m, LivenessModel) else LivenessModel(m, num_threads=num_threads, edgetpu=edgetpu)
+            for m in specs
+        ]
         self._own_detector = detector is None
         self.detector = detector or FaceDetector(
             detector_model, mode="video" if video else "image", num_threads=num_threads
         )
-        self.threshold = float(self.model.threshold if threshold is None else threshold)
+        # Several models (e.g. crops at 2.7x and 4x) are fused by averaging their
+        # live probabilities; the default threshold is then the mean of theirs.
+        self.threshold = float(
+            np.mean([m.threshold for m in self.models]) if threshold is None else threshold
+        )
         self.min_face = min_face
         self.max_cut_off = max_cut_off
         self.smoother = Smoother(smoothing)
+
+    @property
+    def model(self) -> LivenessModel:
+        """The first (usually the only) liveness model."""
+        return self.models[0]
 
     def process(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> LivenessResult:
         """Judges one RGB frame.
@@ -171,12 +183,15 @@ class Pipeline:
             return LivenessResult(problem, False, None, None, face, faces, timings)
 
         try:
-            x = self.model.input_tensor(self.model.crop(rgb, face))
-            t2 = time.perf_counter()
-            timings["crop"] = (t2 - t1) * 1e3
-            out = self.model.invoke_tensor(x)
-            timings["invoke"] = self.model.last_invoke_ms
-            raw = float(scores_from_output(out, self.model.meta)[0])
+            raw_scores = []
+            for m in self.models:
+                tc = time.perf_counter()
+                x = m.input_tensor(m.crop(rgb, face))
+                timings["crop"] += (time.perf_counter() - tc) * 1e3
+                out = m.invoke_tensor(x)
+                timings["invoke"] += m.last_invoke_ms
+                raw_scores.append(float(scores_from_output(out, m.meta)[0]))
+            raw = float(np.mean(raw_scores))
             if not np.isfinite(raw):
                 raise ValueError(f"model returned a non-finite score {raw}")
         except Exception as err:  # noqa: BLE001 - fail closed on any model failure
