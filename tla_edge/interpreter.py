@@ -7,6 +7,7 @@ Never imports TensorFlow unless neither LiteRT nor tflite-runtime is present.
 
 from __future__ import annotations
 
+import ctypes
 import platform
 import time
 from pathlib import Path
@@ -137,14 +138,20 @@ def load_edgetpu_delegate(runtime: Runtime | None = None, device: str | None = N
     if lib is None:
         raise UserError(f"the Edge TPU is not supported on {system}; expected Linux, macOS or Windows")
     options = {"device": device} if device else {}
+    hint = (
+        "install libedgetpu (https://coral.ai/docs/accelerator/get-started/, package "
+        "libedgetpu1-std) and plug in the Coral, or run without --edgetpu"
+    )
+    try:
+        # Probe the library first: a failed load_delegate leaves a half-built
+        # Delegate whose __del__ prints a traceback at exit.
+        ctypes.CDLL(lib)
+    except OSError as err:
+        raise UserError(f"cannot load the Edge TPU delegate '{lib}' ({err}); {hint}") from err
     try:
         return runtime.load_delegate(lib, options)
     except (ValueError, OSError, RuntimeError) as err:
-        raise UserError(
-            f"cannot load the Edge TPU delegate '{lib}' ({err}); install libedgetpu "
-            "(https://coral.ai/docs/accelerator/get-started/, package libedgetpu1-std) "
-            "and plug in the Coral, or run without --edgetpu"
-        ) from err
+        raise UserError(f"cannot use the Edge TPU delegate '{lib}' ({err}); {hint}") from err
 
 
 # --- quantization maths: pure functions over arrays -------------------------
