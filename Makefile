@@ -1,0 +1,36 @@
+# One command each: `make quickstart` (set up + run on the bundled defaults),
+# `make test` (set up + run the tests). Both create ./.venv if it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: quickstart test install-runtime install-dev default-model clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# Device side only: LiteRT, MediaPipe (brings OpenCV), NumPy. No TensorFlow.
+install-runtime: $(BIN)/python
+	$(BIN)/pip install -q -e ".[runtime]"
+
+# Everything: runtime + training/conversion + tests. tensorflow-model-optimization
+# pins absl-py~=1.2, which conflicts with mediapipe's absl-py~=2.3, so it goes
+# in last with --no-deps (its other dependencies are in the train extra).
+install-dev: $(BIN)/python
+	$(BIN)/pip install -q -e ".[runtime,train,dev]"
+	$(BIN)/pip install -q --no-deps "tensorflow-model-optimization==0.8.1"
+
+quickstart: install-runtime
+	$(BIN)/tla-edge demo --headless --source samples
+	$(BIN)/tla-edge bench --source samples --frames 50 --warmup 5
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+# Reproduces the bundled liveness model from ../shared/data/nuaa-train (about an hour on 2 CPU cores).
+default-model: install-dev
+	bash scripts/train_default_model.sh
+
+clean-venv:
+	rm -rf $(VENV)
