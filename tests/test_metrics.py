@@ -1,0 +1,150 @@
+"""Metrics against small cases computed by hand (the arithmetic is in the comments)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tla_edge import metrics
+
+# Two species with different APCER, threshold 0.5.
+#   live:   0.9 0.8 0.4          (0.4 rejected)
+#   print:  0.7 0.3              (0.7 accepted)
+#   replay: 0.2 0.1 0.55 0.05    (0.55 accepted)
+TWO_SCORES = [0.9, 0.8, 0.4, 0.7, 0.3, 0.2, 0.1, 0.55, 0.05]
+TWO_LABELS = [1, 1, 1, 0, 0, 0, 0, 0, 0]
+TWO_SPECIES = ["", "", "", "print", "print", "replay", "replay", "replay", "replay"]
+
+
+def test_two_species_with_different_apcer():
+    m = metrics.compute_metrics(TWO_SCORES, TWO_LABELS, TWO_SPECIES, threshold=0.5)
+    # APCER print = 1/2, replay = 1/4; the worst is reported.
+    assert m["apcer_per_species"] == {"print": 0.5, "replay": 0.25}
+    assert m["apcer"] == 0.5
+    # BPCER = 1 of 3 bona fide rejected.
+    assert m["bpcer"] == pytest.approx(1 / 3)
+    # ACER = (0.5 + 1/3) / 2 = 5/12
+    assert m["acer"] == pytest.approx(5 / 12)
+    # pooled FAR = 2 of 6 attacks accepted; HTER = (1/3 + 1/3) / 2 = 1/3
+    assert m["apcer_pooled"] == pytest.approx(1 / 3)
+    assert m["far"] == pytest.approx(1 / 3)
+    assert m["frr"] == pytest.approx(1 / 3)
+    assert m["hter"] == pytest.approx(1 / 3)
+    # TN 4 (0.3 0.2 0.1 0.05), FP 2 (0.7 0.55), FN 1 (0.4), TP 2 (0.9 0.8)
+    assert m["confusion_matrix"] == [[4, 2], [1, 2]]
+    assert m["accuracy"] == pytest.approx(6 / 9)
+    assert m["precision"] == pytest.approx(2 / 4)
+    assert m["recall"] == pytest.approx(2 / 3)
+    # F1 = 2 * 1/2 * 2/3 / (1/2 + 2/3) = (2/3) / (7/6) = 4/7
+    assert m["f1"] == pytest.approx(4 / 7)
+    # AUC: 0.9 and 0.8 beat all 6 attacks, 0.4 beats 0.3 0.2 0.1 0.05 -> (6+6+4)/18
+    assert m["auc"] == pytest.approx(16 / 18)
+    # At t=0.55: FAR = 2/6 (0.55, 0.7), FRR = 1/3 (0.4): an exact crossing.
+    assert m["eer"] == pytest.approx(1 / 3)
+    assert m["eer_threshold"] == pytest.approx(0.55)
+    assert m["n_real"] == 3 and m["n_attack"] == 6
+    assert m["threshold"] == 0.5
+    json.dumps(m)  # JSON-ready
+
+
+def test_bpcer_at_apcer_uses_the_worst_species():
+    # APCER <= 5 % for both species needs t above 0.7; the lowest candidate is 0.8,
+    # where 0.4 is rejected: BPCER 1/3.
+    at = metrics.bpcer_at_apcer(TWO_SCORES, TWO_LABELS, TWO_SPECIES)
+    assert set(at) == {"apcer_1", "apcer_5", "apcer_10"}
+    assert at["apcer_5"] == {"target": 0.05, "threshold": 0.8, "apcer": 0.0, "bpcer": pytest.approx(1 / 3)}
+    # Target 50 %: at t=0.4 print keeps 0.7 (1/2), replay keeps 0.55 (1/4): worst 1/2 <= 1/2;
+    # at t=0.3 print would be 2/2. Nothing live is rejected at 0.4.
+    assert metrics.threshold_at_apcer(TWO_SCORES, TWO_LABELS, TWO_SPECIES, 0.5) == 0.4
+    half = metrics.bpcer_at_apcer(TWO_SCORES, TWO_LABELS, TWO_SPECIES, {"half": 0.5})["half"]
+    assert half["apcer"] == 0.5 and half["bpcer"] == 0.0
+    # Pooled, target 1/3 is met at 0.4 (2 of 6); per species print stays at 1/2
+    # until 0.7 is rejected, so the lowest threshold is the next candidate, 0.8.
+    assert metrics.threshold_at_apcer(TWO_SCORES, TWO_LABELS, None, 1 / 3) == 0.4
+    assert metrics.threshold_at_apcer(TWO_SCORES, TWO_LABELS, TWO_SPECIES, 1 / 3) == 0.8
+
+
+def test_ties_count_half_in_auc_and_accept_at_equality():
+    # live 0.5 0.5 ; attack 0.5 0.2
+    scores, labels = [0.5, 0.5, 0.5, 0.2], [1, 1, 0, 0]
+    # pairs: (0.5,0.5) x2 ties -> 0.5 each; (0.5,0.2) x2 wins -> 1 each: (1 + 2) / 4
+    assert metrics.auc(scores, labels) == pytest.approx(0.75)
+    m = metrics.compute_metrics(scores, labels, threshold=0.5)
+    # score >= threshold is live: the attack at 0.5 is accepted, no live is rejected.
+    assert m["apcer"] == 0.5 and m["bpcer"] == 0.0
+    assert m["apcer_per_species"] == {"attack": 0.5}
+    # thresholds 0.2, 0.5, 0.5+: FAR 1, 1/2, 0; FRR 0, 0, 1; FAR-FRR 1, 1/2, -1.
+    # Between 0.5 and 0.5+: a = 0.5 / 1.5 = 1/3, EER = 1/2 + 1/3 * (0 - 1/2) = 1/3.
+    assert m["eer"] == pytest.approx(1 / 3)
+    assert m["eer_threshold"] == pytest.approx(0.5)
+
+
+def test_all_correct():
+    m = metrics.compute_metrics([0.9, 0.8, 0.1, 0.2], [1, 1, 0, 0], ["", "", "print", "print"], 0.5)
+    assert (m["apcer"], m["bpcer"], m["acer"], m["hter"]) == (0.0, 0.0, 0.0, 0.0)
+    assert (m["accuracy"], m["precision"], m["recall"], m["f1"], m["auc"]) == (1.0, 1.0, 1.0, 1.0, 1.0)
+    assert m["confusion_matrix"] == [[2, 0], [0, 2]]
+    # FAR-FRR at 0.1, 0.2, 0.8: 1, 1/2, 0 -> exact crossing at 0.8
+    assert m["eer"] == 0.0 and m["eer_threshold"] == 0.8
+
+
+def test_all_wrong():
+    m = metrics.compute_metrics([0.1, 0.2, 0.9, 0.8], [1, 1, 0, 0], None, 0.5)
+    assert (m["apcer"], m["bpcer"], m["acer"], m["hter"]) == (1.0, 1.0, 1.0, 1.0)
+    # TP 0, FP 2: precision 0/2; recall 0/2; F1's denominator is 0 -> 0.0
+    assert (m["accuracy"], m["precision"], m["recall"], m["f1"], m["auc"]) == (0.0, 0.0, 0.0, 0.0, 0.0)
+    assert m["confusion_matrix"] == [[0, 2], [2, 0]]
+    # thresholds .1 .2 .8: FAR 1 1 1, FRR 0 1/2 1 -> exact crossing at 0.8, EER 1
+    assert m["eer"] == 1.0 and m["eer_threshold"] == 0.8
+
+
+def test_single_species_and_missing_species_names():
+    m = metrics.compute_metrics([0.9, 0.3, 0.6], [1, 0, 0], ["", "print", ""], 0.5)
+    # an attack without a species name falls under "attack"
+    assert m["apcer_per_species"] == {"attack": 1.0, "print": 0.0}
+    assert m["apcer"] == 1.0
+    m = metrics.compute_metrics([0.9, 0.3, 0.6], [1, 0, 0], ["", "print", "print"], 0.5)
+    assert m["apcer_per_species"] == {"print": 0.5} and m["apcer"] == m["apcer_pooled"] == 0.5
+
+
+def test_interpolated_eer():
+    # live 0.8 0.6 ; attack 0.7 0.2 ; thresholds .2 .6 .7 .8 .8+
+    # FAR:  1, 1/2, 1/2, 0, 0   FRR: 0, 0, 1/2, 1/2, 1   FAR-FRR: 1, 1/2, 0 -> exact at 0.7
+    assert metrics.eer([0.8, 0.6, 0.7, 0.2], [1, 1, 0, 0]) == (0.5, 0.7)
+    # live 0.8 0.6 0.55 ; attack 0.7 0.2 ; thresholds .2 .55 .6 .7 .8 .8+
+    # FAR: 1, 1/2, 1/2, 1/2, 0   FRR: 0, 0, 1/3, 2/3, 2/3
+    # d:   1, 1/2, 1/6, -1/6  -> between 0.6 and 0.7, a = (1/6) / (1/3) = 1/2:
+    # EER = 1/2 + 1/2 * 0 = 1/2, threshold = 0.6 + 1/2 * 0.1 = 0.65
+    rate, thr = metrics.eer([0.8, 0.6, 0.55, 0.7, 0.2], [1, 1, 1, 0, 0])
+    assert rate == pytest.approx(0.5) and thr == pytest.approx(0.65)
+
+
+def test_roc_curve_and_ranks():
+    roc = metrics.roc_curve([0.8, 0.6, 0.7, 0.2], [1, 1, 0, 0])
+    np.testing.assert_allclose(roc.thresholds[:4], [0.2, 0.6, 0.7, 0.8])
+    assert roc.thresholds[4] > 0.8
+    np.testing.assert_allclose(roc.far, [1, 0.5, 0.5, 0, 0])
+    np.testing.assert_allclose(roc.frr, [0, 0, 0.5, 0.5, 1])
+    np.testing.assert_allclose(metrics.average_ranks(np.array([3.0, 1.0, 3.0, 2.0])), [3.5, 1, 3.5, 2])
+
+
+def test_error_rates_with_one_class():
+    r = metrics.error_rates([0.9, 0.2, 0.6], [0, 0, 0], ["print"] * 3, 0.5)
+    assert r["apcer"] == pytest.approx(2 / 3) and r["bpcer"] is None and r["acer"] is None
+    r = metrics.error_rates([0.9, 0.2], [1, 1], None, 0.5)
+    assert r["bpcer"] == 0.5 and r["apcer"] is None and r["n_attack"] == 0
+
+
+def test_bad_inputs_are_named():
+    with pytest.raises(ValueError, match="3 scores but 2 labels"):
+        metrics.compute_metrics([0.1, 0.2, 0.3], [0, 1])
+    with pytest.raises(ValueError, match=r"labels \[2\] are not 0 \(attack\) or 1"):
+        metrics.compute_metrics([0.1, 0.2], [0, 2])
+    with pytest.raises(ValueError, match="1 scores are not finite"):
+        metrics.compute_metrics([0.1, float("nan")], [0, 1])
+    with pytest.raises(ValueError, match="0 bona fide and 2 attack samples; expected at least one of each"):
+        metrics.compute_metrics([0.1, 0.2], [0, 0])
+    with pytest.raises(ValueError, match="APCER target 5 is not in"):
+        metrics.threshold_at_apcer([0.1, 0.9], [0, 1], None, 5)
