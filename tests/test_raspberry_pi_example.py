@@ -1,0 +1,104 @@
+"""examples/raspberry_pi/liveness_demo.py: the live-streak hook, its actions and its errors."""
+
+from __future__ import annotations
+
+import http.server
+import importlib.util
+import json
+import queue
+import threading
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+EXAMPLE = REPO / "examples" / "raspberry_pi" / "liveness_demo.py"
+
+
+@pytest.fixture(scope="module")
+def example():
+    spec = importlib.util.spec_from_file_location("liveness_demo", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_live_hold_fires_once_per_streak(example):
+    hold = example.LiveHold(2)
+    decisions = [True, True, True, False, True, False, True, True, True, True]
+    fired = [i for i, live in enumerate(decisions) if hold.update(live)]
+    assert fired == [1, 7]
+
+
+def test_live_hold_of_one_fires_on_every_new_streak(example):
+    hold = example.LiveHold(1)
+    assert [hold.update(v) for v in (True, True, False, True)] == [True, False, False, True]
+
+
+def test_live_hold_rejects_zero(example):
+    with pytest.raises(ValueError, match=r"--hold-frames 0 is not >= 1"):
+        example.LiveHold(0)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--hold-frames", "0"], "--hold-frames 0 is not >= 1"),
+        (["--url", "ftp://door.local/open"], "--url 'ftp://door.local/open' is not an http:// or https:// URL"),
+        (["--gpio-seconds", "0"], "--gpio-seconds 0.0 is not > 0"),
+        (["--threshold", "1.5"], "--threshold 1.5 is not in [0, 1]"),
+        (["--source", "/nonexistent/frames"], "source '/nonexistent/frames' not found"),
+    ],
+)
+def test_bad_flags_end_in_one_line_and_exit_2(example, capsys, flags, message):
+    assert example.main(["--headless", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("liveness_demo: error: ")
+    assert message in err[0]
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    received: queue.Queue = queue.Queue()
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.put((self.path, self.headers["Content-Type"], json.loads(body)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_headless_on_samples_posts_once_per_live_streak(example, tiny_tflite, capsys):
+    from tla_edge.assets import sample_frames_dir
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/unlock"
+    try:
+        # Threshold 0: every scored face is live, so the streaks follow the detector.
+        code = example.main([
+            "--headless", "--source", str(sample_frames_dir()), "--model", str(tiny_tflite["int8"]),
+            "--threshold", "0", "--smoothing", "1", "--hold-frames", "1", "--url", url,
+        ])
+        assert code == 0
+        out, err = capsys.readouterr()
+        records = [json.loads(line) for line in out.splitlines()]
+        frames = sorted(p.name for p in sample_frames_dir().iterdir() if p.suffix == ".jpg")
+        assert [r["name"] for r in records] == frames
+        lives = [r["is_live"] for r in records]
+        streaks = sum(1 for i, v in enumerate(lives) if v and (i == 0 or not lives[i - 1]))
+        assert streaks >= 1, [r["decision"] for r in records]
+        assert not records[frames.index("04_no_face.jpg")]["is_live"]
+        posts = [_Recorder.received.get(timeout=10) for _ in range(streaks)]
+        assert _Recorder.received.empty()
+        for path, content_type, event in posts:
+            assert (path, content_type, event["event"]) == ("/unlock", "application/json", "live")
+            assert 0.0 <= event["score"] <= 1.0 and len(event["face"]) == 4
+        assert err.count("LIVE held 1 frames") == streaks
+        assert "tla-edge demo: 5 frames" in err
+    finally:
+        server.shutdown()
