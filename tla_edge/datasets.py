@@ -509,7 +509,8 @@ class CropSet:
         }
 
 
-def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
+def id_list(value: str | Iterable[str] | None) -> list[str] | None:
+    """``"01,02"`` or ``["01", "02"]`` -> ``["01", "02"]``; None stays None."""
     if value is None:
         return None
     if isinstance(value, str):
@@ -517,8 +518,8 @@ def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
     return [str(v) for v in value]
 
 
-def _same_id(a: str, b: str) -> bool:
-    """``"02" == "2"``: session and subject numbers match with or without leading zeros."""
+def same_id(a: str, b: str) -> bool:
+    """True for equal ids, ``"02" == "2"``: session and subject numbers match with or without leading zeros."""
     return a == b or (a.isdigit() and b.isdigit() and int(a) == int(b))
 
 
@@ -570,14 +571,14 @@ def load_crops(
             f"{', '.join(f'{s:g}' for s in scales)}"
         )
     rows = [r for r in rows if abs(float(r["scale"]) - scale) < 1e-6]
-    want_sessions = _as_list(sessions)
-    want_subjects = _as_list(subjects)
+    want_sessions = id_list(sessions)
+    want_subjects = id_list(subjects)
     kept = [
         r
         for r in rows
         if (split is None or r.get("split", "") == split)
-        and (want_sessions is None or any(_same_id(r.get("session", ""), s) for s in want_sessions))
-        and (want_subjects is None or any(_same_id(r.get("subject", ""), s) for s in want_subjects))
+        and (want_sessions is None or any(same_id(r.get("session", ""), s) for s in want_sessions))
+        and (want_subjects is None or any(same_id(r.get("subject", ""), s) for s in want_subjects))
     ]
     if not kept:
         raise UserError(
