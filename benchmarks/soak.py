@@ -267,8 +267,8 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="tla-edge-soak-") as tmp:
         workdir = Path(tmp)
+        real, attack = pick_frames(Path(args.data), args.images)  # before the slow model build
         model_path, model_from = choose_model(args.model, workdir)
-        real, attack = pick_frames(Path(args.data), args.images)
         folder = workdir / "frames"
         folder.mkdir()
         link_frames(real, attack, folder)
