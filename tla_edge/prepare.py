@@ -305,6 +305,7 @@ def prepare(
         "dataset": str(root.resolve()) if root is not None else None,
     }
     old_rows, old_skipped = _check_out_dir(out, force, settings)
+    old_runs = [] if force else list(datasets.read_prepare_json(out).get("runs", []))
     out.mkdir(parents=True, exist_ok=True)
 
     old_by_key = {(r["source"], datasets.scale_dir_name(float(r["scale"]))): r for r in old_rows}
@@ -399,12 +400,11 @@ def prepare(
         bar.close()
         if own_detector is not None:
             own_detector.close()
-        # Even when interrupted, the crops written so far stay usable for a resume.
-        save_manifest()
         elapsed = time.perf_counter() - t0
         # Sources this run skipped lose any stale rows they had.
         for key in [k for k in rows if k[0] in skipped]:
             del rows[key]
+        # Even when interrupted, the crops written so far stay usable for a resume.
         save_manifest()
         result = {
             "format": FORMAT,
@@ -414,6 +414,16 @@ def prepare(
             "summary": _summary(records, rows, skipped, counts, scales, elapsed),
             "skipped": sorted(skipped.values(), key=lambda s: s["source"]),
         }
+        summary = result["summary"]
+        # Each run's own figures, so a resume does not hide the first run's speed.
+        result["runs"] = old_runs + [
+            {
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "scales": scales,
+                **{k: summary[k] for k in ("images", "processed", "resumed", "crops_written", "no_face",
+                                           "corrupt", "errors", "time_s", "img_per_s")},
+            }
+        ]
         fileio.write_json_atomic(out / datasets.PREPARE_JSON, result)
     return result
 
