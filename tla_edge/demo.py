@@ -426,21 +426,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model", type=str, action="append", default=None, metavar="TFLITE",
-        help="liveness .tflite; repeat to average several (two-scale fusion); default: the bundled int8 model",
+        help="liveness .tflite, repeatable (scores averaged: two-scale fusion); None: the bundled int8 model",
     )
-    parser.add_argument("--threshold", type=float, default=None, help="live iff score >= this; default: the model's")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per interpreter; default: the runtime's")
+    parser.add_argument("--threshold", type=float, default=None, help="live iff score >= this; None: the model's own")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per interpreter; None: the runtime's choice")
     parser.add_argument("--edgetpu", action="store_true", help="run the liveness model on a Coral Edge TPU")
     parser.add_argument("--detector", type=str, choices=("short", "full"), default="short",
                         help="face detector: short (within ~2 m) or full range")
     parser.add_argument("--smoothing", type=int, default=5, help="frames whose scores are averaged per face")
     parser.add_argument("--headless", action="store_true", help="no window: one JSON line per frame on stdout")
     parser.add_argument("--output", type=str, default=None, metavar="VIDEO",
-                        help="also write the annotated frames to this .mp4 (mp4v)")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+                        help="also write the annotated frames to this .mp4 (mp4v); None: no video")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames; None: at the end of the source")
     parser.add_argument("--loop", action="store_true", help="repeat a video or image folder forever")
-    parser.add_argument("--width", type=int, default=None, help="requested camera capture width")
-    parser.add_argument("--height", type=int, default=None, help="requested camera capture height")
+    parser.add_argument("--width", type=int, default=None, help="requested camera capture width; None: the driver's")
+    parser.add_argument("--height", type=int, default=None, help="requested camera capture height; None: the driver's")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
 
 
