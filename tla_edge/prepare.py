@@ -30,6 +30,7 @@ import numpy as np
 
 from tla_edge import __version__, datasets, fileio, preprocess
 from tla_edge.errors import UserError
+from tla_edge.faces import DEFAULT_MIN_SCORE
 from tla_edge.progress import Progress, format_duration
 
 FORMAT = "tla-edge-crops/1"
@@ -107,7 +108,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detector", type=str, default="short", metavar="short|full|PATH", help="MediaPipe face detector model"
     )
-    parser.add_argument("--min-score", type=_probability, default=0.5, help="smallest face detection score kept")
+    parser.add_argument("--min-score", type=_probability, default=DEFAULT_MIN_SCORE, help="smallest face detection score kept")
     parser.add_argument(
         "--split", type=str, default=None, help="keep only images of this split, e.g. train (default: all)"
     )
@@ -267,7 +268,7 @@ def prepare(
     scales: Sequence[float] = (preprocess.DEFAULT_SCALE,),
     size: int = preprocess.DEFAULT_INPUT_SIZE,
     detector: Any = "short",
-    min_score: float = 0.5,
+    min_score: float = DEFAULT_MIN_SCORE,
     force: bool = False,
     dataset_root: Path | None = None,
     dataset_info: dict[str, Any] | None = None,

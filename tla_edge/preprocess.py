@@ -125,8 +125,25 @@ def crop_face(
             cv2.BORDER_CONSTANT,
             value=(PAD_VALUE, PAD_VALUE, PAD_VALUE),
         )
-    interpolation = cv2.INTER_AREA if side > max(out_h, out_w) else cv2.INTER_LINEAR
-    return cv2.resize(window, (out_w, out_h), interpolation=interpolation)
+    return _resize(window, out_w, out_h)
+
+
+def _resize(window: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """Anti-aliased downscale: an integer-factor box filter, then bilinear.
+
+    A single ``INTER_AREA`` resize at a fractional factor (e.g. 450 -> 160 px)
+    costs ~1.1 ms on a 2-core x86, more than the int8 model's invoke; the
+    integer-factor area step is OpenCV's fast path, and the bilinear remainder
+    is below 2x, so nothing aliases.
+    """
+    import cv2
+
+    k = min(window.shape[0] // out_h, window.shape[1] // out_w)
+    if k >= 2:
+        window = cv2.resize(
+            window, (window.shape[1] // k, window.shape[0] // k), interpolation=cv2.INTER_AREA
+        )
+    return cv2.resize(window, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
 
 
 def normalize(crop: np.ndarray, normalization: str = "mobilenet_v2") -> np.ndarray:
