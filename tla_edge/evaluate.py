@@ -23,6 +23,7 @@ import argparse
 import collections
 import csv
 import io
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -154,7 +155,12 @@ def check_outputs(out: Path, force: bool) -> None:
         raise UserError(
             f"output folder '{out}' already holds {', '.join(existing)}; pass --force to overwrite them"
         )
-    fileio.check_writable(out / OUTPUT_FILES[0], force=True)
+    # Check without creating anything: a run that fails later leaves no empty folder.
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output folder '{out}' cannot be created: '{parent}' is not writable")
 
 
 # --- models -------------------------------------------------------------------
@@ -191,7 +197,7 @@ class Scorer:
                 out[start] = self.liveness.score(batch[0])
             else:
                 x = preprocess.normalize(batch, self.meta.normalization)
-                raw = np.asarray(self._keras(x, training=False))
+                raw = np.asarray(self._keras.predict_on_batch(x))
                 out[start : start + len(batch)] = scores_from_output(raw, self.meta)
             if bar is not None:
                 bar.update(len(batch))

@@ -1,0 +1,219 @@
+"""tla-edge evaluate with a tiny generated model on hand-made crops and on raw NUAA frames."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tla_edge import cli, datasets, metrics
+
+cv2 = pytest.importorskip("cv2")
+
+REQUIRED_KEYS = {
+    "apcer", "apcer_per_species", "bpcer", "acer", "hter", "eer", "eer_threshold", "auc", "accuracy",
+    "precision", "recall", "f1", "threshold", "confusion_matrix", "bpcer_at_apcer", "n_real", "n_attack",
+    "no_face", "model", "data", "split", "per_session",
+}
+
+
+def make_crops(root: Path, size: int = 32, scale: str = "2.0", n: int = 12, seed: int = 0,
+               sessions=("01", "02")) -> Path:
+    """A crops folder in the prepare format: random RGB crops, real ones brighter."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = "real" if i % 2 == 0 else "attack"
+        species = "" if label == "real" else ("print" if i % 4 == 1 else "replay")
+        low = 60 if label == "real" else 0
+        img = rng.integers(low, low + 196, (size, size, 3), dtype=np.uint8)
+        crop = f"s{scale}/{label}/{i:03d}.png"
+        (root / crop).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / crop), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        rows.append({"crop": crop, "source": f"{label}/{i:03d}.jpg", "label": label, "species": species,
+                     "subject": f"{i % 3:04d}", "session": sessions[i % len(sessions)], "split": "test",
+                     "scale": scale, "box_x": "0", "box_y": "0", "box_w": "10", "box_h": "10", "det_score": "0.9"})
+    with (root / "manifest.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=datasets.MANIFEST_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def read_scores(report: Path) -> list[dict[str, str]]:
+    with (report / "scores.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_cli(*args: str) -> int:
+    return cli.main(["evaluate", *map(str, args), "--quiet"])
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory) -> Path:
+    return make_crops(tmp_path_factory.mktemp("ev") / "crops")
+
+
+@pytest.fixture(scope="module")
+def keras_dir(tiny_tflite, tmp_path_factory) -> Path:
+    """The tiny model as MODEL_DIR/model.keras + metadata.json, as tla-edge train writes it."""
+    d = tmp_path_factory.mktemp("kmodel")
+    shutil.copy(tiny_tflite["keras"], d / "model.keras")
+    shutil.copy(str(tiny_tflite["float"]) + ".json", d / "metadata.json")
+    return d
+
+
+def test_crops_with_int8_tflite(crops, tiny_tflite, tmp_path):
+    out = tmp_path / "report"
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED_KEYS <= set(m)
+    assert m["n_real"] == 6 and m["n_attack"] == 6 and m["no_face"] == 0
+    assert m["threshold"] == 0.5 and m["threshold_source"] == "model metadata"
+    assert set(m["apcer_per_species"]) == {"print", "replay"}
+    assert set(m["per_session"]) == {"01", "02"}
+    assert m["model"] == str(tiny_tflite["int8"]) and m["data"] == str(crops)
+
+    rows = read_scores(out)
+    assert len(rows) == 12
+    scores = np.array([float(r["score"]) for r in rows])
+    labels = np.array([1 if r["label"] == "real" else 0 for r in rows])
+    species = [r["species"] for r in rows]
+    again = metrics.compute_metrics(scores, labels, species, m["threshold"])
+    for key in ("apcer", "bpcer", "acer", "hter", "auc", "accuracy"):
+        assert m[key] == pytest.approx(again[key], abs=1e-5), key
+    assert m["confusion_matrix"] == again["confusion_matrix"]
+    assert [r["decision"] for r in rows] == ["live" if s >= 0.5 else "spoof" for s in scores]
+
+    # the score of a crop is the runtime's own LivenessModel.score of that PNG
+    from tla_edge.interpreter import LivenessModel
+
+    model = LivenessModel(tiny_tflite["int8"])
+    rgb = cv2.cvtColor(cv2.imread(str(crops / "s2.0/real/000.png")), cv2.COLOR_BGR2RGB)
+    assert float(rows[0]["score"]) == pytest.approx(model.score(rgb), abs=1e-6)
+
+    for name in ("roc.png", "det.png", "hist.png", "confusion.png", "worst_errors.png"):
+        img = cv2.imread(str(out / name))
+        assert img is not None and img.shape[0] > 100, name
+    report = (out / "report.md").read_text()
+    assert "| APCER (worst species) |" in report and "| session | real | attack |" in report
+
+
+def test_refuses_to_overwrite_without_force(crops, tiny_tflite, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out) == 0
+    before = (out / "metrics.json").read_text()
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", "0.1") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"tla-edge evaluate: error: output folder '{out}' already holds metrics.json")
+    assert err.endswith("pass --force to overwrite them")
+    assert (out / "metrics.json").read_text() == before
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", "0", "--force") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    # every score is >= 0: every attack accepted, no bona fide rejected
+    assert m["threshold"] == 0.0 and m["threshold_source"] == "--threshold"
+    assert m["apcer"] == 1.0 and m["bpcer"] == 0.0
+
+
+def test_keras_matches_float_tflite_and_fusion_averages(crops, tiny_tflite, keras_dir, tmp_path):
+    assert run_cli(crops, "--model", keras_dir / "model.keras", "--out", tmp_path / "k") == 0
+    assert run_cli(crops, "--model", tiny_tflite["float"], "--out", tmp_path / "f") == 0
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", tmp_path / "i") == 0
+    k = np.array([float(r["score"]) for r in read_scores(tmp_path / "k")])
+    f = np.array([float(r["score"]) for r in read_scores(tmp_path / "f")])
+    i8 = np.array([float(r["score"]) for r in read_scores(tmp_path / "i")])
+    np.testing.assert_allclose(k, f, atol=1e-5)
+    assert run_cli(crops, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"], "--out", tmp_path / "fused") == 0
+    fused = np.array([float(r["score"]) for r in read_scores(tmp_path / "fused")])
+    np.testing.assert_allclose(fused, (f + i8) / 2, atol=2e-6)
+    m = json.loads((tmp_path / "fused" / "metrics.json").read_text())
+    assert m["fusion"] == "mean of scores" and len(m["models"]) == 2
+
+
+def test_sessions_filter_and_single_class(tmp_path, tiny_tflite, capsys):
+    crops = make_crops(tmp_path / "crops", sessions=("01", "02", "03", "04"))
+    # sessions cycle with i: 01 holds i = 0, 4, 8 (real, even i), 02 holds 1, 5, 9 (attacks)
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--sessions", "1,2", "--out", tmp_path / "r") == 0
+    rows = read_scores(tmp_path / "r")
+    assert {r["session"] for r in rows} == {"01", "02"} and len(rows) == 6
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--sessions", "01", "--out", tmp_path / "r1") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tla-edge evaluate: error: crops '{crops}' (sessions 01) has only real images (3) and no attack "
+        "images; expected both real and attack images"
+    )
+
+
+def test_crops_of_another_scale_or_size_are_refused(tmp_path, tiny_tflite, capsys):
+    other_scale = make_crops(tmp_path / "a", scale="2.7")
+    assert run_cli(other_scale, "--model", tiny_tflite["int8"], "--out", tmp_path / "r") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tla-edge evaluate: error: model '{tiny_tflite['int8']}' expects crops at scale 2 but '{other_scale}' "
+        "holds scales 2.7; prepare them with --scales 2"
+    )
+    other_size = make_crops(tmp_path / "b", size=48)
+    assert run_cli(other_size, "--model", tiny_tflite["int8"], "--out", tmp_path / "r") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tla-edge evaluate: error: crops in '{other_size}' at scale 2 are 48x48 but model "
+        f"'{tiny_tflite['int8']}' expects 32x32; prepare them with --size 32"
+    )
+
+
+def test_bad_models_and_data(tmp_path, crops, tiny_tflite, keras_dir, capsys):
+    def last_err() -> str:
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    assert run_cli(crops, "--model", tmp_path / "m.onnx", "--out", tmp_path / "r") == 2
+    assert last_err() == f"tla-edge evaluate: error: model '{tmp_path / 'm.onnx'}' is not a .tflite or .keras file"
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(keras_dir / "model.keras", lone / "model.keras")
+    assert run_cli(crops, "--model", lone / "model.keras", "--out", tmp_path / "r") == 2
+    assert last_err().startswith(
+        f"tla-edge evaluate: error: metadata '{lone / 'metadata.json'}' of model '{lone / 'model.keras'}' not found"
+    )
+    raw = tmp_path / "raw"
+    (raw / "real").mkdir(parents=True)
+    (raw / "attack").mkdir()
+    assert run_cli(raw, "--model", tiny_tflite["int8"], "--out", tmp_path / "r") == 2
+    assert last_err() == (
+        f"tla-edge evaluate: error: '{raw}' is not a crops folder (no manifest.csv written by tla-edge prepare); "
+        "expected a crops folder, or pass --raw to run the device pipeline on a raw dataset"
+    )
+    assert run_cli(raw, "--raw", "--model", keras_dir / "model.keras", "--out", tmp_path / "r") == 2
+    assert "--raw runs the device pipeline, which needs a .tflite model" in last_err()
+    assert run_cli(raw, "--raw", "--model", tiny_tflite["int8"], "--out", tmp_path / "r") == 2
+    assert last_err() == (
+        f"tla-edge evaluate: error: dataset '{raw}' has no images; expected real and attack images"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_raw_frames_through_the_pipeline(nuaa_dir, tiny_tflite, tmp_path):
+    pytest.importorskip("mediapipe", reason="the face detector needs the 'runtime' extra")
+    data = tmp_path / "raw"
+    for folder, src in ((data / "real" / "0001", nuaa_dir / "ClientRaw" / "0001"),
+                        (data / "attack" / "print" / "0001", nuaa_dir / "ImposterRaw" / "0001")):
+        folder.mkdir(parents=True)
+        for p in sorted(src.glob("*.jpg"))[:3]:
+            shutil.copy(p, folder / p.name)
+    assert cv2.imwrite(str(data / "real" / "grey.png"), np.full((240, 320, 3), 128, np.uint8))
+    (data / "attack" / "print" / "broken.jpg").write_bytes(b"\xff\xd8 broken")
+    out = tmp_path / "report"
+    assert run_cli(data, "--raw", "--model", tiny_tflite["int8"], "--out", out) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED_KEYS <= set(m)
+    # the faceless frame counts as a rejected bona fide sample and is reported apart
+    assert m["n_real"] == 4 and m["n_attack"] == 3
+    assert m["no_face"] == 1 and m["no_face_by_reason"] == {"no_face": 1}
+    assert m["no_face_per_class"] == {"real": 1, "attack": 0}
+    assert m["corrupt"] == 1 and m["corrupt_files"] == ["attack/print/broken.jpg"]
+    rows = {r["source"]: r for r in read_scores(out)}
+    assert rows["real/grey.png"]["decision"] == "no_face" and float(rows["real/grey.png"]["score"]) == 0.0
+    assert {r["decision"] for k, r in rows.items() if k != "real/grey.png"} <= {"live", "spoof"}
+    assert m["bpcer"] >= 0.25  # the faceless bona fide frame is always rejected
+    assert cv2.imread(str(out / "worst_errors.png")) is not None
