@@ -307,3 +307,14 @@ def test_picamera2_missing_is_a_clear_error():
     with pytest.raises(UserError) as info:
         open_source("picam")
     assert str(info.value).startswith("picamera2 is not installed; on Raspberry Pi OS run")
+
+
+def test_samples_spec_opens_the_bundled_frames(tmp_path, monkeypatch):
+    from tla_edge.assets import sample_frames_dir
+    from tla_edge.sources import open_source
+
+    monkeypatch.chdir(tmp_path)  # no folder called "samples" here
+    with open_source("samples") as src:
+        names = [f.name for f in src]
+    expected = sorted(p.name for p in sample_frames_dir().glob("*.jpg"))
+    assert names == expected and len(names) >= 5

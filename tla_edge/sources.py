@@ -497,6 +497,10 @@ class PiCameraSource(FrameSource):
                 self._cam = None
 
 
+SAMPLES_SPEC = "samples"
+"""Source name of the bundled, freely redistributable sample frames."""
+
+
 def open_source(
     spec: str | int | os.PathLike,
     *,
@@ -507,7 +511,8 @@ def open_source(
     """Opens a frame source from what a user typed.
 
     Args:
-      spec: a camera index (``0`` or ``"0"``), ``"picamera2"``/``"picam"``, a
+      spec: a camera index (``0`` or ``"0"``), ``"picamera2"``/``"picam"``,
+        ``"samples"`` (the bundled sample frames, unless a path of that name exists), a
         video file or stream URL, a folder of images (``.jpg``, ``.jpeg``,
         ``.png``, ``.bmp``, ``.webp``, sorted by name) or one image file.
       loop: repeat a video or folder forever (soaks and benchmarks).
@@ -536,6 +541,10 @@ def open_source(
         return CaptureSource(int(text), loop, width, height)
     if text.lower() in PICAMERA_SPECS:
         return PiCameraSource(width, height)
+    if text == SAMPLES_SPEC and not Path(text).exists():
+        from tla_edge.assets import sample_frames_dir
+
+        return ImageFilesSource(sample_frames_dir(), loop)
     if "://" in text:  # rtsp://, http:// streams go to FFmpeg as they are
         return CaptureSource(text, loop)
     path = Path(text).expanduser()
