@@ -266,3 +266,94 @@ def test_bench_never_imports_tensorflow(frames_dir, tiny_tflite, tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert "RESULT 0 False" in out.stdout, out.stderr[-2000:]
+
+
+# --- benchmarks/compare.py ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compare_mod():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compare.py"
+    spec = importlib.util.spec_from_file_location("bench_compare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(total: float = 10.0, fps: float = 100.0, ids=("m_int8/1t",)) -> dict:
+    def cfg(i):
+        return {
+            "id": i,
+            "model": {"sha256": "ab"},
+            "stages": {"total": {"median": total, "p90": total * 1.2}, "invoke": {"median": 4.0}},
+            "raw_invoke_ms": {"detector": {"median": 3.0}, "liveness": {"median": 4.0}},
+            "overhead": total / 7.0,
+            "fps": fps,
+        }
+
+    host = {"machine": "x86_64", "cpu": "cpu", "runtime": {"name": "ai-edge-litert", "version": "2.3.0"}}
+    return {"format": "tla-edge-bench/1", "host": host, "configurations": [cfg(i) for i in ids]}
+
+
+def test_compare_judge(compare_mod):
+    assert compare_mod.judge("total", 10.0, 12.5, 0.2) == (1.25, "REGRESSION")
+    assert compare_mod.judge("total", 10.0, 11.5, 0.2)[1] == "ok"
+    assert compare_mod.judge("total", 10.0, 7.0, 0.2)[1] == "improved"
+    assert compare_mod.judge("fps", 100.0, 70.0, 0.2)[1] == "REGRESSION"
+    assert compare_mod.judge("fps", 100.0, 130.0, 0.2)[1] == "improved"
+    assert compare_mod.judge("total", None, 3.0, 0.2) == (None, "n/a")
+
+
+def test_compare_exit_codes(compare_mod, tmp_path, capsys):
+    ref, same, slow, missing = (tmp_path / f"{n}.json" for n in ("ref", "same", "slow", "missing"))
+    ref.write_text(json.dumps(_report()))
+    same.write_text(json.dumps(_report(total=10.5)))
+    slow.write_text(json.dumps(_report(total=15.0, fps=66.0)))
+    missing.write_text(json.dumps(_report(ids=("other/1t",))))
+    assert compare_mod.main([str(same), str(ref)]) == 0
+    assert compare_mod.main([str(slow), str(ref)]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"m_int8/1t\s+total\s+10.000\s+15.000\s+1.50  REGRESSION", out)
+    assert re.search(r"m_int8/1t\s+fps\s+100.000\s+66.000\s+0.66  REGRESSION", out)
+    assert re.search(r"m_int8/1t\s+invoke\s+4.000\s+4.000\s+1.00  ok", out)
+    assert compare_mod.main([str(slow), str(ref), "--tolerance", "0.6"]) == 0
+    assert compare_mod.main([str(missing), str(ref)]) == 1
+    assert "MISSING" in capsys.readouterr().out
+    assert compare_mod.main([str(slow), str(ref), "--metrics", "invoke", "--stat", "median"]) == 0
+
+
+def test_compare_warns_on_another_host(compare_mod, tmp_path, capsys):
+    other = _report()
+    other["host"]["cpu"] = "Cortex-A72"
+    (tmp_path / "a.json").write_text(json.dumps(_report()))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    assert compare_mod.main([str(tmp_path / "b.json"), str(tmp_path / "a.json")]) == 0
+    assert "warning: host cpu differs: reference 'cpu', new 'Cortex-A72'" in capsys.readouterr().err
+
+
+def test_compare_real_bench_result_with_itself(compare_mod, bench_run):
+    _, out = bench_run
+    path = out / "bench.json"
+    assert compare_mod.main([str(path), str(path), "--tolerance", "0"]) == 0
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, r"^compare: error: bench result '.*nope.json' not found$"),
+        ("{not json", r"^compare: error: bench result '.*bad.json' is not JSON"),
+        ('{"format": "tla-edge/1"}', r"has format 'tla-edge/1'; expected a 'tla-edge bench --json' result"),
+    ],
+    ids=["missing", "not-json", "other-format"],
+)
+def test_compare_bad_input(compare_mod, tmp_path, capsys, content, message):
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps(_report()))
+    name = "nope.json" if content is None else "bad.json"
+    if content is not None:
+        (tmp_path / name).write_text(content)
+    assert compare_mod.main([str(tmp_path / name), str(ref)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and re.search(message, err), err
