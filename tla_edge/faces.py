@@ -14,6 +14,7 @@ NumPy; TensorFlow is never imported.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import logging
 import numbers
@@ -30,6 +31,7 @@ import numpy as np
 from tla_edge import preprocess
 from tla_edge.assets import ASSETS_DIR
 from tla_edge.errors import missing_extra
+from tla_edge.native import quiet_native_logs
 
 _log = logging.getLogger(__name__)
 
@@ -299,7 +301,8 @@ class FaceDetector:
             min_detection_confidence=self.min_score,
         )
         try:
-            self._task = self._mp.face_detector.FaceDetector.create_from_options(options)
+            with quiet_native_logs():
+                self._task = self._mp.face_detector.FaceDetector.create_from_options(options)
         except (ValueError, RuntimeError, OSError) as err:
             # MediaPipe reports a model without metadata as FileNotFoundError
             # even though the file exists: say what it is.
@@ -334,14 +337,19 @@ class FaceDetector:
         image = image_lib.Image(
             image_format=image_lib.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)
         )
+        # The first call prints LiteRT's memory-alignment notice on fd 2.
+        quiet = quiet_native_logs() if self.last_invoke_ms is None else contextlib.nullcontext()
         t0 = time.perf_counter()
-        if self.mode == "video":
-            result = self._task.detect_for_video(image, self._next_timestamp(timestamp_ms))
-        else:
-            result = self._task.detect(image)
+        with quiet:
+            result = self._run(image, timestamp_ms)
         self.last_invoke_ms = (time.perf_counter() - t0) * 1e3
         faces = [_face_from_detection(d, width, height) for d in result.detections]
         return select_faces(faces, self.policy)
+
+    def _run(self, image: Any, timestamp_ms: int | None) -> Any:
+        if self.mode == "video":
+            return self._task.detect_for_video(image, self._next_timestamp(timestamp_ms))
+        return self._task.detect(image)
 
     def _next_timestamp(self, timestamp_ms: int | None) -> int:
         last = self._last_timestamp_ms
@@ -366,7 +374,8 @@ class FaceDetector:
         task, self._task = getattr(self, "_task", None), None
         if task is not None:
             _OPEN_DETECTORS.discard(self)
-            task.close()
+            with quiet_native_logs():
+                task.close()
 
     def __enter__(self) -> "FaceDetector":
         return self

@@ -18,6 +18,7 @@ import numpy as np
 from tla_edge import metadata as metadata_lib
 from tla_edge import preprocess
 from tla_edge.errors import UserError
+from tla_edge.native import quiet_native_logs
 
 EDGETPU_SHARED_LIB = {
     "Linux": "libedgetpu.so.1",
@@ -119,8 +120,9 @@ def make_interpreter(
     if delegates:
         kwargs["experimental_delegates"] = delegates
     try:
-        interpreter = runtime.interpreter_class(**kwargs)
-        interpreter.allocate_tensors()
+        with quiet_native_logs():
+            interpreter = runtime.interpreter_class(**kwargs)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise ValueError(f"model file '{path}' could not be loaded: {err}") from err
     return interpreter
