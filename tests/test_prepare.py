@@ -108,6 +108,24 @@ def test_resume_with_other_settings_is_refused(nuaa_crops, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "tla-edge prepare: error: crops folder" in err
     assert "was prepared with size=160 but this run asks size=96" in err
+    # crops made by another crop implementation are never mixed with new ones
+    info = prepare_json(out)
+    info["settings"]["crop_fingerprint"] = "0123456789abcdef"
+    (out / "prepare.json").write_text(json.dumps(info))
+    assert cli.main(["prepare", src, "--out", str(out), "--scales", "2.0,3.0", "--limit", "12"]) == 2
+    err = capsys.readouterr().err
+    assert "was made by another version of the crop (crop_fingerprint '0123456789abcdef', now '" in err
+    assert "pass --force to recompute them" in err
+
+
+def test_crop_fingerprint_follows_the_crop_pixels(monkeypatch):
+    from tla_edge import preprocess
+
+    before = prepare.crop_fingerprint()
+    assert before == prepare.crop_fingerprint() and len(before) == 16
+    original = preprocess.crop_face
+    monkeypatch.setattr(preprocess, "crop_face", lambda *a, **k: original(*a, **k) // 2)
+    assert prepare.crop_fingerprint() != before
 
 
 def write_image(path: Path, img: np.ndarray) -> None:

@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="MODEL",
         help=".tflite or .keras model; repeat to fuse several by averaging their scores "
-        "(default: the bundled int8 model)",
+        "(None: the bundled int8 model)",
     )
     parser.add_argument(
         "--layout",
@@ -90,18 +90,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="layout of DATA; nuaa, folder and csv imply --raw",
     )
     parser.add_argument("--raw", action="store_true", help="DATA is a raw dataset: run the full device pipeline on each frame")
-    parser.add_argument("--split", type=str, default=None, help="keep only this split, e.g. test (default: all)")
+    parser.add_argument("--split", type=str, default=None, help="keep only this split, e.g. test (None: every split)")
     parser.add_argument(
-        "--sessions", type=str, default=None, help="keep only these sessions, comma-separated, e.g. 02 (default: all)"
+        "--sessions", type=str, default=None, help="keep only these sessions, comma-separated, e.g. 02 (None: every session)"
     )
     parser.add_argument(
-        "--threshold", type=_threshold, default=None, help="decision threshold (default: the model metadata's)"
+        "--threshold", type=_threshold, default=None, help="decision threshold (None: the model metadata's)"
     )
     parser.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report files")
     parser.add_argument("--force", action="store_true", help="overwrite report files in REPORT_DIR")
-    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="evaluate N images, evenly spread")
+    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="evaluate N images, evenly spread (None: all)")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH", help="face detector (--raw)")
-    parser.add_argument("--num-threads", type=_positive_int, default=None, help="interpreter CPU threads")
+    parser.add_argument("--num-threads", type=_positive_int, default=None, help="interpreter CPU threads (None: the runtime's default)")
     parser.add_argument("--batch-size", type=_positive_int, default=64, help="batch size of a .keras model")
     parser.add_argument("--worst", type=_positive_int, default=12, help="worst false accepts and rejects shown")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -110,14 +110,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--min-score", type=_probability, default=DEFAULT_MIN_SCORE, help="smallest face detection score kept")
     parser.add_argument(
-        "--split", type=str, default=None, help="keep only images of this split, e.g. train (default: all)"
+        "--split", type=str, default=None, help="keep only images of this split, e.g. train (None: every split)"
     )
     parser.add_argument(
         "--limit",
         type=_positive_int,
         default=None,
         metavar="N",
-        help="prepare only N images, evenly spread over the dataset (for quick trials)",
+        help="prepare only N images, evenly spread over the dataset, for quick trials (None: all)",
     )
     parser.add_argument("--force", action="store_true", help="recompute every crop and rewrite the manifest")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -213,6 +213,23 @@ def _prefetch(fn: Callable[[Any], Any], items: Iterable[Any], depth: int = 4) ->
             yield item, fut.result()
 
 
+def crop_fingerprint() -> str:
+    """A hash of :func:`tla_edge.preprocess.crop_face` on fixed synthetic frames.
+
+    It changes whenever the crop contract's pixels change (window geometry,
+    padding, resampling), so a resumed ``prepare`` never mixes crops made by
+    two implementations, and a crops folder says which one made it.
+    """
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    parts = [
+        preprocess.crop_face(frame, (250.5, 150.25, 120.0, 140.0), 3.0, 160),  # large downscale
+        preprocess.crop_face(frame, (300.0, 200.0, 50.0, 60.0), 2.7, 160),  # upscale
+        preprocess.crop_face(frame, (-20.0, 400.0, 90.0, 90.0), 1.5, 64),  # padded corner
+    ]
+    return hashlib.sha1(b"".join(p.tobytes() for p in parts)).hexdigest()[:16]
+
+
 def write_png_atomic(path: Path, rgb: np.ndarray) -> None:
     """Writes an RGB uint8 image as PNG through a temporary name and a rename."""
     import cv2
@@ -251,6 +268,12 @@ def _check_out_dir(out: Path, force: bool, settings: dict[str, Any]) -> tuple[li
         return [], {}
     old = datasets.read_prepare_json(out)
     old_settings = old.get("settings", {})
+    if old_settings.get("crop_fingerprint") != settings["crop_fingerprint"]:
+        raise UserError(
+            f"crops folder '{out}' was made by another version of the crop "
+            f"(crop_fingerprint {old_settings.get('crop_fingerprint')!r}, now {settings['crop_fingerprint']!r}); "
+            "its crops would differ from the runtime's: pass --force to recompute them, or use another --out"
+        )
     for key in ("size", "detector", "min_score", "dataset"):
         if key in old_settings and old_settings[key] != settings[key]:
             raise UserError(
@@ -304,6 +327,7 @@ def prepare(
         "detector": str(detector_name),
         "min_score": float(min_score),
         "dataset": str(root.resolve()) if root is not None else None,
+        "crop_fingerprint": crop_fingerprint(),
     }
     old_rows, old_skipped = _check_out_dir(out, force, settings)
     old_runs = [] if force else list(datasets.read_prepare_json(out).get("runs", []))
