@@ -102,3 +102,50 @@ def test_headless_on_samples_posts_once_per_live_streak(example, tiny_tflite, ca
         assert "tla-edge demo: 5 frames" in err
     finally:
         server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bench_device():
+    spec = importlib.util.spec_from_file_location("bench_device", EXAMPLE.with_name("bench_device.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_device_model_reads_the_device_tree_and_falls_back(bench_device, tmp_path):
+    tree = tmp_path / "model"
+    tree.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\x00")
+    assert bench_device.device_model(tree) == "Raspberry Pi 5 Model B Rev 1.0"
+    import platform
+
+    assert bench_device.device_model(tmp_path / "absent") == f"{platform.system()} {platform.machine()}"
+
+
+@pytest.mark.parametrize(
+    "model, edgetpu, slug",
+    [
+        ("Raspberry Pi 5 Model B Rev 1.0", False, "raspberry_pi_5_model_b_rev_1_0"),
+        ("Raspberry Pi 4 Model B Rev 1.4", True, "raspberry_pi_4_model_b_rev_1_4_edgetpu"),
+        ("Linux x86_64", False, "linux_x86_64"),
+        ("  ///  ", False, "unknown_device"),
+    ],
+)
+def test_device_slug(bench_device, model, edgetpu, slug):
+    assert bench_device.device_slug(model, edgetpu) == slug
+
+
+def test_bench_device_writes_the_bench_schema_and_refuses_to_overwrite(bench_device, tiny_tflite, tmp_path, capsys):
+    out = tmp_path / "results" / "board.json"
+    argv = ["--model", str(tiny_tflite["int8"]), "--frames", "3", "--warmup", "1", "--threads", "1",
+            "--device", "Test Board 1", "--out", str(out)]
+    assert bench_device.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["format"] == "tla-edge-bench/1"
+    assert report["frames"] == 3 and len(report["configurations"]) == 1
+    assert report["device"]["name"] == "test_board_1"
+    assert f"bench_device: wrote {out}" in capsys.readouterr().out
+    before = out.read_bytes()
+    assert bench_device.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"bench_device: error: output '{out}' already exists; pass --force to overwrite it"
+    assert out.read_bytes() == before
