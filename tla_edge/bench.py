@@ -205,6 +205,19 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _scheduler() -> str | None:
+    """This process's scheduling policy, e.g. ``SCHED_OTHER`` or ``SCHED_FIFO 1`` (Linux)."""
+    try:
+        policy = os.sched_getscheduler(0)
+        priority = os.sched_getparam(0).sched_priority
+    except (AttributeError, OSError):
+        return None
+    names = {getattr(os, n): n for n in ("SCHED_OTHER", "SCHED_FIFO", "SCHED_RR", "SCHED_BATCH", "SCHED_IDLE")
+             if hasattr(os, n)}
+    name = names.get(policy, str(policy))
+    return f"{name} {priority}" if priority else name
+
+
 def host_info(runtime_name: str) -> dict[str, Any]:
     """Where the benchmark ran: OS, CPU, Python and library versions, load."""
     try:
@@ -228,6 +241,8 @@ def host_info(runtime_name: str) -> dict[str, Any]:
         "numpy": np.__version__,
         "opencv": _version("opencv-contrib-python") or _version("opencv-python") or _version("opencv-python-headless"),
         "tla_edge": __version__,
+        "nice": os.nice(0) if hasattr(os, "nice") else None,
+        "scheduler": _scheduler(),
         "load_avg_start": load,
     }
 
