@@ -109,3 +109,14 @@ def test_head_model_shares_the_logit_layer():
     head = models.head_model(model)
     assert head.input_shape == (None, 1280)
     assert head.get_layer("logit") is model.get_layer("logit")
+
+
+def test_from_scratch_batchnorm_momentum_is_lowered_but_transfer_keeps_it(tmp_path):
+    scratch = models.build_mobilenetv2(32, alpha=0.35, weights=None)
+    bns = [l for l in scratch.get_layer("base").layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and {b.momentum for b in bns} == {models.SCRATCH_BN_MOMENTUM}
+    path = tmp_path / "b.weights.h5"
+    scratch.get_layer("base").save_weights(str(path))
+    transfer = models.build_mobilenetv2(32, alpha=0.35, weights=str(path))
+    bns = [l for l in transfer.get_layer("base").layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert {b.momentum for b in bns} == {0.999}  # Keras' own; frozen anyway in the transfer recipe

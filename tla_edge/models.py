@@ -23,6 +23,10 @@ from tla_edge.errors import missing_extra
 ARCHITECTURES = ("mobilenetv2", "resnet34")
 MOBILENETV2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 MIN_INPUT_SIZE = 32
+# BatchNorm momentum when training from scratch: Keras' MobileNetV2 uses 0.999,
+# whose moving statistics still reflect the initialisation after a few hundred
+# steps, so short runs validate at chance level.
+SCRATCH_BN_MOMENTUM = 0.9
 BASE_NAME = "base"
 POOL_NAME = "pool"
 DROPOUT_NAME = "dropout"
@@ -147,11 +151,21 @@ def build_mobilenetv2(
             f"{' '.join(str(err).split())[:200]}; pass a local .weights.h5 file or 'none'"
         ) from err
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    features = base(inputs, training=False) if transfer else base(inputs)
+    if transfer:
+        features = base(inputs, training=False)
+    else:
+        _set_bn_momentum(keras, base, SCRATCH_BN_MOMENTUM)
+        features = base(inputs)
     model = _head(keras, inputs, features, dropout, f"mobilenetv2_{float(alpha):.2f}_{input_size}")
     if path is not None:
         load_weights_file(model, path, f"mobilenetv2 alpha={alpha} input {input_size}")
     return model
+
+
+def _set_bn_momentum(keras: Any, base: Any, momentum: float) -> None:
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
 
 
 def _conv_bn(keras: Any, x: Any, filters: int, kernel: int, stride: int, name: str, relu: bool) -> Any:
@@ -159,7 +173,7 @@ def _conv_bn(keras: Any, x: Any, filters: int, kernel: int, stride: int, name: s
         filters, kernel, strides=stride, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(epsilon=1.001e-5, name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=SCRATCH_BN_MOMENTUM, epsilon=1.001e-5, name=f"{name}_bn")(x)
     if relu:
         x = keras.layers.ReLU(name=f"{name}_relu")(x)
     return x
