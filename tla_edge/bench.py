@@ -626,6 +626,7 @@ def run_benchmark(
         check_tflite_file(m)
     detector_path = faces_lib.resolve_model(detector)
     runtime = import_runtime()
+    host = host_info(runtime.name)
     configs = configurations(models, threads, edgetpu)
     frame_set = read_frames(source, warmup + frames)
     results = []
@@ -638,7 +639,6 @@ def run_benchmark(
     finally:
         if frame_set.live is not None:
             frame_set.live.close()
-    host = host_info(runtime.name)
     try:
         host["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
