@@ -27,8 +27,8 @@ from tla_edge import preprocess
 from tla_edge.errors import UserError, missing_extra
 
 INSTALL_COMMAND = (
-    "bash scripts/install_qat.sh (it runs: pip install --no-deps "
-    "tensorflow-model-optimization==0.8.1 && pip install dm-tree attrs)"
+    "bash scripts/install_qat.sh (it runs: pip install dm-tree attrs six scipy mock tf-keras && "
+    "pip install --no-deps tensorflow-model-optimization==0.8.1)"
 )
 SUPPORTED = ("mobilenetv2",)
 # Head layers of tla_edge.models and what they become in tf_keras.
@@ -42,8 +42,9 @@ DEFAULT_BATCH_SIZE = 32
 def import_tfmot() -> Any:
     """Imports tensorflow-model-optimization without switching ``tf.keras`` to Keras 2.
 
-    tfmot sets ``TF_USE_LEGACY_KERAS=1`` when imported; the variable is put
-    back so the rest of the process keeps Keras 3.
+    tfmot sets ``TF_USE_LEGACY_KERAS=1`` when imported (it then uses
+    ``tf_keras`` itself); ``tf.keras`` is resolved to Keras 3 first and the
+    variable is put back, so the rest of the process keeps Keras 3.
 
     Raises:
       UserError: tfmot (or one of its dependencies) is not installed; the
@@ -55,6 +56,12 @@ def import_tfmot() -> Any:
     except ImportError as err:
         raise missing_extra(getattr(err, "name", None) or "tensorflow", "train") from err
     before = os.environ.get("TF_USE_LEGACY_KERAS")
+    if not before:
+        import tensorflow as tf
+
+        # tf.keras is chosen on first use; tfmot's import sets TF_USE_LEGACY_KERAS=1
+        # before touching it, which would make it tf-keras for the whole process.
+        tf.keras.version()
     try:
         import tensorflow_model_optimization as tfmot
     except ImportError as err:
