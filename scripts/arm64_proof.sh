@@ -19,6 +19,9 @@
 # Not part of CI: it needs root (chroot, mounts), network access to the Debian
 # mirror and the package index, and minutes to tens of minutes under qemu.
 set -euo pipefail
+# The whole script is one block, parsed before it runs, so editing this file
+# while it runs (it takes a while) cannot change what the running copy does.
+{
 
 ROOT=/work/arm64-root
 X86_VENV=/work/arm64-proof-x86-venv
@@ -87,9 +90,11 @@ grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null \
     || die "binfmt handler qemu-aarch64 is not enabled; expected 'enabled' in /proc/sys/fs/binfmt_misc/qemu-aarch64"
 
 # --- 2. the arm64 root (once) -------------------------------------------------
+mkdir -p "$ROOT"
+exec 9>"$ROOT.lock"
+flock -n 9 || die "another arm64_proof.sh is using '$ROOT' (lock '$ROOT.lock'); wait for it to finish"
 if [[ ! -e $ROOT/.tla-edge-bootstrapped ]]; then
     step "debootstrap bookworm arm64 into $ROOT (tens of minutes under qemu)"
-    mkdir -p "$ROOT"
     nice -n 10 debootstrap --arch=arm64 --variant=minbase --include="$PACKAGES" \
         bookworm "$ROOT" "$MIRROR" >&2
     touch "$ROOT/.tla-edge-bootstrapped"
@@ -100,6 +105,10 @@ ncpu=$(nproc)
 mkdir -p "$ROOT/sys/devices/system/cpu"
 for f in present possible online; do echo "0-$((ncpu - 1))" >"$ROOT/sys/devices/system/cpu/$f"; done
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# pip inside the root trusts what the host trusts (a host behind a TLS-inspecting
+# proxy has that proxy's CA in its bundle; elsewhere this is the usual Mozilla set).
+HOST_CA=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
+[[ -f $HOST_CA ]] && cp "$HOST_CA" "$ROOT/etc/tla-edge-host-ca.crt"
 
 cleanup() {
     mountpoint -q "$ROOT/dev" && umount "$ROOT/dev" || true
@@ -112,7 +121,9 @@ mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
 mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
 
 in_root() {
-    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 \
+    local ca=()
+    [[ -f $ROOT/etc/tla-edge-host-ca.crt ]] && ca=(PIP_CERT=/etc/tla-edge-host-ca.crt)
+    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 "${ca[@]}" \
         PATH=/opt/tla-edge-venv/bin:/usr/local/bin:/usr/bin:/bin "$@"
 }
 
@@ -308,3 +319,5 @@ print(f"  decisions match: {report['match']}; max |score diff| {report['max_abs_
 print(f"  report: {out}")
 sys.exit(0 if report["match"] else 1)
 PY
+exit
+}
