@@ -116,3 +116,21 @@ def test_bad_scale_box_and_normalization():
         crop_face(frame, (0, 0, 0, 5))
     with pytest.raises(ValueError, match=r"unknown normalization 'imagenet'"):
         normalize(frame, "imagenet")
+
+
+def test_atomic_writes_refuse_overwrite_and_keep_the_umask_mode(tmp_path):
+    import os
+
+    from tla_edge import fileio
+    from tla_edge.errors import UserError
+
+    out = tmp_path / "sub" / "out.json"
+    fileio.write_json_atomic(fileio.check_writable(out, force=False), {"a": 1})
+    assert out.read_text().strip().startswith("{")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(UserError, match=r"output '.*out.json' already exists; pass --force to overwrite it"):
+        fileio.check_writable(out, force=False)
+    fileio.check_writable(out, force=True)
