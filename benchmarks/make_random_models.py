@@ -24,7 +24,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -47,19 +47,11 @@ def _tf() -> Any:
 
 
 def build_model(input_size: int = INPUT_SIZE, seed: int = SEED) -> Any:
-    """MobileNetV2 (alpha 1.0, random weights) + Dense(1) logit, as the project trains it."""
+    """MobileNetV2 (alpha 1.0, random weights) + the project's Dense(1) logit head."""
     tf = _tf()
+    from tla_edge.models import build_mobilenetv2
+
     tf.keras.utils.set_random_seed(seed)
-    try:
-        from tla_edge.models import build_mobilenetv2
-    except ImportError:  # models.py not installed: the same graph, built here
-        keras = tf.keras
-        inputs = keras.Input((input_size, input_size, 3), name="image")
-        base = keras.applications.MobileNetV2(
-            input_shape=(input_size, input_size, 3), alpha=1.0, include_top=False, weights=None
-        )
-        x = keras.layers.GlobalAveragePooling2D()(base(inputs))
-        return keras.Model(inputs, keras.layers.Dense(1, name="logit")(x))
     return build_mobilenetv2(input_size, alpha=1.0, weights=None)
 
 
@@ -108,33 +100,17 @@ def calibration_crops(
     return np.stack(crops), f"{len(crops)} NUAA face crops (crop_face scale {preprocess.DEFAULT_SCALE})"
 
 
-def _representative(crops: np.ndarray, normalization: str) -> Callable[[], Iterator[list[np.ndarray]]]:
-    def gen() -> Iterator[list[np.ndarray]]:
-        for crop in crops:
-            yield [preprocess.normalize(crop[None], normalization)]
-
-    return gen
-
-
 def convert(model: Any, crops: np.ndarray | None, normalization: str = "mobilenet_v2") -> bytes:
-    """Converts with a fixed ``[1, H, W, 3]`` input: float32 when ``crops`` is None, else full int8.
+    """float32 when ``crops`` is None, else full int8 (int8 input and output) calibrated on them.
 
-    The fixed batch of 1 keeps every shape static (the Edge TPU needs it).
+    Uses the project's converter library (batch 1, static shapes, weights frozen).
     """
-    tf = _tf()
-    keras = tf.keras
-    # Re-wrapping the model on a batch-1 Input fixes every shape; converting a
-    # tf.function instead leaves Keras 3 weights as variables (READ_VARIABLE).
-    inputs = keras.Input(tuple(model.inputs[0].shape[1:]), batch_size=1)
-    fixed = keras.Model(inputs, model(inputs, training=False))
-    conv = tf.lite.TFLiteConverter.from_keras_model(fixed)
-    if crops is not None:
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = _representative(crops, normalization)
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.int8
-        conv.inference_output_type = tf.int8
-    return conv.convert()
+    from tla_edge.converters.tflite import convert as convert_model
+    from tla_edge.converters.tflite import representative_dataset
+
+    if crops is None:
+        return convert_model(model, "float32")
+    return convert_model(model, "int8", representative_dataset(crops, normalization), io="int8")
 
 
 def main(argv: list[str] | None = None) -> int:
