@@ -80,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=str,
         default=None,
         metavar="FOLDER|VIDEO|CAMERA",
-        help="image folder, video file or camera index (default: the bundled sample frames)",
+        help="image folder, video file or camera index (None: the bundled sample frames)",
     )
     parser.add_argument(
         "--model",
@@ -88,7 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="M.tflite",
-        help="liveness model; repeat to compare several (default: the bundled int8 model)",
+        help="liveness model; repeat to compare several (None: the bundled int8 model)",
     )
     parser.add_argument(
         "--threads",
@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="N",
-        help="liveness interpreter threads; repeat to compare several (default: 1)",
+        help="liveness interpreter threads; repeat to compare several (None: 1)",
     )
     parser.add_argument("--frames", type=_positive_int, default=100, help="timed frames per configuration")
     parser.add_argument("--warmup", type=_non_negative_int, default=10, help="untimed frames first")
@@ -104,9 +104,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--detector", type=str, default="short", metavar="short|full|PATH", help="MediaPipe face detector model"
     )
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON")
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON (None: table only)")
     parser.add_argument(
-        "--plot", type=Path, default=None, metavar="PATH", help="write per-stage latency box plots (.png/.svg/.pdf)"
+        "--plot", type=Path, default=None, metavar="PATH", help="write per-stage latency box plots (.png/.svg/.pdf; None: no plot)"
     )
     parser.add_argument("--force", action="store_true", help="overwrite --json/--plot outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
