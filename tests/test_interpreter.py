@@ -128,3 +128,9 @@ def test_edgetpu_delegate_missing_is_a_clear_error(tiny_tflite):
 
     with pytest.raises(UserError, match=r"cannot load the Edge TPU delegate 'libedgetpu.so.1'.*install libedgetpu"):
         LivenessModel(tiny_tflite["int8"], edgetpu=True)
+
+
+def test_embedding_is_reproducible(tiny_tflite):
+    meta = metadata.ModelMetadata(input_size=(32, 32))
+    body = tiny_tflite["int8"].read_bytes()
+    assert metadata.embed(body, meta) == metadata.embed(body, meta)

@@ -107,7 +107,10 @@ def embed(tflite_bytes: bytes, meta: ModelMetadata) -> bytes:
     body = strip_embedded(tflite_bytes)
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(EMBEDDED_NAME, json.dumps(meta.to_dict(), indent=2))
+        # a fixed date keeps the file's bytes (and sha256) reproducible
+        info = zipfile.ZipInfo(EMBEDDED_NAME, date_time=(1980, 1, 1, 0, 0, 0))
+        info.compress_type = zipfile.ZIP_DEFLATED
+        zf.writestr(info, json.dumps(meta.to_dict(), indent=2))
     return body + buf.getvalue()
 
 
