@@ -65,10 +65,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       metavar="N", help="calibration crops, stratified by class and attack species")
     data.add_argument("--val", type=Path, default=None, metavar="CROPS",
                       help="crops folder for the parity check (default: --calib's)")
-    data.add_argument("--val-session", type=str, default=None, metavar="SESSION",
+    held = data.add_mutually_exclusive_group()
+    held.add_argument("--val-session", type=str, default=None, metavar="SESSION",
                       help="validate on this session only, and calibrate / fine-tune on the others "
-                           "(default: the session the model was validated on, from its metadata, "
-                           "else all crops)")
+                           "(default: the sessions or subjects the model was validated on, from its "
+                           "metadata, else all crops)")
+    held.add_argument("--val-subjects", type=str, default=None, metavar="S1,S2",
+                      help="validate on these subjects only, and calibrate / fine-tune on the others")
+    data.add_argument("--resize-crops", action="store_true",
+                      help="resize crops of another size to the model's input, as tla-edge train "
+                           "--input-size does (default: refuse them)")
     data.add_argument("--seed", type=int, default=0, help="seed of the calibration draw and QAT shuffling")
     out = parser.add_argument_group("output")
     out.add_argument("--io", type=str, default="int8", choices=tflite_lib.IO_TYPES,
@@ -95,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     qat.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs")
     qat.add_argument("--qat-lr", type=float, default=1e-5, help="Adam learning rate")
     qat.add_argument("--qat-batch-size", type=int, default=32, help="crops per step")
+    qat.add_argument("--qat-target", type=str, default="labels", choices=("labels", "teacher"),
+                     help="what fine-tuning learns: the crops' labels, or the float model's scores "
+                          "(distillation: keeps the QAT model close to the float one)")
 
 
 class Job(NamedTuple):
@@ -178,22 +187,60 @@ def check_output(path: Path, force: bool) -> Path:
     return path
 
 
-def _held_out_session(meta: metadata_lib.ModelMetadata) -> str | None:
-    """The session the model was validated on, from its training metadata, if one."""
-    val = ((meta.extra or {}).get("data") or {}).get("val") or {}
-    sessions = [s for s in (val.get("sessions") or {}) if s and s != "?"]
-    return sessions[0] if len(sessions) == 1 else None
+class Holdout(NamedTuple):
+    """Which crops validate (parity) and which calibrate and fine-tune."""
+
+    kind: str | None
+    """``"sessions"``, ``"subjects"`` or None (validate on all crops)."""
+    values: list[str]
+    """The held-out sessions or subjects."""
+    source: str
+    """Where the choice came from: ``--val-session``, ``--val-subjects`` or ``metadata``."""
+
+    def describe(self) -> str:
+        """E.g. ``session 02`` or ``subjects 0008,0009``; ``all crops`` without a holdout."""
+        if self.kind is None:
+            return "all crops"
+        word = self.kind[:-1] if len(self.values) == 1 else self.kind
+        return f"{word} {','.join(self.values)}"
+
+    def filters(self, held_out: bool, crops_dir: Path | None = None) -> dict[str, list[str] | None]:
+        """``load_crops`` filters for the held-out rows, or for the others (needs ``crops_dir``)."""
+        if self.kind is None:
+            return {"sessions": None, "subjects": None}
+        values = self.values
+        if not held_out:
+            from tla_edge import datasets
+
+            column = self.kind[:-1]  # manifest columns are "session" and "subject"
+            present = sorted({r.get(column, "") for r in datasets.read_manifest(crops_dir)})
+            values = [v for v in present if not any(_same_id(v, h) for h in self.values)]
+            if not values:
+                return {"sessions": None, "subjects": None}
+        return {"sessions": values if self.kind == "sessions" else None,
+                "subjects": values if self.kind == "subjects" else None}
 
 
-def _other_sessions(crops_dir: Path, session: str | None) -> list[str] | None:
-    """Sessions of a crops folder other than ``session`` (None: use all)."""
-    if session is None:
-        return None
-    from tla_edge import datasets
+def held_out(meta: metadata_lib.ModelMetadata | None, val_session: str | None,
+             val_subjects: str | None) -> Holdout:
+    """The validation part: the flags, else what the model was validated on (its metadata).
 
-    sessions = sorted({r.get("session", "") for r in datasets.read_manifest(crops_dir)})
-    rest = [s for s in sessions if not _same_id(s, session)]
-    return rest or None
+    ``tla-edge train`` records crops per session and subject of its training
+    and validation parts; when the validation sessions (or subjects) are
+    disjoint from the training ones, those are held out here too.
+    """
+    if val_session:
+        return Holdout("sessions", [val_session], "--val-session")
+    if val_subjects:
+        return Holdout("subjects", [v.strip() for v in val_subjects.split(",") if v.strip()], "--val-subjects")
+    data = ((meta.extra if meta else {}) or {}).get("data") or {}
+    train, val = data.get("train") or {}, data.get("val") or {}
+    for kind in ("sessions", "subjects"):
+        v = sorted(k for k in (val.get(kind) or {}) if k and k != "?")
+        t = {k for k in (train.get(kind) or {}) if k and k != "?"}
+        if v and t and not (set(v) & t):
+            return Holdout(kind, v, "metadata")
+    return Holdout(None, [], "none")
 
 
 def _same_id(a: str, b: str) -> bool:
@@ -220,6 +267,7 @@ def _pct(v: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     """Converts, checks parity, writes files and prints the summary; returns the exit code."""
     t_start = time.perf_counter()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
     if args.mode is None:
         raise UserError("choose what to write: --int8, --fp16, --dynamic, --float32 or --all")
     if args.calib_samples < 1:
@@ -272,7 +320,6 @@ def run(args: argparse.Namespace) -> int:
         qat_lib.check_architecture(meta)
         qat_lib.import_tfmot()
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         import keras
         import tensorflow as tf
@@ -297,20 +344,28 @@ def run(args: argparse.Namespace) -> int:
     if args.qat:
         qat_lib.check_architecture(meta)
 
-    # Validation crops: a held-out session when one is known.
-    val_session = args.val_session or _held_out_session(meta)
-    val = tflite_lib.load_crop_set(val_dir, meta.crop_scale, (h, w), val_session, "validation")
-    val_desc = f"'{val_dir}'" + (f" session {val_session}" if val_session else " (all crops)")
+    # Validation crops: the held-out part when one is known; calibration and
+    # QAT use the rest of the same folder.
+    holdout = held_out(meta, args.val_session, args.val_subjects)
+    val = tflite_lib.load_crop_set(
+        val_dir, meta.crop_scale, (h, w), what="validation", resize=args.resize_crops,
+        **holdout.filters(held_out=True),
+    )
+    val_desc = f"'{val_dir}' {holdout.describe()}" + (
+        " (held out in training)" if holdout.source == "metadata" else "")
     _log(f"{PROG}: parity on {len(val.labels)} crops of {val_desc}")
-    train_sessions = None
-    if calib_dir is not None and val_session and Path(calib_dir).resolve() == Path(val_dir).resolve():
-        train_sessions = _other_sessions(Path(calib_dir), val_session)
+    train_filters: dict[str, list[str] | None] = {"sessions": None, "subjects": None}
+    if calib_dir is not None and holdout.kind and Path(calib_dir).resolve() == Path(val_dir).resolve():
+        train_filters = holdout.filters(held_out=False, crops_dir=Path(calib_dir))
+    train_desc = next((f"{k} {','.join(v)}" for k, v in train_filters.items() if v), "all crops")
     calib = None
     if needs_int8:
         calib = tflite_lib.calibration_set(
-            calib_dir, args.calib_samples, args.seed, meta.crop_scale, (h, w), train_sessions
+            calib_dir, args.calib_samples, args.seed, meta.crop_scale, (h, w),
+            resize=args.resize_crops, **train_filters,
         )
         _log(f"{PROG}: calibrating on {len(calib.labels)} of {calib.available} crops of '{calib_dir}' "
+             f"{train_desc} "
              f"({', '.join(f'{k} {v}' for k, v in calib.counts.items())})")
     float_scores = parity_lib.keras_scores(model, val.images, meta, desc="float model")
     source_sha = tflite_lib.sha256_file(model_path)
@@ -323,11 +378,12 @@ def run(args: argparse.Namespace) -> int:
         _log(f"{PROG}: converting {job.key} ...")
         if job.key == "int8_qat":
             train = tflite_lib.load_crop_set(
-                calib_dir, meta.crop_scale, (h, w), train_sessions, "QAT training"
+                calib_dir, meta.crop_scale, (h, w), what="QAT training",
+                resize=args.resize_crops, **train_filters,
             )
             qmodel, qat_info = qat_lib.qat_model(
                 model, meta, train.images, train.labels, args.qat_epochs,
-                args.qat_batch_size, args.qat_lr, args.seed,
+                args.qat_batch_size, args.qat_lr, args.seed, target=args.qat_target,
             )
             source = qmodel
         else:
@@ -353,10 +409,10 @@ def run(args: argparse.Namespace) -> int:
                              "threshold": meta.threshold},
             "calibration": None if calib is None else {
                 "crops": int(len(calib.labels)), "per_stratum": calib.counts,
-                "crops_dir": str(calib_dir), "sessions": train_sessions, "seed": args.seed,
+                "crops_dir": str(calib_dir), "part": train_desc, "seed": args.seed,
             },
             "parity": report.to_dict(),
-            "validation": {"crops_dir": str(val_dir), "session": val_session},
+            "validation": {"crops_dir": str(val_dir), "part": holdout.describe(), "source": holdout.source},
             "converter": {"tensorflow": tf.__version__, "keras": keras.__version__},
         }
         for key in ("alpha", "target_apcer"):
@@ -366,12 +422,16 @@ def run(args: argparse.Namespace) -> int:
             extra["qat"] = qat_info
         if report.degraded:
             extra["degraded"] = report.degraded
-        out_meta = meta.replace(threshold=report.converted_threshold, extra=extra)
+        # int8 moves scores: its threshold is re-derived on its own scores. The
+        # float modes keep the threshold training chose (their scores match).
+        threshold = report.converted_threshold if job.mode == "int8" else float(meta.threshold)
+        out_meta = meta.replace(threshold=threshold, extra=extra)
         row: dict[str, Any] = {
             "model": job.key, "file": str(job.path), "io": io,
             "input": summary.input_dtype, "output": summary.output_dtype,
             "float_tensors": summary.float_tensors, "convert_s": round(t_convert, 2),
-            "parity": report.to_dict(), "threshold": report.converted_threshold,
+            "parity": report.to_dict(), "threshold": threshold,
+            "threshold_source": "re-derived" if job.mode == "int8" else "source model",
         }
         if report.degraded:
             msg = f"{job.key} model is degraded: {report.degraded}"
@@ -404,7 +464,8 @@ def run(args: argparse.Namespace) -> int:
             "source": {"file": str(model_path), "sha256": source_sha, "bytes": model_path.stat().st_size,
                        "threshold": meta.threshold, "crop_scale": meta.crop_scale,
                        "input_size": list(meta.input_size), "architecture": meta.architecture},
-            "validation": {"crops_dir": str(val_dir), "session": val_session, "crops": int(len(val.labels))},
+            "validation": {"crops_dir": str(val_dir), "part": holdout.describe(), "source": holdout.source,
+                           "crops": int(len(val.labels))},
             "calibration": None if calib is None else {"crops": int(len(calib.labels)), "per_stratum": calib.counts},
             "models": results, "edgetpu": edgetpu_rows, "qat": qat_info, "wall_s": round(wall, 1),
         })
@@ -455,7 +516,8 @@ def _print_summary(model_path: Path, val_desc: str, n_val: int, calib: Any, resu
     print(head)
     for r in results:
         p = r["parity"]
-        f, c = p["float"] or {}, p["converted_own_threshold"] or {}
+        own = r["threshold_source"] == "re-derived"
+        f, c = p["float"] or {}, p["converted_own_threshold" if own else "converted"] or {}
         ce = p["converted"] or {}
         acer = f"{_pct(f.get('acer'))}->{_pct(c.get('acer'))}" if f else "-"
         eer = f"{_pct(f.get('eer'))}->{_pct(ce.get('eer'))}" if f else "-"
@@ -477,6 +539,7 @@ def _print_summary(model_path: Path, val_desc: str, n_val: int, calib: Any, resu
         hist = qat_info.get("history") or {}
         loss = hist.get("loss") or []
         print(f"  QAT: {qat_info['crops']} crops, {qat_info['epochs']} epochs, lr {qat_info['lr']:g}, "
+              f"target {qat_info['target']}, "
               f"{qat_info['wall_s']:.0f} s" + (f", loss {loss[0]:.4f} -> {loss[-1]:.4f}" if loss else ""))
-    print("  (float = float tensors in the file; ACER at the converted model's own threshold, "
-          "EER threshold-free; agree% at the source threshold)")
+    print("  (float = float tensors in the file; ACER at the threshold written into each file: "
+          "int8 re-derived on its own scores, others the source's; agree% at the source threshold)")

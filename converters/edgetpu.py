@@ -25,21 +25,25 @@ INSTALL_HINT = (
 DEFAULT_TIMEOUT_S = 300
 
 
-def readiness_lines(model_path: str | Path) -> tuple[bool, list[str]]:
+def readiness_lines(model_path: str | Path, max_lines: int = 4) -> tuple[bool, list[str]]:
     """The Edge TPU readiness verdict of a ``.tflite`` file, as report lines.
 
     Args:
       model_path: the converted model.
+      max_lines: reasons and notes shown; the rest are counted (``tla-edge
+        info`` lists them all).
 
     Returns:
-      ``(ready, lines)``: the verdict and one line per reason or note.
+      ``(ready, lines)``: the verdict, then one line per reason or note.
     """
     from tla_edge.tflite_info import edgetpu_readiness, inspect_model
 
     verdict = edgetpu_readiness(inspect_model(model_path))
     lines = [f"Edge TPU: {'ready' if verdict.ready else 'NOT ready'} ({Path(model_path).name})"]
-    lines += [f"  - {r}" for r in verdict.reasons]
-    lines += [f"  note: {n}" for n in verdict.notes]
+    details = [f"  - {r}" for r in verdict.reasons] + [f"  note: {n}" for n in verdict.notes]
+    lines += details[:max_lines]
+    if len(details) > max_lines:
+        lines.append(f"  ... and {len(details) - max_lines} more: tla-edge info {model_path}")
     return verdict.ready, lines
 
 

@@ -37,6 +37,8 @@ _HEAD_LAYERS = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dropout", "Dens
 DEFAULT_EPOCHS = 2
 DEFAULT_LR = 1e-5
 DEFAULT_BATCH_SIZE = 32
+TARGETS = ("labels", "teacher")
+"""What QAT fine-tuning learns: the manifest's labels, or the float model's scores."""
 
 
 def import_tfmot() -> Any:
@@ -259,7 +261,7 @@ def quantize(model: Any, freeze_batchnorm: bool = True) -> Any:
 
 
 def _batches(
-    images: np.ndarray, labels: np.ndarray, normalization: str, batch_size: int, seed: int
+    images: np.ndarray, targets: np.ndarray, normalization: str, batch_size: int, seed: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless shuffled batches, normalised by the shared preprocessing function."""
     rng = np.random.default_rng(seed)
@@ -267,7 +269,7 @@ def _batches(
         order = rng.permutation(len(images))
         for start in range(0, len(order), batch_size):
             idx = np.sort(order[start : start + batch_size])
-            yield preprocess.normalize(images[idx], normalization), labels[idx].astype(np.float32)[:, None]
+            yield preprocess.normalize(images[idx], normalization), targets[idx].astype(np.float32)[:, None]
 
 
 def fine_tune(
@@ -280,6 +282,7 @@ def fine_tune(
     lr: float = DEFAULT_LR,
     seed: int = 0,
     verbose: int = 2,
+    soft_targets: np.ndarray | None = None,
 ) -> dict[str, list[float]]:
     """Fine-tunes a QAT model on uint8 crops with a one-logit binary loss.
 
@@ -293,6 +296,10 @@ def fine_tune(
       lr: Adam learning rate (small: the weights are already trained).
       seed: shuffling seed.
       verbose: Keras verbosity (2: one line per epoch).
+      soft_targets: ``(N,)`` P(live) to learn instead of the labels, e.g. the
+        float model's own scores (distillation: the QAT model learns to
+        reproduce the float model under int8 rounding rather than to refit
+        the labels). Classes are then not re-weighted.
 
     Returns:
       The Keras history (``loss``, ``accuracy`` per epoch); empty for 0 epochs.
@@ -320,13 +327,19 @@ def fine_tune(
         metrics=[tfk.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
     )
     n = len(labels)
-    class_weight = {0: n / (2.0 * n_attack), 1: n / (2.0 * n_real)}
+    class_weight: dict[int, float] | None = {0: n / (2.0 * n_attack), 1: n / (2.0 * n_real)}
+    targets = labels.astype(np.float32)
+    if soft_targets is not None:
+        targets = np.asarray(soft_targets, np.float32).reshape(-1)
+        if targets.shape != labels.shape:
+            raise ValueError(f"{targets.size} soft targets for {labels.size} crops")
+        class_weight = None
     steps = int(np.ceil(n / batch_size))
     # Keras prints its per-epoch lines to stdout; the command keeps stdout for results.
     stdout, sys.stdout = sys.stdout, sys.stderr
     try:
         hist = qat_model.fit(
-            _batches(images, labels, normalization, batch_size, seed),
+            _batches(images, targets, normalization, batch_size, seed),
             steps_per_epoch=steps, epochs=epochs, class_weight=class_weight, verbose=verbose,
         )
     finally:
@@ -344,6 +357,7 @@ def qat_model(
     lr: float = DEFAULT_LR,
     seed: int = 0,
     verbose: int = 2,
+    target: str = "labels",
 ) -> tuple[Any, dict[str, Any]]:
     """Rebuild in tf-keras, copy weights, quantize-wrap, fine-tune.
 
@@ -352,17 +366,27 @@ def qat_model(
       meta: its :class:`~tla_edge.metadata.ModelMetadata`.
       images, labels: training crops (uint8) and labels (1 real, 0 attack).
       epochs, batch_size, lr, seed, verbose: see :func:`fine_tune`.
+      target: what the fine-tune learns, one of :data:`TARGETS`: ``"labels"``
+        (the manifest's classes) or ``"teacher"`` (the float model's own
+        scores on the same crops).
 
     Returns:
       ``(qat_model, info)``: the fine-tuned tf-keras QAT model, ready for
       :func:`tla_edge.converters.tflite.convert` in ``int8`` mode, and a
       JSON-ready summary (alpha, crops, epochs, history, seconds).
     """
+    if target not in TARGETS:
+        raise ValueError(f"QAT target {target!r} is not one of {list(TARGETS)}")
     t0 = time.perf_counter()
+    soft = None
+    if target == "teacher" and epochs > 0:
+        from tla_edge.converters.parity import keras_scores
+
+        soft = keras_scores(model, images, meta, desc="QAT teacher")
     rebuilt = rebuild_tf_keras(model, meta)
     wrapped = quantize(rebuilt)
     history = fine_tune(
-        wrapped, images, labels, meta.normalization, epochs, batch_size, lr, seed, verbose
+        wrapped, images, labels, meta.normalization, epochs, batch_size, lr, seed, verbose, soft
     )
     info = {
         "alpha": mobilenetv2_alpha(model, meta),
@@ -372,6 +396,7 @@ def qat_model(
         "epochs": int(epochs),
         "batch_size": int(batch_size),
         "lr": float(lr),
+        "target": target,
         "history": history,
         "wall_s": round(time.perf_counter() - t0, 2),
     }

@@ -318,6 +318,8 @@ def load_crop_set(
     input_size: Sequence[int] | None = None,
     sessions: str | Iterable[str] | None = None,
     what: str = "calibration",
+    resize: bool = False,
+    subjects: str | Iterable[str] | None = None,
 ) -> Any:
     """Reads a crops folder through :func:`tla_edge.datasets.load_crops`, with clear errors.
 
@@ -326,8 +328,11 @@ def load_crop_set(
       scale: the crop scale the model was trained on (its metadata's
         ``crop_scale``); None when the folder holds one scale.
       input_size: the model's ``(height, width)``; crops of another size are refused.
-      sessions: keep only these sessions.
+      sessions: keep only these sessions (None: all).
       what: what the crops are for, for messages (``"calibration"``, ``"validation"``).
+      resize: resize crops of another size to ``input_size`` the way
+        ``tla-edge train --input-size`` does, instead of refusing them.
+      subjects: keep only these subjects (None: all).
 
     Returns:
       The :class:`tla_edge.datasets.CropSet`.
@@ -361,14 +366,21 @@ def load_crop_set(
                 f"{what} crops in '{crops_dir}' are at crop scale {scales[0]:g} but the model was "
                 f"trained at {float(scale):g}; prepare crops with --scales {float(scale):g}"
             )
-    crops = datasets.load_crops(crops_dir, scale=scale, sessions=sessions)
+    crops = datasets.load_crops(crops_dir, scale=scale, sessions=sessions, subjects=subjects)
     if input_size is not None:
         got = tuple(int(v) for v in crops.images.shape[1:3])
         want = tuple(int(v) for v in input_size)
-        if got != want:
+        if got != want and resize and want[0] == want[1]:
+            # The same resize as training (tla_edge.train), so calibration and
+            # parity see the pixels the model was trained on.
+            from tla_edge.train import _resize
+
+            crops.images = _resize(crops.images, want[0])
+        elif got != want:
             raise ValueError(
                 f"{what} crops in '{crops_dir}' are {got[0]}x{got[1]} but the model's input is "
-                f"{want[0]}x{want[1]}; prepare crops with --size {want[0]}"
+                f"{want[0]}x{want[1]}; prepare crops with --size {want[0]}, or pass --resize-crops "
+                "to resize them as tla-edge train --input-size does"
             )
     return crops
 
@@ -380,6 +392,8 @@ def calibration_set(
     scale: float | None = None,
     input_size: Sequence[int] | None = None,
     sessions: str | Iterable[str] | None = None,
+    resize: bool = False,
+    subjects: str | Iterable[str] | None = None,
 ) -> CalibrationSet:
     """Draws calibration crops from a prepared crops folder, stratified by class and species.
 
@@ -390,6 +404,8 @@ def calibration_set(
       scale: the model's crop scale (None: the folder's only scale).
       input_size: the model's ``(height, width)``; crops of another size are refused.
       sessions: draw only from these sessions (None: all).
+      resize: resize crops of another size (see :func:`load_crop_set`).
+      subjects: draw only from these subjects (None: all).
 
     Returns:
       The :class:`CalibrationSet` (uint8 crops; normalise them with
@@ -401,7 +417,7 @@ def calibration_set(
     """
     if int(n) < 1:
         raise ValueError(f"calibration sample count {n!r} is not >= 1")
-    crops = load_crop_set(crops_dir, scale, input_size, sessions, "calibration")
+    crops = load_crop_set(crops_dir, scale, input_size, sessions, "calibration", resize, subjects)
     strata = strata_of(crops.labels, crops.species)
     idx = stratified_indices(strata, n, seed)
     counts: dict[str, int] = {}

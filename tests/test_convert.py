@@ -368,13 +368,37 @@ def test_convert_all_to_out_dir_with_val_session_and_report(model_dir, crops_dir
     assert names == sorted(f"model_{m}.tflite{s}" for m in tflite_lib.MODES for s in ("", ".json"))
     report = json.loads((tmp_path / "r.json").read_text())
     assert [m["model"] for m in report["models"]] == list(tflite_lib.MODES)
-    assert report["validation"] == {"crops_dir": str(crops_dir), "session": "2", "crops": 32}
+    assert report["validation"] == {"crops_dir": str(crops_dir), "part": "session 2",
+                                    "source": "--val-session", "crops": 32}
     by = {m["model"]: m for m in report["models"]}
     assert (by["int8"]["input"], by["int8"]["output"], by["int8"]["float_tensors"]) == ("uint8", "uint8", 0)
     assert by["float32"]["parity"]["max_abs_diff"] < 1e-4
     assert by["float32"]["edgetpu_ready"] is False and by["int8"]["edgetpu_ready"] is True
     # Calibrated on the session not validated on.
-    assert LivenessModel(tmp_path / "out" / "model_int8.tflite").meta.extra["calibration"]["sessions"] == ["01"]
+    assert LivenessModel(tmp_path / "out" / "model_int8.tflite").meta.extra["calibration"]["part"] == "sessions 01"
+    # Float modes keep the source threshold; int8 gets its own.
+    assert by["fp16"]["threshold"] == 0.5 and by["int8"]["threshold_source"] == "re-derived"
+
+
+def test_holdout_from_training_metadata(model_dir, crops_dir, tmp_path, capsys):
+    """Validated on the subjects training held out; calibrated on the others."""
+    import shutil
+
+    held = tmp_path / "model"
+    shutil.copytree(model_dir, held)
+    meta = metadata_lib.load(held / "model.keras")
+    data = {"train": {"subjects": {"0001": {}, "0002": {}}, "sessions": {"01": {}, "02": {}}},
+            "val": {"subjects": {"0003": {}}, "sessions": {"01": {}, "02": {}}}}
+    (held / "metadata.json").write_text(json.dumps(meta.replace(extra={**meta.extra, "data": data}).to_dict()))
+    rc = convert_cli(held, "--int8", "--calib", crops_dir, "--calib-samples", 64, "--out-dir", tmp_path / "o",
+                     "--report", tmp_path / "r.json")
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["validation"]["part"] == "subject 0003" and report["validation"]["source"] == "metadata"
+    assert report["validation"]["crops"] == 21  # rows 2, 5, 8, ... of 64
+    assert report["calibration"]["crops"] == 43  # every other row: all of them, fewer than 64
+    assert "(held out in training)" in captured.err
 
 
 def test_blank_calibration_collapses_and_fails(model_dir, crops_dir, blank_crops_dir, tmp_path, capsys):
