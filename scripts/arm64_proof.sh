@@ -26,6 +26,7 @@ set -euo pipefail
 ROOT=/work/arm64-root
 X86_VENV=/work/arm64-proof-x86-venv
 FRAMES=""
+MODEL=""
 OUT=""
 FORCE=0
 WORKTREE=0
@@ -35,11 +36,12 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() {
     cat <<EOF
-usage: $0 [--root DIR] [--x86-venv DIR] [--frames DIR] [--out FILE] [--force] [--worktree] [--mirror URL]
+usage: $0 [--root DIR] [--x86-venv DIR] [--frames DIR] [--model FILE] [--out FILE] [--force] [--worktree] [--mirror URL]
 
   --root DIR       arm64 root, created on first use (default: $ROOT)
   --x86-venv DIR   x86-64 venv for the comparison run, created on first use (default: $X86_VENV)
   --frames DIR     folder of .jpg/.png frames (default: the bundled tla_edge/assets/samples)
+  --model FILE     liveness .tflite (its .tflite.json sidecar travels with it; default: the bundled int8 model)
   --out FILE       report (default: $REPO/benchmarks/results/arm64_qemu_proof.json)
   --force          overwrite an existing report
   --worktree       copy tracked + untracked (not ignored) files instead of HEAD
@@ -55,6 +57,7 @@ while [[ $# -gt 0 ]]; do
         --root) ROOT=${2:?--root needs a directory}; shift 2 ;;
         --x86-venv) X86_VENV=${2:?--x86-venv needs a directory}; shift 2 ;;
         --frames) FRAMES=${2:?--frames needs a directory}; shift 2 ;;
+        --model) MODEL=${2:?--model needs a .tflite file}; shift 2 ;;
         --out) OUT=${2:?--out needs a file}; shift 2 ;;
         --force) FORCE=1; shift ;;
         --worktree) WORKTREE=1; shift ;;
@@ -71,6 +74,10 @@ OUT=${OUT:-$REPO/benchmarks/results/arm64_qemu_proof.json}
 if [[ -n $FRAMES ]]; then
     [[ -d $FRAMES ]] || die "frames folder '$FRAMES' not found; expected a folder of .jpg/.png frames"
     FRAMES=$(cd "$FRAMES" && pwd)
+fi
+if [[ -n $MODEL ]]; then
+    [[ -f $MODEL ]] || die "model file '$MODEL' not found; expected a liveness .tflite"
+    MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
 fi
 case "$ROOT" in "$REPO"|"$REPO"/*) die "root '$ROOT' is inside the repository; expected a folder outside it" ;; esac
 
@@ -157,7 +164,9 @@ from tla_edge import assets
 from tla_edge.sources import open_source
 
 frames_dir = assets.sample_frames_dir() if sys.argv[1] == "bundled" else Path(sys.argv[1])
-mode = "pipeline" if assets.DEFAULT_LIVENESS_MODEL.is_file() else "detector"
+model = None if sys.argv[2] == "bundled" else Path(sys.argv[2])
+DETECTORS = ("short", "full")
+mode = "pipeline" if model is not None or assets.DEFAULT_LIVENESS_MODEL.is_file() else "detector"
 
 
 def version(name):
@@ -167,15 +176,27 @@ def version(name):
         return None
 
 
+def wheel_tags():
+    """name==version -> the wheel tags pip installed it from (shows which are arm64 binaries)."""
+    tags = {}
+    for dist in md.distributions():
+        text = dist.read_text("WHEEL") or ""
+        found = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Tag:")]
+        tags[f"{dist.metadata['Name']}=={dist.version}"] = ", ".join(found) or None
+    return dict(sorted(tags.items(), key=lambda kv: kv[0].lower()))
+
+
 print(json.dumps({
     "kind": "header",
     "machine": platform.machine(),
     "python": platform.python_version(),
     "mode": mode,
     "frames_dir": str(frames_dir),
+    "model": str(model or assets.DEFAULT_LIVENESS_MODEL) if mode == "pipeline" else None,
     "tla_edge_file": __import__("tla_edge").__file__,
     "packages": {n: version(n) for n in (
         "tla-edge", "numpy", "mediapipe", "ai-edge-litert", "opencv-contrib-python", "opencv-python")},
+    "wheels": wheel_tags(),
 }), flush=True)
 
 
@@ -187,34 +208,40 @@ if mode == "pipeline":
     from tla_edge.pipeline import Pipeline
 
     # Stills: image-mode detector, no smoothing, so each line is that frame alone.
-    with Pipeline(smoothing=1, video=False, num_threads=1) as pipe, open_source(frames_dir) as frames:
-        for frame in frames:
-            pipe.reset()
-            r = pipe.process(frame.rgb)
-            print(json.dumps({
-                "frame": frame.name,
-                "decision": r.decision,
-                "score": None if r.raw_score is None else round(r.raw_score, 4),
-                "box": box(r.face),
-                "error": r.error,
-            }), flush=True)
+    # Both bundled detectors: the full-range one finds more faces to score.
+    for detector in DETECTORS:
+        with Pipeline(model, smoothing=1, video=False, num_threads=1, detector_model=detector) as pipe, \
+                open_source(frames_dir) as frames:
+            for frame in frames:
+                pipe.reset()
+                r = pipe.process(frame.rgb)
+                print(json.dumps({
+                    "frame": frame.name,
+                    "detector": detector,
+                    "decision": r.decision,
+                    "score": None if r.raw_score is None else round(r.raw_score, 4),
+                    "box": box(r.face),
+                    "error": r.error,
+                }), flush=True)
 else:
     from tla_edge.faces import FaceDetector
 
-    detector = FaceDetector("short", mode="image", num_threads=1)
-    try:
-        with open_source(frames_dir) as frames:
-            for frame in frames:
-                faces = detector.detect(frame.rgb)
-                face = max(faces, key=lambda f: f.area) if faces else None
-                print(json.dumps({
-                    "frame": frame.name,
-                    "decision": "face" if face else "no_face",
-                    "score": None if face is None else round(float(face.score), 4),
-                    "box": box(face),
-                }), flush=True)
-    finally:
-        detector.close()  # explicitly: MediaPipe's teardown at interpreter exit is fragile
+    for name in DETECTORS:
+        detector = FaceDetector(name, mode="image", num_threads=1)
+        try:
+            with open_source(frames_dir) as frames:
+                for frame in frames:
+                    faces = detector.detect(frame.rgb)
+                    face = max(faces, key=lambda f: f.area) if faces else None
+                    print(json.dumps({
+                        "frame": frame.name,
+                        "detector": name,
+                        "decision": "face" if face else "no_face",
+                        "score": None if face is None else round(float(face.score), 4),
+                        "box": box(face),
+                    }), flush=True)
+        finally:
+            detector.close()  # explicitly: MediaPipe's teardown at interpreter exit is fragile
 PY
 cp "$TMP/run_frames.py" "$ROOT/opt/run_frames.py"
 
@@ -223,6 +250,13 @@ if [[ -n $FRAMES ]]; then
     rm -rf "$ROOT/opt/frames"
     cp -a "$FRAMES" "$ROOT/opt/frames"
     FRAMES_ARG=/opt/frames
+fi
+MODEL_ARG=bundled
+if [[ -n $MODEL ]]; then
+    rm -rf "$ROOT/opt/model" && mkdir -p "$ROOT/opt/model"
+    cp "$MODEL" "$ROOT/opt/model/"
+    [[ -f $MODEL.json ]] && cp "$MODEL.json" "$ROOT/opt/model/"
+    MODEL_ARG=/opt/model/$(basename "$MODEL")
 fi
 
 # --- 4. arm64: venv, install from the index, run --------------------------------
@@ -236,7 +270,7 @@ in_root pip install -q '/opt/tla-edge-src[runtime]' >&2
 in_root pip install -q --force-reinstall --no-deps /opt/tla-edge-src >&2
 in_root pip freeze --exclude-editable >"$TMP/arm64_freeze.txt"
 step "arm64: running the frames"
-in_root python -I /opt/run_frames.py "$FRAMES_ARG" >"$TMP/arm64.jsonl"
+in_root python -I /opt/run_frames.py "$FRAMES_ARG" "$MODEL_ARG" >"$TMP/arm64.jsonl"
 
 # --- 5. x86-64: the same in a fresh venv -------------------------------------------
 PY311=$(command -v python3.11 || command -v python3)
@@ -251,15 +285,16 @@ step "x86-64: pip install '.[runtime]'"
 X86_FRAMES=$FRAMES_ARG
 [[ -n $FRAMES ]] && X86_FRAMES=$FRAMES
 step "x86-64: running the frames"
-(cd "$TMP" && "$X86_VENV/bin/python" -I "$TMP/run_frames.py" "$X86_FRAMES") >"$TMP/x86.jsonl"
+(cd "$TMP" && "$X86_VENV/bin/python" -I "$TMP/run_frames.py" "$X86_FRAMES" "${MODEL:-bundled}") >"$TMP/x86.jsonl"
 
 # --- 6. compare and report -----------------------------------------------------------
 QEMU=$(qemu-aarch64-static --version | head -1)
-python3 - "$TMP" "$OUT" "$COMMIT" "$QEMU" "${FRAMES:-bundled samples (tla_edge/assets/samples)}" <<'PY'
+python3 - "$TMP" "$OUT" "$COMMIT" "$QEMU" "${FRAMES:-bundled samples (tla_edge/assets/samples)}" \
+    "${MODEL:-bundled (tla_edge/assets/liveness_mnv2_int8.tflite)}" <<'PY'
 import datetime, json, os, sys, tempfile
 from pathlib import Path
 
-tmp, out, commit, qemu, frames = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:6]
+tmp, out, commit, qemu, frames, model = Path(sys.argv[1]), Path(sys.argv[2]), *sys.argv[3:7]
 
 
 def side(name):
@@ -270,8 +305,8 @@ def side(name):
 
 
 arm, x86 = side("arm64"), side("x86")
-a = {r["frame"]: r for r in arm["frames"]}
-b = {r["frame"]: r for r in x86["frames"]}
+a = {f'{r["frame"]} [{r["detector"]}]': r for r in arm["frames"]}
+b = {f'{r["frame"]} [{r["detector"]}]': r for r in x86["frames"]}
 mismatches = [
     {"frame": f, "arm64": a.get(f, {}).get("decision"), "x86_64": b.get(f, {}).get("decision")}
     for f in sorted(set(a) | set(b))
@@ -287,9 +322,11 @@ report = {
     "commit": commit,
     "frames": frames,
     "mode": arm["mode"],
+    "model": model if arm["mode"] == "pipeline" else None,
     "emulator": qemu,
     "arm64_os": "Debian 12 bookworm arm64 (debootstrap --variant=minbase)",
-    "n_frames": len(a),
+    "n_frames": len({r["frame"] for r in arm["frames"]}),
+    "n_runs": len(a),
     "match": not mismatches and len(a) == len(b) > 0 and arm["mode"] == x86["mode"],
     "mismatches": mismatches,
     "max_abs_score_diff": round(max(score_diffs), 4) if score_diffs else None,
@@ -305,15 +342,15 @@ with os.fdopen(fd, "w") as f:
 os.chmod(name, 0o644)
 os.replace(name, out)
 
-print(f"arm64 proof ({report['mode']}), commit {commit[:12]}, {len(a)} frames")
+print(f"arm64 proof ({report['mode']}), commit {commit[:12]}, {report['n_frames']} frames x detectors short, full")
 print(f"  arm64 : Python {arm['python']} ({arm['machine']}), " + ", ".join(
     f"{k} {v}" for k, v in arm["packages"].items() if v))
 print(f"  x86-64: Python {x86['python']} ({x86['machine']}), " + ", ".join(
     f"{k} {v}" for k, v in x86["packages"].items() if v))
-print(f"  {'frame':<28} {'arm64':<16} {'x86-64':<16}")
+print(f"  {'frame [detector]':<36} {'arm64':<22} {'x86-64':<22}")
 for f in sorted(set(a) | set(b)):
     fmt = lambda r: f"{r.get('decision')} {r.get('score')}" if r else "-"
-    print(f"  {f:<28} {fmt(a.get(f)):<16} {fmt(b.get(f)):<16}")
+    print(f"  {f:<36} {fmt(a.get(f)):<22} {fmt(b.get(f)):<22}")
 print(f"  decisions match: {report['match']}; max |score diff| {report['max_abs_score_diff']}; "
       f"max box diff {report['max_abs_box_diff_px']} px")
 print(f"  report: {out}")
