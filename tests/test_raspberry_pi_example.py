@@ -149,3 +149,20 @@ def test_bench_device_writes_the_bench_schema_and_refuses_to_overwrite(bench_dev
     err = capsys.readouterr().err.strip()
     assert err == f"bench_device: error: output '{out}' already exists; pass --force to overwrite it"
     assert out.read_bytes() == before
+
+
+ARM64_PROOF = REPO / "scripts" / "arm64_proof.sh"
+SETUP = EXAMPLE.with_name("setup.sh")
+
+
+@pytest.mark.parametrize("script", [ARM64_PROOF, SETUP], ids=lambda p: p.name)
+def test_shell_scripts_parse_and_reject_unknown_flags(script):
+    import subprocess
+
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True).returncode == 0
+    done = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].endswith(
+        "error: unknown argument '--bogus'; expected one of the options above"
+    )
+    assert "usage:" in done.stderr

@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# Sets up tla-edge on a Raspberry Pi 4/5 (Raspberry Pi OS Bookworm 64-bit) or
+# any 64-bit Linux: a venv, the runtime extra (no TensorFlow), and a
+# self-check that runs one bundled sample frame through the whole pipeline.
+#
+#   examples/raspberry_pi/setup.sh                 # venv in ~/tla-edge-venv
+#   examples/raspberry_pi/setup.sh --venv DIR --apt --edgetpu
+#
+# Safe to run again: it reuses the venv and reinstalls tla-edge from this checkout.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+VENV=$HOME/tla-edge-venv
+APT=0
+EDGETPU=0
+SYSTEM_SITE=auto
+CHECK=1
+PYTHON=${PYTHON:-python3}
+# What MediaPipe's native libraries load; Raspberry Pi OS Lite lacks them.
+APT_PACKAGES=(python3-venv python3-pip libgl1 libglib2.0-0 libxcb1 libegl1 libgles2)
+SONAMES=(libGL.so.1 libglib-2.0.so.0 libxcb.so.1 libEGL.so.1 libGLESv2.so.2)
+
+usage() {
+    cat <<EOF
+usage: $0 [--venv DIR] [--apt] [--edgetpu] [--system-site-packages | --no-system-site-packages] [--skip-check]
+
+  --venv DIR                  where to create the virtual environment (default: $VENV)
+  --apt                       install the system packages MediaPipe needs with sudo apt-get:
+                              ${APT_PACKAGES[*]}
+  --edgetpu                   also check that the Coral Edge TPU delegate loads (libedgetpu1-std, see README)
+  --system-site-packages      let the venv see apt's python3-picamera2 (default: when picamera2 is installed)
+  --no-system-site-packages   an isolated venv even when picamera2 is installed
+  --skip-check                install only, no self-check
+EOF
+}
+
+die() { echo "setup.sh: error: $*" >&2; exit 2; }
+say() { echo "setup.sh: $*" >&2; }
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --venv) VENV=${2:?--venv needs a directory}; shift 2 ;;
+        --apt) APT=1; shift ;;
+        --edgetpu) EDGETPU=1; shift ;;
+        --system-site-packages) SYSTEM_SITE=yes; shift ;;
+        --no-system-site-packages) SYSTEM_SITE=no; shift ;;
+        --skip-check) CHECK=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument '$1'; expected one of the options above" ;;
+    esac
+done
+
+# --- Python 3.10-3.12 (the wheels of mediapipe and ai-edge-litert exist for these)
+command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found; expected Python 3.10-3.12 (sudo apt install python3)"
+pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+case "$pyver" in 3.10|3.11|3.12) ;; *) die "$PYTHON is Python $pyver; expected 3.10, 3.11 or 3.12 (set PYTHON=python3.11)" ;; esac
+say "$(uname -m), Python $pyver, $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
+[[ $(uname -m) == armv7l ]] && die "this is a 32-bit OS (armv7l); mediapipe and ai-edge-litert need 64-bit Raspberry Pi OS (aarch64)"
+
+# --- system libraries
+if [[ $APT == 1 ]]; then
+    say "installing ${APT_PACKAGES[*]}"
+    sudo apt-get update -q
+    sudo apt-get install -y -q "${APT_PACKAGES[@]}"
+fi
+missing=()
+for so in "${SONAMES[@]}"; do
+    /sbin/ldconfig -p | grep -q "$so" || missing+=("$so")
+done
+((${#missing[@]} == 0)) || die "missing system libraries ${missing[*]}; run: sudo apt install ${APT_PACKAGES[*]} (or pass --apt)"
+
+# --- the venv
+if [[ $SYSTEM_SITE == auto ]]; then
+    if "$PYTHON" -c 'import picamera2' 2>/dev/null; then SYSTEM_SITE=yes; else SYSTEM_SITE=no; fi
+fi
+if [[ ! -x $VENV/bin/python ]]; then
+    flags=()
+    [[ $SYSTEM_SITE == yes ]] && flags+=(--system-site-packages)
+    say "creating the venv $VENV ${flags[*]:-}"
+    "$PYTHON" -m venv "${flags[@]}" "$VENV" || die "could not create the venv '$VENV'; install python3-venv (sudo apt install python3-venv)"
+fi
+say "installing tla-edge[runtime] from $REPO"
+"$VENV/bin/python" -m pip install -q --upgrade pip
+(cd "$REPO" && "$VENV/bin/python" -m pip install -q -r examples/raspberry_pi/requirements.txt)
+# The same version number may hide newer code in the checkout: reinstall it.
+(cd "$REPO" && "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps .)
+
+if [[ $CHECK == 0 ]]; then
+    say "done (self-check skipped); activate with: source $VENV/bin/activate"
+    exit 0
+fi
+
+# --- self-check: bundled detector + bundled liveness model on one bundled frame.
+# Runs outside the checkout so it tests the installed package, assets included.
+say "self-check"
+cd /tmp
+TLA_EDGE_EDGETPU=$EDGETPU "$VENV/bin/python" - <<'PY'
+import os
+import platform
+import sys
+import time
+
+try:
+    from tla_edge import __version__, assets
+    from tla_edge.faces import FaceDetector
+    from tla_edge.interpreter import LivenessModel, import_runtime, load_edgetpu_delegate
+    from tla_edge.pipeline import Pipeline
+    from tla_edge.sources import list_images, open_source
+except ImportError as err:
+    sys.exit(f"self-check: error: {err}; the install is incomplete, rerun setup.sh")
+
+failed = False
+try:
+    runtime = import_runtime()
+    model_path = assets.default_liveness_model()
+    frames = list_images(assets.sample_frames_dir())
+    if not frames:
+        raise FileNotFoundError(f"no sample frames in '{assets.sample_frames_dir()}'")
+    t0 = time.perf_counter()
+    detector = FaceDetector("short", mode="image")
+    model = LivenessModel(model_path)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    with Pipeline(model, detector, smoothing=1) as pipe, open_source(frames[0]) as source:
+        for frame in source:
+            result = pipe.process(frame.rgb)
+    detector.close()
+except Exception as err:  # noqa: BLE001 - the self-check reports, never tracebacks
+    sys.exit(f"self-check: error: {type(err).__name__}: {err}")
+
+meta = model.meta
+print(f"self-check: tla-edge {__version__} on {platform.machine()}, Python {platform.python_version()}, runtime {runtime.name}")
+print(f"  face detector : short range (bundled), loaded")
+print(f"  liveness model: {model_path.name} {meta.input_size[0]}x{meta.input_size[1]}, "
+      f"crop x{meta.crop_scale}, threshold {meta.threshold:.3f} (loaded in {load_ms:.0f} ms with the detector)")
+score = "-" if result.raw_score is None else f"{result.raw_score:.3f}"
+face = "-" if result.face is None else f"{result.face.width:.0f}x{result.face.height:.0f} px at ({result.face.x:.0f}, {result.face.y:.0f})"
+print(f"  sample frame  : {frames[0].name} -> {result.decision} (score {score}, face {face}, "
+      f"{result.timings['total']:.0f} ms: detect {result.timings['detect']:.0f}, invoke {result.timings['invoke']:.0f})")
+if result.decision == "error":
+    print(f"self-check: error: the pipeline failed on the sample frame: {result.error}", file=sys.stderr)
+    failed = True
+
+if os.environ.get("TLA_EDGE_EDGETPU") == "1":
+    try:
+        load_edgetpu_delegate(runtime)
+        print("  Edge TPU      : delegate loaded (libedgetpu), a Coral is attached")
+    except Exception as err:  # noqa: BLE001
+        print(f"self-check: error: Edge TPU: {err}", file=sys.stderr)
+        failed = True
+sys.exit(1 if failed else 0)
+PY
+say "ready; activate with: source $VENV/bin/activate; then: python $REPO/examples/raspberry_pi/liveness_demo.py --help"
