@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from tla_edge import __version__
+from tla_edge import argtypes
 from tla_edge.errors import UserError, missing_extra
 
 FORMAT = "tla-edge-bench/1"
@@ -51,26 +52,6 @@ SEED = 0
 FRAME_INTERVAL_MS = 33
 """Timestamp step of in-memory frames fed to the video-mode detector (30 fps)."""
 LIVE_KINDS = ("camera", "picamera2")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not >= 1")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not >= 0")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,14 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=_positive_int,
+        type=argtypes.positive_int,
         action="append",
         default=None,
         metavar="N",
         help="liveness interpreter threads; repeat to compare several (None: 1)",
     )
-    parser.add_argument("--frames", type=_positive_int, default=100, help="timed frames per configuration")
-    parser.add_argument("--warmup", type=_non_negative_int, default=10, help="untimed frames first")
+    parser.add_argument("--frames", type=argtypes.positive_int, default=100, help="timed frames per configuration")
+    parser.add_argument("--warmup", type=argtypes.non_negative_int, default=10, help="untimed frames first")
     parser.add_argument("--edgetpu", action="store_true", help="run the liveness models on a Coral Edge TPU")
     parser.add_argument(
         "--detector", type=str, default="short", metavar="short|full|PATH", help="MediaPipe face detector model"

@@ -32,9 +32,10 @@ import numpy as np
 
 from tla_edge import datasets, fileio, metrics
 from tla_edge import metadata as metadata_lib
+from tla_edge import argtypes
 from tla_edge.errors import UserError, missing_extra
 from tla_edge.interpreter import scores_from_output
-from tla_edge.progress import Progress, format_duration
+from tla_edge.progress import Progress
 
 OUTPUT_FILES = (
     "metrics.json",
@@ -48,26 +49,6 @@ OUTPUT_FILES = (
 )
 CROPS = "crops"
 LIVE, SPOOF = "live", "spoof"
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not >= 1")
-    return value
-
-
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"threshold {text!r} is not in [0, 1]")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -95,15 +76,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sessions", type=str, default=None, help="keep only these sessions, comma-separated, e.g. 02 (None: every session)"
     )
     parser.add_argument(
-        "--threshold", type=_threshold, default=None, help="decision threshold (None: the model metadata's)"
+        "--threshold", type=argtypes.probability, default=None, help="decision threshold (None: the model metadata's)"
     )
     parser.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report files")
     parser.add_argument("--force", action="store_true", help="overwrite report files in REPORT_DIR")
-    parser.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="evaluate N images, evenly spread (None: all)")
+    parser.add_argument("--limit", type=argtypes.positive_int, default=None, metavar="N", help="evaluate N images, evenly spread (None: all)")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH", help="face detector (--raw)")
-    parser.add_argument("--num-threads", type=_positive_int, default=None, help="interpreter CPU threads (None: the runtime's default)")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="batch size of a .keras model")
-    parser.add_argument("--worst", type=_positive_int, default=12, help="worst false accepts and rejects shown")
+    parser.add_argument("--num-threads", type=argtypes.positive_int, default=None, help="interpreter CPU threads (None: the runtime's default)")
+    parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="batch size of a .keras model")
+    parser.add_argument("--worst", type=argtypes.positive_int, default=12, help="worst false accepts and rejects shown")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

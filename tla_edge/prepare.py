@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from tla_edge import __version__, datasets, fileio, preprocess
+from tla_edge import argtypes
 from tla_edge.errors import UserError
 from tla_edge.faces import DEFAULT_MIN_SCORE
 from tla_edge.progress import Progress, format_duration
@@ -66,26 +67,6 @@ def parse_scales(text: str) -> list[float]:
     return out
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not >= 1")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not in [0, 1]")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``prepare`` flags."""
     parser.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
@@ -104,17 +85,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S[,S...]",
         help="crop side over the face box's longer side; several values write one subfolder each",
     )
-    parser.add_argument("--size", type=_positive_int, default=preprocess.DEFAULT_INPUT_SIZE, help="crop side in pixels")
+    parser.add_argument("--size", type=argtypes.positive_int, default=preprocess.DEFAULT_INPUT_SIZE, help="crop side in pixels")
     parser.add_argument(
         "--detector", type=str, default="short", metavar="short|full|PATH", help="MediaPipe face detector model"
     )
-    parser.add_argument("--min-score", type=_probability, default=DEFAULT_MIN_SCORE, help="smallest face detection score kept")
+    parser.add_argument("--min-score", type=argtypes.probability, default=DEFAULT_MIN_SCORE, help="smallest face detection score kept")
     parser.add_argument(
         "--split", type=str, default=None, help="keep only images of this split, e.g. train (None: every split)"
     )
     parser.add_argument(
         "--limit",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=None,
         metavar="N",
         help="prepare only N images, evenly spread over the dataset, for quick trials (None: all)",
