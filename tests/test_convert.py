@@ -514,3 +514,28 @@ def test_unwritable_output(model_dir, crops_dir, where, capsys):
 def test_out_with_several_models(model_dir, crops_dir, tmp_path, capsys):
     assert convert_cli(model_dir, "--all", "--calib", crops_dir, "--out", tmp_path / "x.tflite") == 2
     assert "--out names one file but this run writes 4 models (float32, fp16, dynamic, int8); use --out-dir DIR" in capsys.readouterr().err
+
+
+def test_benchmark_merge_joins_parity_and_latency(tmp_path):
+    from tla_edge.converters import benchmark
+
+    f = tmp_path / "m_int8.tflite"
+    parity = {"pearson": 0.99, "agreement": 0.995, "agreement_own_threshold": 0.997, "max_abs_diff": 0.2,
+              "mean_abs_diff": 0.01, "degraded": None,
+              "float": {"acer": 0.10, "eer": 0.09}, "converted": {"acer": 0.12, "eer": 0.095},
+              "converted_own_threshold": {"acer": 0.104, "eer": 0.095}}
+    report = {"source": {"file": "model.keras"}, "validation": {"part": "session 02"}, "calibration": {"crops": 300},
+              "wall_s": 12.0,
+              "models": [{"model": "int8", "file": str(f), "written": True, "bytes": 700_000, "input": "int8",
+                          "output": "int8", "float_tensors": 0, "threshold": 0.61, "threshold_source": "re-derived",
+                          "parity": parity, "edgetpu_ready": True, "convert_s": 3.0}]}
+    stats = lambda m: {"median": m, "p90": m + 1}  # noqa: E731
+    bench = {"configurations": [{"model": {"path": str(f)}, "threads": 1, "fps": 50.0,
+                                 "stages": {"invoke": stats(2.0), "total": stats(9.0)},
+                                 "raw_invoke_ms": {"liveness": stats(1.8)}}]}
+    row = benchmark.merge(report, bench)["models"][0]
+    assert row["acer_change_points"] == pytest.approx(0.4)  # own threshold: 10.4 % vs 10.0 %
+    assert row["size_mb"] == 0.7 and row["io"] == ["int8", "int8"]
+    assert row["latency_ms"] == {"threads": 1, "invoke_median": 2.0, "invoke_p90": 3.0, "raw_invoke_median": 1.8,
+                                 "raw_invoke_p90": 2.8, "total_median": 9.0, "fps": 50.0}
+    assert "latency_ms" not in benchmark.merge(report, None)["models"][0]
