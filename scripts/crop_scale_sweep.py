@@ -155,12 +155,20 @@ def main(argv: list[str] | None = None) -> int:
                 "ranking": ranking,
                 "best_scale": float(ranking[0]) if ranking else None,
                 "complete": len(runs) == len(scales) * len(DIRECTIONS),
-                "wall_s": round(time.perf_counter() - t0, 1),
+                "wall_s_this_invocation": round(time.perf_counter() - t0, 1),
+                "train_wall_s_all_runs": round(sum(r["train_wall_s"] for r in runs), 1),
                 "host": {"machine": platform.machine(), "python": platform.python_version()},
             }
             if len(ranking) >= 2:
                 top = (float(ranking[0]), float(ranking[1]))
                 result["fusion_top2"] = {"scales": list(top), **fusion(runs, top)}
+                # Every pair, to tell scale complementarity from a plain two-model ensemble gain.
+                pairs = [(float(a), float(b)) for i, a in enumerate(ranking) for b in ranking[i + 1:]]
+                result["fusion_all_pairs"] = sorted(
+                    ({"scales": list(pr), **{k: v for k, v in fusion(runs, pr).items() if k.startswith("mean")}}
+                     for pr in pairs),
+                    key=lambda f: (round(f["mean_acer_at_0.5"], 4), f["mean_eer"]),
+                )
             fileio.write_json_atomic(args.out, result)
     print(f"\n{'scale':>6} {'ACER@0.5':>9} {'EER':>7} {'AUC':>7}   (mean of both directions)")
     for k in result["ranking"]:
