@@ -331,6 +331,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"model '{model_path}' could not be loaded as a Keras model: {' '.join(str(err).split())[:300]}"
         ) from err
+    if tflite_lib.dtype_policies(model) - {"float32"}:
+        _log(f"{PROG}: the model computes in {sorted(tflite_lib.dtype_policies(model) - {'float32'})}; "
+             "converting a float32 copy")
+        model = tflite_lib.as_float32(model)
     h, w, _ = tflite_lib.input_shape(model)
     if meta is None:
         meta = metadata_lib.ModelMetadata(input_size=(h, w))

@@ -123,6 +123,48 @@ def input_shape(model: Any) -> tuple[int, int, int]:
     return tuple(int(d) for d in shapes[0][1:])  # type: ignore[return-value]
 
 
+def dtype_policies(model: Any) -> set[str]:
+    """Names of the dtype policies of every layer, nested models included."""
+    names = set()
+    for layer in model.layers:
+        policy = getattr(layer, "dtype_policy", None)
+        if policy is not None:
+            names.add(str(getattr(policy, "name", policy)))
+        if getattr(layer, "layers", None):
+            names |= dtype_policies(layer)
+    return names
+
+
+def as_float32(model: Any) -> Any:
+    """The same Keras 3 model computing in float32 (e.g. one trained under ``mixed_float16``).
+
+    A mixed-precision model would put float16 casts into every TFLite
+    variant; rebuilding it from its config with float32 policies and copying
+    the weights gives the float graph the converter expects.
+
+    Args:
+      model: a Keras 3 functional model.
+
+    Returns:
+      ``model`` itself when every layer is float32 already, else a float32 copy.
+    """
+    if dtype_policies(model) <= {"float32"}:
+        return model
+
+    def fix(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            if obj.get("class_name") == "DTypePolicy" and isinstance(obj.get("config"), dict):
+                obj = {**obj, "config": {**obj["config"], "name": "float32"}}
+            return {k: fix(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [fix(v) for v in obj]
+        return obj
+
+    clone = model.__class__.from_config(fix(model.get_config()))
+    clone.set_weights(model.get_weights())
+    return clone
+
+
 def frozen_function(model: Any) -> Any:
     """The model's inference graph with batch 1 and its weights as constants.
 

@@ -539,3 +539,24 @@ def test_benchmark_merge_joins_parity_and_latency(tmp_path):
     assert row["latency_ms"] == {"threads": 1, "invoke_median": 2.0, "invoke_p90": 3.0, "raw_invoke_median": 1.8,
                                  "raw_invoke_p90": 2.8, "total_median": 9.0, "fps": 50.0}
     assert "latency_ms" not in benchmark.merge(report, None)["models"][0]
+
+
+def test_mixed_precision_model_converts_as_float32(tmp_path):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        inputs = keras.Input((SIZE, SIZE, 3))
+        x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(1, dtype="float32")(x))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert tflite_lib.dtype_policies(model) == {"mixed_float16", "float32"}
+    fixed = tflite_lib.as_float32(model)
+    assert tflite_lib.dtype_policies(fixed) == {"float32"}
+    x = np.random.default_rng(0).uniform(-1, 1, (3, SIZE, SIZE, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(fixed(x)), np.asarray(model(x)), rtol=1e-2, atol=1e-2)
+    s = tflite_lib.tensor_summary(tflite_lib.convert(fixed, "float32"))
+    assert "float16" not in s.dtype_counts
+    assert tflite_lib.as_float32(fixed) is fixed
