@@ -40,7 +40,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None, help="where the .tflite files go (default: a temp folder)")
     p.add_argument("--bench-frames", type=int, default=100, help="timed frames per model")
     p.add_argument("--threads", type=int, default=1, help="liveness interpreter threads")
-    p.add_argument("--qat-target", type=str, default="labels", choices=("labels", "teacher"),
+    p.add_argument("--qat-target", type=str, default="teacher", choices=("labels", "teacher"),
                    help="passed to tla-edge convert")
     p.add_argument("--qat-epochs", type=int, default=2, help="passed to tla-edge convert")
     p.add_argument("--no-qat", action="store_true", help="skip quantization-aware training")

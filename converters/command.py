@@ -101,9 +101,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     qat.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs")
     qat.add_argument("--qat-lr", type=float, default=1e-5, help="Adam learning rate")
     qat.add_argument("--qat-batch-size", type=int, default=32, help="crops per step")
-    qat.add_argument("--qat-target", type=str, default="labels", choices=("labels", "teacher"),
-                     help="what fine-tuning learns: the crops' labels, or the float model's scores "
-                          "(distillation: keeps the QAT model close to the float one)")
+    qat.add_argument("--qat-target", type=str, default="teacher", choices=("labels", "teacher"),
+                     help="what fine-tuning learns: the float model's scores on the training crops "
+                          "(distillation: the QAT model learns to reproduce the float model under int8 "
+                          "rounding), or the crops' labels (refits them; on cross-session data it drifts "
+                          "from the float model)")
 
 
 class Job(NamedTuple):
@@ -249,6 +251,19 @@ def _same_id(a: str, b: str) -> bool:
     return a == b or (a.isdigit() and b.isdigit() and int(a) == int(b))
 
 
+def _with_progress(gen_fn: Any, total: int, desc: str) -> Any:
+    """A representative-dataset function that draws a progress bar as the converter pulls crops."""
+    from tla_edge.progress import Progress
+
+    def gen() -> Any:
+        with Progress(total, desc, unit="img") as bar:
+            for item in gen_fn():
+                yield item
+                bar.update()
+
+    return gen
+
+
 def _mb(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
@@ -392,7 +407,10 @@ def run(args: argparse.Namespace) -> int:
             source = qmodel
         else:
             source = model
-        rep = tflite_lib.representative_dataset(calib.images, meta.normalization) if job.mode == "int8" else None
+        rep = None
+        if job.mode == "int8":
+            rep = _with_progress(tflite_lib.representative_dataset(calib.images, meta.normalization),
+                                 len(calib.labels), f"calibrating {job.key}")
         io = args.io if job.mode == "int8" else "float"
         data = tflite_lib.convert(source, job.mode, rep, io=io)
         t_convert = time.perf_counter() - t0

@@ -357,7 +357,7 @@ def qat_model(
     lr: float = DEFAULT_LR,
     seed: int = 0,
     verbose: int = 2,
-    target: str = "labels",
+    target: str = "teacher",
 ) -> tuple[Any, dict[str, Any]]:
     """Rebuild in tf-keras, copy weights, quantize-wrap, fine-tune.
 
@@ -366,9 +366,11 @@ def qat_model(
       meta: its :class:`~tla_edge.metadata.ModelMetadata`.
       images, labels: training crops (uint8) and labels (1 real, 0 attack).
       epochs, batch_size, lr, seed, verbose: see :func:`fine_tune`.
-      target: what the fine-tune learns, one of :data:`TARGETS`: ``"labels"``
-        (the manifest's classes) or ``"teacher"`` (the float model's own
-        scores on the same crops).
+      target: what the fine-tune learns, one of :data:`TARGETS`: ``"teacher"``
+        (the float model's own scores on the same crops: the QAT model learns
+        to reproduce it under int8 rounding) or ``"labels"`` (the manifest's
+        classes: it refits them, and on a held-out session drifts away from
+        the float model).
 
     Returns:
       ``(qat_model, info)``: the fine-tuned tf-keras QAT model, ready for

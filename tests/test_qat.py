@@ -152,4 +152,6 @@ def test_convert_qat_end_to_end(mnv2, tmp_path, capsys):
     assert meta.extra["quantization"] == "int8_qat"
     assert meta.extra["qat"]["epochs"] == 1 and meta.extra["qat"]["crops"] == 16
     assert len(meta.extra["qat"]["history"]["loss"]) == 1
-    assert "QAT: 16 crops, 1 epochs" in captured.out and "int8_qat" in captured.out
+    assert meta.extra["qat"]["target"] == "teacher"  # the default: distil the float model
+    assert "QAT: 16 crops, 1 epochs" in captured.out and "target teacher" in captured.out
+    assert "calibrating int8_qat" in captured.err
