@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tla_edge import fileio
+from tla_edge import argtypes, fileio
 from tla_edge import metadata as metadata_lib
 from tla_edge.converters import edgetpu as edgetpu_lib
 from tla_edge.converters import parity as parity_lib
@@ -60,21 +60,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--calib", type=Path, default=None, metavar="CROPS",
                       help="crops folder (tla-edge prepare) to calibrate int8 and fine-tune QAT on "
-                           "(default: the crops the model was trained on, from its metadata)")
-    data.add_argument("--calib-samples", type=int, default=tflite_lib.DEFAULT_CALIBRATION_SAMPLES,
+                           "(None: the crops the model was trained on, from its metadata)")
+    data.add_argument("--calib-samples", type=argtypes.positive_int, default=tflite_lib.DEFAULT_CALIBRATION_SAMPLES,
                       metavar="N", help="calibration crops, stratified by class and attack species")
     data.add_argument("--val", type=Path, default=None, metavar="CROPS",
-                      help="crops folder for the parity check (default: --calib's)")
+                      help="crops folder for the parity check (None: --calib's)")
     held = data.add_mutually_exclusive_group()
     held.add_argument("--val-session", type=str, default=None, metavar="SESSION",
                       help="validate on this session only, and calibrate / fine-tune on the others "
-                           "(default: the sessions or subjects the model was validated on, from its "
+                           "(None: the sessions or subjects the model was validated on, from its "
                            "metadata, else all crops)")
     held.add_argument("--val-subjects", type=str, default=None, metavar="S1,S2",
-                      help="validate on these subjects only, and calibrate / fine-tune on the others")
+                      help="validate on these subjects only, and calibrate / fine-tune on the others "
+                           "(None: see --val-session)")
     data.add_argument("--resize-crops", action="store_true",
                       help="resize crops of another size to the model's input, as tla-edge train "
-                           "--input-size does (default: refuse them)")
+                           "--input-size does (unset: refuse them)")
     data.add_argument("--seed", type=int, default=0, help="seed of the calibration draw and QAT shuffling")
     out = parser.add_argument_group("output")
     out.add_argument("--io", type=str, default="int8", choices=tflite_lib.IO_TYPES,
@@ -84,23 +85,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="run edgetpu_compiler on the int8 models (x86-64 Linux) and write *_edgetpu.tflite")
     where = out.add_mutually_exclusive_group()
     where.add_argument("--out", type=Path, default=None, metavar="FILE.tflite",
-                       help="output file when one model is written")
+                       help="output file when one model is written (None: see --out-dir)")
     where.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
-                       help="output folder, files named <model>_<mode>.tflite (default: the model's folder)")
+                       help="output folder, files named <model>_<mode>.tflite (None: the model's folder)")
     out.add_argument("--report", type=Path, default=None, metavar="FILE.json",
-                     help="also write the run's figures (sizes, parity, Edge TPU) as JSON")
+                     help="also write the run's figures (sizes, parity, Edge TPU) as JSON (None: no JSON)")
     out.add_argument("--force", action="store_true", help="overwrite existing outputs")
     checks = parser.add_argument_group("parity checks")
-    checks.add_argument("--min-agreement", type=float, default=parity_lib.DEFAULT_MIN_AGREEMENT,
+    checks.add_argument("--min-agreement", type=argtypes.probability, default=parity_lib.DEFAULT_MIN_AGREEMENT,
                         help="a converted model deciding like the float one on fewer crops is degraded")
     checks.add_argument("--min-score-std", type=float, default=parity_lib.DEFAULT_MIN_SCORE_STD,
                         help="a converted model whose scores vary less is collapsed")
     checks.add_argument("--allow-degraded", action="store_true",
                         help="write degraded models anyway and exit 0")
     qat = parser.add_argument_group("quantization-aware training (--qat)")
-    qat.add_argument("--qat-epochs", type=int, default=2, help="fine-tuning epochs")
+    qat.add_argument("--qat-epochs", type=argtypes.non_negative_int, default=2, help="fine-tuning epochs")
     qat.add_argument("--qat-lr", type=float, default=1e-5, help="Adam learning rate")
-    qat.add_argument("--qat-batch-size", type=int, default=32, help="crops per step")
+    qat.add_argument("--qat-batch-size", type=argtypes.positive_int, default=32, help="crops per step")
     qat.add_argument("--qat-target", type=str, default="teacher", choices=("labels", "teacher"),
                      help="what fine-tuning learns: the float model's scores on the training crops "
                           "(distillation: the QAT model learns to reproduce the float model under int8 "
@@ -285,12 +286,6 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
     if args.mode is None:
         raise UserError("choose what to write: --int8, --fp16, --dynamic, --float32 or --all")
-    if args.calib_samples < 1:
-        raise ValueError(f"--calib-samples {args.calib_samples} is not >= 1")
-    if args.qat and args.qat_epochs < 0:
-        raise ValueError(f"--qat-epochs {args.qat_epochs} is not >= 0")
-    if not 0.0 <= args.min_agreement <= 1.0:
-        raise ValueError(f"--min-agreement {args.min_agreement} is not in [0, 1]")
     model_path = resolve_model(args.model)
     meta = metadata_lib.load(model_path)
     modes = list(ALL_MODES) if args.mode == "all" else [args.mode]
