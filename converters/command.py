@@ -225,18 +225,22 @@ class Holdout(NamedTuple):
 
 
 def held_out(meta: metadata_lib.ModelMetadata | None, val_session: str | None,
-             val_subjects: str | None) -> Holdout:
+             val_subjects: str | None, val_dir: Path | None = None) -> Holdout:
     """The validation part: the flags, else what the model was validated on (its metadata).
 
-    ``tla-edge train`` records crops per session and subject of its training
-    and validation parts; when the validation sessions (or subjects) are
-    disjoint from the training ones, those are held out here too.
+    ``tla-edge train`` records its crops folder and the crops per session and
+    subject of its training and validation parts; when ``val_dir`` is that
+    folder and the validation sessions (or subjects) are disjoint from the
+    training ones, those are held out here too. Another folder is used whole.
     """
     if val_session:
         return Holdout("sessions", [val_session], "--val-session")
     if val_subjects:
         return Holdout("subjects", [v.strip() for v in val_subjects.split(",") if v.strip()], "--val-subjects")
     data = ((meta.extra if meta else {}) or {}).get("data") or {}
+    trained_on = data.get("crops_dir")
+    if val_dir is not None and (not trained_on or Path(trained_on).resolve() != Path(val_dir).resolve()):
+        return Holdout(None, [], "none")
     train, val = data.get("train") or {}, data.get("val") or {}
     for kind in ("sessions", "subjects"):
         v = sorted(k for k in (val.get(kind) or {}) if k and k != "?")
@@ -360,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
 
     # Validation crops: the held-out part when one is known; calibration and
     # QAT use the rest of the same folder.
-    holdout = held_out(meta, args.val_session, args.val_subjects)
+    holdout = held_out(meta, args.val_session, args.val_subjects, Path(val_dir))
     val = tflite_lib.load_crop_set(
         val_dir, meta.crop_scale, (h, w), what="validation", resize=args.resize_crops,
         **holdout.filters(held_out=True),

@@ -387,7 +387,8 @@ def test_holdout_from_training_metadata(model_dir, crops_dir, tmp_path, capsys):
     held = tmp_path / "model"
     shutil.copytree(model_dir, held)
     meta = metadata_lib.load(held / "model.keras")
-    data = {"train": {"subjects": {"0001": {}, "0002": {}}, "sessions": {"01": {}, "02": {}}},
+    data = {"crops_dir": str(crops_dir),
+            "train": {"subjects": {"0001": {}, "0002": {}}, "sessions": {"01": {}, "02": {}}},
             "val": {"subjects": {"0003": {}}, "sessions": {"01": {}, "02": {}}}}
     (held / "metadata.json").write_text(json.dumps(meta.replace(extra={**meta.extra, "data": data}).to_dict()))
     rc = convert_cli(held, "--int8", "--calib", crops_dir, "--calib-samples", 64, "--out-dir", tmp_path / "o",
@@ -399,6 +400,12 @@ def test_holdout_from_training_metadata(model_dir, crops_dir, tmp_path, capsys):
     assert report["validation"]["crops"] == 21  # rows 2, 5, 8, ... of 64
     assert report["calibration"]["crops"] == 43  # every other row: all of them, fewer than 64
     assert "(held out in training)" in captured.err
+    # Another crops folder than the one trained on is used whole.
+    other = tmp_path / "other"
+    shutil.copytree(crops_dir, other)
+    rc = convert_cli(held, "--float32", "--val", other, "--out-dir", tmp_path / "o2", "--report", tmp_path / "r2.json")
+    assert rc == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "r2.json").read_text())["validation"]["crops"] == 64
 
 
 def test_blank_calibration_collapses_and_fails(model_dir, crops_dir, blank_crops_dir, tmp_path, capsys):
