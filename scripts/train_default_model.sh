@@ -8,7 +8,13 @@
 # Steps: prepare the crops if CROPS has none at SCALE -> tla-edge train.
 # Validation and threshold: subjects 0008 and 0009 of both sessions are held
 # out (early stopping and the EER threshold written to metadata.json); the
-# other seven subjects of both sessions train the model. The cross-session
+# other seven subjects of both sessions train the model. The kept epoch is the
+# one with the best validation AUC (MONITOR): from scratch, the validation
+# loss is dominated by a few over-confident errors and picked the first epoch.
+#
+# Two-scale fusion (benchmarks/results/crop_scale_sweep.json: the mean score
+# of a 1.5 and a 3.5 model beat either alone): train the second model with
+#   SCALE=1.5 OUT=/work/models/default_s1.5 bash scripts/train_default_model.sh The cross-session
 # figures of the same recipe are in benchmarks/results/cross_session_mobilenetv2.json.
 # Converting to int8 and bundling is a separate step (tla-edge convert --int8).
 #
@@ -24,6 +30,7 @@ OUT=${OUT:-/work/models/default}
 SCALE=${SCALE:-$("$PY" -c 'from tla_edge import preprocess; print(preprocess.DEFAULT_SCALE)')}
 EPOCHS=${EPOCHS:-8}
 PATIENCE=${PATIENCE:-3}
+MONITOR=${MONITOR:-val_auc}
 ALPHA=${ALPHA:-0.35}
 VAL_SUBJECTS=${VAL_SUBJECTS:-0008,0009}
 
@@ -44,4 +51,4 @@ fi
 echo "[default-model] training mobilenetv2 alpha $ALPHA at scale $SCALE -> $OUT" >&2
 "$PY" -m tla_edge.cli train "$CROPS" --out "$OUT" --arch mobilenetv2 --alpha "$ALPHA" \
   --input-size 160 --weights none --scale "$SCALE" --val-subjects "$VAL_SUBJECTS" \
-  --epochs "$EPOCHS" --patience "$PATIENCE" --seed 0 "$@"
+  --epochs "$EPOCHS" --patience "$PATIENCE" --monitor "$MONITOR" --seed 0 "$@"

@@ -142,6 +142,8 @@ def test_train_from_scratch_writes_everything(tmp_path, capsys):
     assert "session 02" in meta.extra["validation"]["split"]
     assert meta.extra["data"]["train"]["sessions"] == {"01": {"real": 12, "attack": 12}}
     assert meta.extra["phases"]["scratch"]["epochs_run"] == 3
+    assert meta.extra["phases"]["scratch"]["best_epoch"] in (1, 2, 3)
+    assert meta.extra["early_stopping"] == {"monitor": "val_loss", "patience": 5, "restore_best": True}
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 3
@@ -165,7 +167,7 @@ def test_train_transfer_two_phases_from_weights_file(tmp_path):
     rc = cli.main([
         "train", str(crops), "--out", str(out), "--alpha", "0.35", "--weights", str(wfile),
         "--epochs", "2", "--fine-tune-epochs", "1", "--fine-tune-at", "140", "--batch-size", "8",
-        "--val-session", "01",
+        "--val-session", "01", "--monitor", "val_auc",
     ])
     assert rc == 0
     meta = metadata.load(out / "model.keras")
@@ -175,6 +177,7 @@ def test_train_transfer_two_phases_from_weights_file(tmp_path):
     assert phases["phase2_fine_tune"]["epochs_run"] == 1
     assert (out / "checkpoints" / "phase2-best.weights.h5").is_file()
     assert "session 01" in meta.extra["validation"]["split"]
+    assert meta.extra["early_stopping"]["monitor"] == "val_auc"
 
 
 def test_single_class_crops_fail_with_one_line(tmp_path, capsys):

@@ -72,6 +72,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-tune-at", type=int, default=100, help="first base layer trained in phase 2")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    parser.add_argument("--monitor", type=str, choices=("val_loss", "val_auc"), default="val_loss",
+                        help="validation figure for early stopping and the kept (best) epoch")
     parser.add_argument("--target-apcer", type=float, default=0.05,
                         help="APCER of the second operating point kept in the metadata")
     parser.add_argument("--strategy", type=str, choices=("default", "mirrored"), default="default",
@@ -271,18 +273,27 @@ def _compile(keras: Any, model: Any, arch: str, lr: float) -> None:
     )
 
 
-def _callbacks(keras: Any, out: Path, phase: str, patience: int, checkpoint: bool) -> list:
-    cbs = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)]
+def _callbacks(keras: Any, out: Path, phase: str, patience: int, checkpoint: bool, monitor: str = "val_loss") -> list:
+    """Early stopping (restores the best epoch; always first in the list) and a best-epoch checkpoint."""
+    mode = "min" if monitor == "val_loss" else "max"
+    cbs = [keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True)]
     if checkpoint:
         cbs.append(
             keras.callbacks.ModelCheckpoint(
                 str(out / "checkpoints" / f"{phase}-best.weights.h5"),
-                monitor="val_loss",
+                monitor=monitor,
+                mode=mode,
                 save_best_only=True,
                 save_weights_only=True,
             )
         )
     return cbs
+
+
+def _best_epoch(early_stopping: Any) -> int | None:
+    """1-based epoch whose weights were kept, None when no epoch ran."""
+    best = getattr(early_stopping, "best_epoch", None)
+    return None if best is None else int(best) + 1
 
 
 def _history_rows(history: Any, phase: str, start_epoch: int) -> list[dict]:
@@ -445,10 +456,11 @@ def run(args: argparse.Namespace) -> int:
             models.freeze_base(model)
             head = models.head_model(model)
             _compile(keras, head, args.arch, lr)
+        cb1 = _callbacks(keras, out, "phase1", args.patience, checkpoint=False, monitor=args.monitor)
         hist = head.fit(
             f_train, f_labels, batch_size=args.batch_size, epochs=args.epochs,
             validation_data=(f_val, y_val.astype(np.float32)), class_weight=cw, shuffle=True,
-            callbacks=_callbacks(keras, out, "phase1", args.patience, checkpoint=False), verbose=2,
+            callbacks=cb1, verbose=2,
         ) if args.epochs > 0 else None
         t_head = time.perf_counter() - t0
         if hist is not None:
@@ -459,7 +471,8 @@ def run(args: argparse.Namespace) -> int:
             "augmented_copies": FEATURE_AUGMENTED_COPIES if augment else 0,
         }
         phases["phase1_head"] = {
-            "epochs_run": epochs1, "epochs_max": args.epochs, "lr": lr, "wall_s": round(t_head, 2),
+            "epochs_run": epochs1, "epochs_max": args.epochs, "best_epoch": _best_epoch(cb1[0]),
+            "lr": lr, "wall_s": round(t_head, 2),
             "img_per_s": round(epochs1 * len(f_train) / max(t_head, 1e-9), 1),
         }
         if args.fine_tune_epochs > 0:
@@ -467,15 +480,17 @@ def run(args: argparse.Namespace) -> int:
             with strategy.scope():
                 n_trainable = models.set_fine_tune(model, args.fine_tune_at)
                 _compile(keras, model, args.arch, args.fine_tune_lr)
+            cb2 = _callbacks(keras, out, "phase2", args.patience, checkpoint=True, monitor=args.monitor)
             hist = model.fit(
                 train_ds, epochs=args.fine_tune_epochs, validation_data=val_ds, class_weight=cw,
-                callbacks=_callbacks(keras, out, "phase2", args.patience, checkpoint=True), verbose=2,
+                callbacks=cb2, verbose=2,
             )
             t2 = time.perf_counter() - t0
             rows += _history_rows(hist, "phase2_fine_tune", len(rows))
             e2 = len(hist.history["loss"])
             phases["phase2_fine_tune"] = {
-                "epochs_run": e2, "epochs_max": args.fine_tune_epochs, "lr": args.fine_tune_lr,
+                "epochs_run": e2, "epochs_max": args.fine_tune_epochs, "best_epoch": _best_epoch(cb2[0]),
+                "lr": args.fine_tune_lr,
                 "fine_tune_at": args.fine_tune_at, "trainable_base_tensors": n_trainable,
                 "wall_s": round(t2, 2), "img_per_s": round(e2 * len(x_train) / max(t2, 1e-9), 1),
             }
@@ -483,15 +498,15 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         with strategy.scope():
             _compile(keras, model, args.arch, lr)
+        cbs = _callbacks(keras, out, "scratch", args.patience, checkpoint=True, monitor=args.monitor)
         hist = model.fit(
-            train_ds, epochs=args.epochs, validation_data=val_ds, class_weight=cw,
-            callbacks=_callbacks(keras, out, "scratch", args.patience, checkpoint=True), verbose=2,
+            train_ds, epochs=args.epochs, validation_data=val_ds, class_weight=cw, callbacks=cbs, verbose=2,
         )
         t1 = time.perf_counter() - t0
         rows += _history_rows(hist, "scratch", 0)
         e1 = len(hist.history["loss"])
         phases["scratch"] = {
-            "epochs_run": e1, "epochs_max": args.epochs, "lr": lr,
+            "epochs_run": e1, "epochs_max": args.epochs, "best_epoch": _best_epoch(cbs[0]), "lr": lr,
             "optimizer": "SGD(momentum=0.9)" if args.arch == "resnet34" else "RMSprop",
             "wall_s": round(t1, 2), "img_per_s": round(e1 * len(x_train) / max(t1, 1e-9), 1),
         }
@@ -526,6 +541,7 @@ def run(args: argparse.Namespace) -> int:
             "wall_s_total": round(time.perf_counter() - t_start, 2),
             "wall_s_data": round(t_data, 2),
             "seed": args.seed,
+            "early_stopping": {"monitor": args.monitor, "patience": args.patience, "restore_best": True},
             "weights": weights or "none",
             "recipe": "two-phase transfer" if transfer else "from scratch, one phase, all layers",
             "alpha": args.alpha if args.arch == "mobilenetv2" else None,
@@ -587,7 +603,7 @@ def _print_summary(args: argparse.Namespace, meta: Any, at_eer: Any, at_apcer: A
         f"val {data['val']['real']} real / {data['val']['attack']} attack ({data['validation']})",
     ]
     for name, p in phases.items():
-        ep = f"{p['epochs_run']}/{p['epochs_max']} epochs, " if "epochs_run" in p else ""
+        ep = f"{p['epochs_run']}/{p['epochs_max']} epochs (kept {p['best_epoch']}), " if "epochs_run" in p else ""
         lines.append(f"  {name:<17} {ep}{format_duration(p['wall_s'])}, {p['img_per_s']:.1f} img/s")
     lines += [
         f"  at EER threshold {meta.threshold:.4f}: ACER {_get(at_eer, 'acer'):.4f}  EER "
