@@ -422,8 +422,11 @@ def run(args: argparse.Namespace) -> int:
             float_scores, conv_scores, val.labels, val.species, meta,
             args.min_agreement, args.min_score_std,
         )
+        # int8 moves scores: its thresholds are re-derived on its own scores. The
+        # float modes keep the thresholds training chose (their scores match).
+        rederive = job.mode == "int8"
         extra: dict[str, Any] = {
-            "thresholds": report.thresholds,
+            "thresholds": report.thresholds if rederive else dict((meta.extra or {}).get("thresholds") or {}),
             "quantization": job.key,
             "io": io,
             "source_model": {"file": model_path.name, "sha256": source_sha,
@@ -443,16 +446,14 @@ def run(args: argparse.Namespace) -> int:
             extra["qat"] = qat_info
         if report.degraded:
             extra["degraded"] = report.degraded
-        # int8 moves scores: its threshold is re-derived on its own scores. The
-        # float modes keep the threshold training chose (their scores match).
-        threshold = report.converted_threshold if job.mode == "int8" else float(meta.threshold)
+        threshold = report.converted_threshold if rederive else float(meta.threshold)
         out_meta = meta.replace(threshold=threshold, extra=extra)
         row: dict[str, Any] = {
             "model": job.key, "file": str(job.path), "io": io,
             "input": summary.input_dtype, "output": summary.output_dtype,
             "float_tensors": summary.float_tensors, "convert_s": round(t_convert, 2),
             "parity": report.to_dict(), "threshold": threshold,
-            "threshold_source": "re-derived" if job.mode == "int8" else "source model",
+            "threshold_source": "re-derived" if rederive else "source model",
         }
         if report.degraded:
             msg = f"{job.key} model is degraded: {report.degraded}"

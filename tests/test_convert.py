@@ -378,6 +378,7 @@ def test_convert_all_to_out_dir_with_val_session_and_report(model_dir, crops_dir
     assert LivenessModel(tmp_path / "out" / "model_int8.tflite").meta.extra["calibration"]["part"] == "sessions 01"
     # Float modes keep the source threshold; int8 gets its own.
     assert by["fp16"]["threshold"] == 0.5 and by["int8"]["threshold_source"] == "re-derived"
+    assert LivenessModel(tmp_path / "out" / "model_fp16.tflite").meta.extra["thresholds"] == {"eer": 0.5}
 
 
 def test_holdout_from_training_metadata(model_dir, crops_dir, tmp_path, capsys):
