@@ -65,6 +65,20 @@ def read_scores(model_dir: Path) -> dict[str, tuple[int, float]]:
         return {r["source"]: (int(r["label"]), float(r["score"])) for r in csv.DictReader(f)}
 
 
+def kept_epoch(model_dir: Path) -> int | None:
+    """The epoch whose weights early stopping kept, from metadata or history.csv."""
+    meta = json.loads((model_dir / "metadata.json").read_text())
+    for phase in meta["extra"]["phases"].values():
+        if phase.get("best_epoch"):
+            return int(phase["best_epoch"])
+    monitor = meta["extra"].get("early_stopping", {}).get("monitor", "val_loss")
+    with open(model_dir / "history.csv", newline="") as f:
+        values = [float(r[monitor]) for r in csv.DictReader(f)]
+    if not values:
+        return None
+    return int(np.argmin(values) if monitor == "val_loss" else np.argmax(values)) + 1
+
+
 def figures(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """ACER/APCER/BPCER at 0.5 and at the EER threshold, EER and AUC."""
     at_half = metrics.compute_metrics(scores, labels, None, 0.5)
@@ -98,7 +112,7 @@ def run_one(args: argparse.Namespace, scale: float, train_s: str, val_s: str) ->
         "scale": scale, "train_session": train_s, "val_session": val_s, **figures(p, y),
         "n_val_real": int((y == 1).sum()), "n_val_attack": int((y == 0).sum()),
         "n_train": meta["extra"]["data"]["train"]["crops"],
-        "epochs_run": phase["epochs_run"], "train_wall_s": phase["wall_s"], "train_img_per_s": phase["img_per_s"],
+        "epochs_run": phase["epochs_run"], "kept_epoch": kept_epoch(model_dir), "train_wall_s": phase["wall_s"], "train_img_per_s": phase["img_per_s"],
         "model_dir": str(model_dir),
     }
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from crop_scale_sweep import DIRECTIONS, TRAIN, figures, read_scores  # noqa: E402
+from crop_scale_sweep import DIRECTIONS, TRAIN, figures, kept_epoch, read_scores  # noqa: E402
 
 from tla_edge import fileio  # noqa: E402
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             "train_session": train_s, "val_session": val_s, **figures(p, y),
             "at_eer_threshold": extra["validation"]["at_eer_threshold"],
             "n_train": extra["data"]["train"]["crops"], "n_val": extra["data"]["val"]["crops"],
-            "phases": extra["phases"], "wall_s_total": extra["wall_s_total"],
+            "kept_epoch": kept_epoch(model_dir), "phases": extra["phases"], "wall_s_total": extra["wall_s_total"],
             "model_dir": str(model_dir),
         })
         result = {
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in runs:
         ph = r["phases"]["scratch"]
         print(f"{args.arch} train {r['train_session']} -> val {r['val_session']}: ACER@0.5 {r['acer_at_0.5']:.4f} "
-              f"EER {r['eer']:.4f} AUC {r['auc']:.4f}  {ph['epochs_run']} epochs {ph['wall_s']:.0f} s "
+              f"EER {r['eer']:.4f} AUC {r['auc']:.4f}  {ph['epochs_run']} epochs (kept {r['kept_epoch']}) {ph['wall_s']:.0f} s "
               f"{ph['img_per_s']:.1f} img/s")
     print(f"wrote {out}")
     return 0
