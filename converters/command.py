@@ -16,7 +16,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -25,7 +24,6 @@ import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 
 from tla_edge import argtypes, fileio
 from tla_edge import metadata as metadata_lib
