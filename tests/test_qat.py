@@ -24,7 +24,7 @@ from tla_edge.interpreter import LivenessModel  # noqa: E402
 
 from test_convert import SIZE, synthetic_crops, write_crops  # noqa: E402
 
-META = metadata_lib.ModelMetadata(input_size=(SIZE, SIZE), architecture="mobilenetv2",
+META = metadata_lib.ModelMetadata(input_size=(SIZE, SIZE), crop_scale=3.0, architecture="mobilenetv2",
                                   extra={"alpha": 0.35, "thresholds": {"eer": 0.5}})
 
 
