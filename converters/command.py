@@ -303,10 +303,10 @@ def run(args: argparse.Namespace) -> int:
         to_check += [job.path, metadata_lib.sidecar_path(job.path)]
         if args.edgetpu and job.mode == "int8":
             to_check += [edgetpu_path(job.path), metadata_lib.sidecar_path(edgetpu_path(job.path))]
-    if len(set(to_check)) != len(to_check):
-        raise UserError(f"two outputs would share a name: {[str(p) for p in to_check]}")
     if args.report is not None:
         to_check.append(args.report)
+    if len({p.resolve() for p in to_check}) != len(to_check):
+        raise UserError(f"two outputs would share a name: {', '.join(str(p) for p in to_check)}")
     for p in to_check:
         check_output(p, args.force)
 

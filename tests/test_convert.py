@@ -568,3 +568,9 @@ def test_mixed_precision_model_converts_as_float32(tmp_path):
     s = tflite_lib.tensor_summary(tflite_lib.convert(fixed, "float32"))
     assert "float16" not in s.dtype_counts
     assert tflite_lib.as_float32(fixed) is fixed
+
+
+def test_report_cannot_overwrite_a_model(model_dir, crops_dir, tmp_path, capsys):
+    out = tmp_path / "m.tflite"
+    assert convert_cli(model_dir, "--float32", "--val", crops_dir, "--out", out, "--report", out) == 2
+    assert "two outputs would share a name:" in capsys.readouterr().err
