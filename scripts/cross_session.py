@@ -45,8 +45,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=Path("/tmp/cross_session"), help="model folders of the runs")
     p.add_argument("--out", type=Path, default=None, help="result JSON (default benchmarks/results/cross_session_<arch>.json)")
     p.add_argument("--directions", type=str, default="01-02,02-01", help="train-val session pairs to run")
+    p.add_argument("--fuse-scale", type=float, default=None,
+                   help="also report the mean-score fusion with the finished runs at this scale in --work")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     return p.parse_args(argv)
+
+
+def fuse(args: argparse.Namespace, runs: list[dict]) -> dict:
+    """Mean-score fusion of each run with the same direction's run at --fuse-scale (as the pipeline fuses)."""
+    out: dict = {"scales": [args.scale, args.fuse_scale], "runs": {}}
+    for r in runs:
+        other = args.work / f"{args.arch}_s{args.fuse_scale:g}_train{r['train_session']}_val{r['val_session']}"
+        if not (other / "metadata.json").is_file():
+            out["runs"][f"train{r['train_session']}_val{r['val_session']}"] = {"missing": str(other)}
+            continue
+        a, b = read_scores(Path(r["model_dir"])), read_scores(other)
+        common = sorted(set(a) & set(b))
+        y = np.array([a[s][0] for s in common])
+        p = np.array([(a[s][1] + b[s][1]) / 2.0 for s in common])
+        out["runs"][f"train{r['train_session']}_val{r['val_session']}"] = {
+            **figures(p, y), "n_val": len(common), "other_model_dir": str(other)}
+    done = [v for v in out["runs"].values() if "eer" in v]
+    if done:
+        out["mean"] = {k: float(np.mean([v[k] for v in done])) for k in ("acer_at_0.5", "eer", "auc")}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,12 +119,21 @@ def main(argv: list[str] | None = None) -> int:
             "host": {"machine": platform.machine(), "python": platform.python_version(),
                      "note": "2 CPU cores shared with other jobs; img/s are lower bounds"},
         }
+        if args.fuse_scale is not None:
+            result["fusion"] = fuse(args, runs)
         fileio.write_json_atomic(out, result)
     for r in runs:
         ph = r["phases"]["scratch"]
         print(f"{args.arch} train {r['train_session']} -> val {r['val_session']}: ACER@0.5 {r['acer_at_0.5']:.4f} "
               f"EER {r['eer']:.4f} AUC {r['auc']:.4f}  {ph['epochs_run']} epochs (kept {r['kept_epoch']}) {ph['wall_s']:.0f} s "
               f"{ph['img_per_s']:.1f} img/s")
+    if "fusion" in result:
+        f = result["fusion"]
+        for k, v in f["runs"].items():
+            if "missing" in v:
+                print(f"fusion {f['scales']} {k}: run at {args.fuse_scale:g} not found ({v['missing']})")
+                continue
+            print(f"fusion {f['scales']} {k}: ACER@0.5 {v['acer_at_0.5']:.4f} EER {v['eer']:.4f} AUC {v['auc']:.4f}")
     print(f"wrote {out}")
     return 0
 
