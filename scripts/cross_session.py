@@ -40,6 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--input-size", type=int, default=160, help="model input side")
     p.add_argument("--epochs", type=int, default=8, help="maximum epochs per direction")
     p.add_argument("--patience", type=int, default=3, help="early-stopping patience")
+    p.add_argument("--monitor", type=str, choices=("val_loss", "val_auc"), default="val_loss",
+                   help="early-stopping figure (which epoch is kept)")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--work", type=Path, default=Path("/tmp/cross_session"), help="model folders of the runs")
@@ -47,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--directions", type=str, default="01-02,02-01", help="train-val session pairs to run")
     p.add_argument("--fuse-scale", type=float, default=None,
                    help="also report the mean-score fusion with the finished runs at this scale in --work")
+    p.add_argument("--note", type=str, default="", help="free text recorded in the JSON (e.g. why so few epochs)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     return p.parse_args(argv)
 
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                 sys.executable, "-c", TRAIN, str(args.crops), "--out", str(model_dir), "--arch", args.arch,
                 "--alpha", str(args.alpha), "--input-size", str(args.input_size), "--weights", "none",
                 "--scale", str(args.scale), "--val-session", val_s, "--epochs", str(args.epochs),
-                "--patience", str(args.patience), "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+                "--patience", str(args.patience), "--monitor", args.monitor, "--batch-size", str(args.batch_size), "--seed", str(args.seed),
                 "--force",
             ]
             print(f"[cross-session] {args.arch} train {train_s} -> val {val_s}: {model_dir}", file=sys.stderr, flush=True)
@@ -107,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             "dataset": str(args.crops),
             "model": {"arch": args.arch, "alpha": args.alpha if args.arch == "mobilenetv2" else None,
                       "input_size": args.input_size, "crop_scale": args.scale, "weights": "none (from scratch)",
-                      "max_epochs": args.epochs, "patience": args.patience, "batch_size": args.batch_size,
+                      "max_epochs": args.epochs, "patience": args.patience, "monitor": args.monitor, "batch_size": args.batch_size,
                       "seed": args.seed, "augment": True,
                       "note": "early stopping on the validation session's loss restores the best epoch, so the "
                               "figures are mildly optimistic; ACER at 0.5 uses a threshold fixed in advance, "
                               "ACER at the EER threshold picks it on the validation session itself"},
+            "note": args.note,
             "runs": runs,
             "mean": {k: float(np.mean([r[k] for r in runs])) for k in ("acer_at_0.5", "eer", "auc", "eer_threshold")},
             "complete": len(runs) == len(wanted),
