@@ -72,15 +72,15 @@ def printed(photo: np.ndarray, seed: int) -> np.ndarray:
     page = page.clip(0, 255).astype(np.uint8)
     ph, pw = page.shape[:2]
     src = np.float32([[0, 0], [pw, 0], [pw, ph], [0, ph]])
-    dst = np.float32([[150, 40], [500, 60], [490, 460], [140, 440]])
+    dst = np.float32([[90, 20], [560, 40], [550, 470], [80, 455]])
     warp = cv2.getPerspectiveTransform(src, dst)
     scene = backdrop(seed + 1)
     mask = cv2.warpPerspective(np.full((ph, pw), 255, np.uint8), warp, (W, H))
     sheet = cv2.warpPerspective(page, warp, (W, H))
     scene[mask > 0] = sheet[mask > 0]
     # two fingers holding the bottom edge
-    for cx in (230, 410):
-        cv2.ellipse(scene, (cx, 450), (22, 40), 0, 0, 360, (120, 150, 205), -1)
+    for cx in (200, 440):
+        cv2.ellipse(scene, (cx, 462), (24, 42), 0, 0, 360, (120, 150, 205), -1)
     return scene
 
 
@@ -89,15 +89,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wheel", type=str, default=None, help="a scikit-image wheel (else pip download)")
     parser.add_argument("--force", action="store_true", help="overwrite existing frames")
     args = parser.parse_args(argv)
-    photo = load_astronaut(args.wheel)  # 512x512
-    person = cv2.resize(photo, (420, 420), interpolation=cv2.INTER_AREA)
+    photo = load_astronaut(args.wheel)  # 512x512, face about 116 px wide
+    # Scaled so the face is ~175 px wide, as a webcam sees a person at arm's
+    # length (the short-range detector's working range).
+    person = cv2.resize(photo, (770, 770), interpolation=cv2.INTER_CUBIC)
     small = cv2.resize(photo, (150, 150), interpolation=cv2.INTER_AREA)
+    head = photo[10:330, 40:420]  # head and shoulders, for the print
     frames = {
-        "01_person.jpg": place(backdrop(0), person, 110, 40),
-        "02_person_left_edge.jpg": place(backdrop(1), person, -130, 30),
+        "01_person.jpg": place(backdrop(0), person, -13, 1),
+        "02_person_left_edge.jpg": place(backdrop(1), person, -238, 1),
         "03_person_far.jpg": place(backdrop(2), small, 250, 170),
         "04_no_face.jpg": backdrop(3),
-        "05_printed_photo.jpg": printed(photo, 4),
+        "05_printed_photo.jpg": printed(head, 4),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     for name, img in frames.items():
