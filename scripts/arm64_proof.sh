@@ -27,6 +27,7 @@ ROOT=/work/arm64-root
 X86_VENV=/work/arm64-proof-x86-venv
 FRAMES=""
 MODEL=""
+CPU=cortex-a76
 OUT=""
 FORCE=0
 WORKTREE=0
@@ -36,12 +37,14 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() {
     cat <<EOF
-usage: $0 [--root DIR] [--x86-venv DIR] [--frames DIR] [--model FILE] [--out FILE] [--force] [--worktree] [--mirror URL]
+usage: $0 [--root DIR] [--x86-venv DIR] [--frames DIR] [--model FILE] [--cpu NAME] [--out FILE] [--force] [--worktree] [--mirror URL]
 
   --root DIR       arm64 root, created on first use (default: $ROOT)
   --x86-venv DIR   x86-64 venv for the comparison run, created on first use (default: $X86_VENV)
   --frames DIR     folder of .jpg/.png frames (default: the bundled tla_edge/assets/samples)
   --model FILE     liveness .tflite (its .tflite.json sidecar travels with it; default: the bundled int8 model)
+  --cpu NAME       CPU qemu emulates (default: $CPU, the Raspberry Pi 5's core; cortex-a72 is
+                   the Pi 4's; 'max' adds SVE/SME, which no Pi has and which breaks XNNPACK's int8 kernels under qemu 7.2)
   --out FILE       report (default: $REPO/benchmarks/results/arm64_qemu_proof.json)
   --force          overwrite an existing report
   --worktree       copy tracked + untracked (not ignored) files instead of HEAD
@@ -58,6 +61,7 @@ while [[ $# -gt 0 ]]; do
         --x86-venv) X86_VENV=${2:?--x86-venv needs a directory}; shift 2 ;;
         --frames) FRAMES=${2:?--frames needs a directory}; shift 2 ;;
         --model) MODEL=${2:?--model needs a .tflite file}; shift 2 ;;
+        --cpu) CPU=${2:?--cpu needs a CPU name (qemu-aarch64-static -cpu help)}; shift 2 ;;
         --out) OUT=${2:?--out needs a file}; shift 2 ;;
         --force) FORCE=1; shift ;;
         --worktree) WORKTREE=1; shift ;;
@@ -79,6 +83,8 @@ if [[ -n $MODEL ]]; then
     [[ -f $MODEL ]] || die "model file '$MODEL' not found; expected a liveness .tflite"
     MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
 fi
+qemu-aarch64-static -cpu help 2>/dev/null | grep -qw -- "$CPU" \
+    || die "qemu has no CPU '$CPU'; expected one of: $(qemu-aarch64-static -cpu help 2>/dev/null | tail -n +2 | xargs)"
 case "$ROOT" in "$REPO"|"$REPO"/*) die "root '$ROOT' is inside the repository; expected a folder outside it" ;; esac
 
 # --- 1. host tools and binfmt ------------------------------------------------
@@ -130,7 +136,8 @@ mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
 in_root() {
     local ca=()
     [[ -f $ROOT/etc/tla-edge-host-ca.crt ]] && ca=(PIP_CERT=/etc/tla-edge-host-ca.crt)
-    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 "${ca[@]}" \
+    # QEMU_CPU is read by qemu's binfmt handler: every arm64 process runs on that CPU model.
+    chroot "$ROOT" /usr/bin/env -i HOME=/root LANG=C.UTF-8 QEMU_CPU="$CPU" "${ca[@]}" \
         PATH=/opt/tla-edge-venv/bin:/usr/local/bin:/usr/bin:/bin "$@"
 }
 
@@ -270,7 +277,13 @@ in_root pip install -q '/opt/tla-edge-src[runtime]' >&2
 in_root pip install -q --force-reinstall --no-deps /opt/tla-edge-src >&2
 in_root pip freeze --exclude-editable >"$TMP/arm64_freeze.txt"
 step "arm64: running the frames"
-in_root python -I /opt/run_frames.py "$FRAMES_ARG" "$MODEL_ARG" >"$TMP/arm64.jsonl"
+# A crash (e.g. SIGILL: a wheel built for newer CPU features than --cpu has)
+# is a result to report, not a reason to stop before the report.
+set +e
+in_root python -I /opt/run_frames.py "$FRAMES_ARG" "$MODEL_ARG" >"$TMP/arm64.jsonl" 2>"$TMP/arm64.err"
+echo $? >"$TMP/arm64.rc"
+set -e
+grep -v -E '^(INFO: |W0000|WARNING: Logging)' "$TMP/arm64.err" | tail -n 5 >&2 || true
 
 # --- 5. x86-64: the same in a fresh venv -------------------------------------------
 PY311=$(command -v python3.11 || command -v python3)
@@ -288,7 +301,7 @@ step "x86-64: running the frames"
 (cd "$TMP" && "$X86_VENV/bin/python" -I "$TMP/run_frames.py" "$X86_FRAMES" "${MODEL:-bundled}") >"$TMP/x86.jsonl"
 
 # --- 6. compare and report -----------------------------------------------------------
-QEMU=$(qemu-aarch64-static --version | head -1)
+QEMU="$(qemu-aarch64-static --version | head -1), -cpu $CPU"
 python3 - "$TMP" "$OUT" "$COMMIT" "$QEMU" "${FRAMES:-bundled samples (tla_edge/assets/samples)}" \
     "${MODEL:-bundled (tla_edge/assets/liveness_mnv2_int8.tflite)}" <<'PY'
 import datetime, json, os, sys, tempfile
@@ -299,12 +312,20 @@ tmp, out, commit, qemu, frames, model = Path(sys.argv[1]), Path(sys.argv[2]), *s
 
 def side(name):
     lines = [json.loads(l) for l in (tmp / f"{name}.jsonl").read_text().splitlines() if l.strip()]
-    header, rows = lines[0], lines[1:]
+    header = lines[0] if lines and lines[0].get("kind") == "header" else {"mode": None}
+    rows = lines[1:] if lines and lines[0].get("kind") == "header" else lines
     freeze = [l for l in (tmp / f"{name}_freeze.txt").read_text().splitlines() if l.strip()]
     return {**{k: v for k, v in header.items() if k != "kind"}, "pip_freeze": freeze, "frames": rows}
 
 
 arm, x86 = side("arm64"), side("x86")
+rc = int((tmp / "arm64.rc").read_text())
+if rc != 0:
+    signal = {132: "SIGILL: an instruction this CPU does not have", 139: "SIGSEGV", 134: "SIGABRT"}.get(rc, "")
+    tail = [l for l in (tmp / "arm64.err").read_text(errors="replace").splitlines()
+            if not l.startswith(("INFO: ", "W0000", "WARNING: Logging"))][-5:]
+    arm["error"] = f"the arm64 run exited {rc}" + (f" ({signal})" if signal else "")
+    arm["stderr_tail"] = tail
 a = {f'{r["frame"]} [{r["detector"]}]': r for r in arm["frames"]}
 b = {f'{r["frame"]} [{r["detector"]}]': r for r in x86["frames"]}
 mismatches = [
@@ -324,10 +345,11 @@ report = {
     "mode": arm["mode"],
     "model": model if arm["mode"] == "pipeline" else None,
     "emulator": qemu,
+    "arm64_error": arm.get("error"),
     "arm64_os": "Debian 12 bookworm arm64 (debootstrap --variant=minbase)",
     "n_frames": len({r["frame"] for r in arm["frames"]}),
     "n_runs": len(a),
-    "match": not mismatches and len(a) == len(b) > 0 and arm["mode"] == x86["mode"],
+    "match": rc == 0 and not mismatches and len(a) == len(b) > 0 and arm["mode"] == x86["mode"],
     "mismatches": mismatches,
     "max_abs_score_diff": round(max(score_diffs), 4) if score_diffs else None,
     "max_abs_box_diff_px": round(max(box_diffs), 1) if box_diffs else None,
@@ -343,10 +365,12 @@ os.chmod(name, 0o644)
 os.replace(name, out)
 
 print(f"arm64 proof ({report['mode']}), commit {commit[:12]}, {report['n_frames']} frames x detectors short, full")
-print(f"  arm64 : Python {arm['python']} ({arm['machine']}), " + ", ".join(
-    f"{k} {v}" for k, v in arm["packages"].items() if v))
-print(f"  x86-64: Python {x86['python']} ({x86['machine']}), " + ", ".join(
-    f"{k} {v}" for k, v in x86["packages"].items() if v))
+for label, sd in (("arm64 ", arm), ("x86-64", x86)):
+    print(f"  {label}: Python {sd.get('python')} ({sd.get('machine')}), " + ", ".join(
+        f"{k} {v}" for k, v in sd.get("packages", {}).items() if v))
+print(f"  emulator: {qemu}")
+if arm.get("error"):
+    print(f"  arm64 FAILED: {arm['error']}")
 print(f"  {'frame [detector]':<36} {'arm64':<22} {'x86-64':<22}")
 for f in sorted(set(a) | set(b)):
     fmt = lambda r: f"{r.get('decision')} {r.get('score')}" if r else "-"
