@@ -83,8 +83,8 @@ if [[ -n $MODEL ]]; then
     [[ -f $MODEL ]] || die "model file '$MODEL' not found; expected a liveness .tflite"
     MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
 fi
-qemu-aarch64-static -cpu help 2>/dev/null | grep -qw -- "$CPU" \
-    || die "qemu has no CPU '$CPU'; expected one of: $(qemu-aarch64-static -cpu help 2>/dev/null | tail -n +2 | xargs)"
+QEMU_CPUS=$(qemu-aarch64-static -cpu help 2>/dev/null | tail -n +2 | xargs || true)
+[[ " $QEMU_CPUS " == *" $CPU "* ]] || die "qemu has no CPU '$CPU'; expected one of: $QEMU_CPUS"
 case "$ROOT" in "$REPO"|"$REPO"/*) die "root '$ROOT' is inside the repository; expected a folder outside it" ;; esac
 
 # --- 1. host tools and binfmt ------------------------------------------------
