@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--patience", type=int, default=100, help="early-stopping patience (large: fixed epochs)")
     p.add_argument("--seed", type=int, default=0, help="seed")
+    p.add_argument("--monitor", type=str, choices=("val_loss", "val_auc"), default="val_loss",
+                   help="figure that picks the kept epoch")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     return p.parse_args(argv)
 
@@ -97,7 +99,7 @@ def run_one(args: argparse.Namespace, scale: float, train_s: str, val_s: str) ->
             sys.executable, "-c", TRAIN, str(args.crops), "--out", str(model_dir), "--arch", args.arch,
             "--alpha", str(args.alpha), "--input-size", str(args.input_size), "--weights", "none",
             "--scale", str(scale), "--val-session", val_s, "--epochs", str(args.epochs),
-            "--batch-size", str(args.batch_size), "--patience", str(args.patience), "--seed", str(args.seed),
+            "--batch-size", str(args.batch_size), "--patience", str(args.patience), "--seed", str(args.seed), "--monitor", args.monitor,
             "--force",
         ]
         print(f"[sweep] scale {scale:g} train {train_s} -> val {val_s}: {model_dir}", file=sys.stderr, flush=True)
@@ -159,10 +161,10 @@ def main(argv: list[str] | None = None) -> int:
                 "dataset": str(args.crops),
                 "model": {"arch": args.arch, "alpha": args.alpha, "input_size": args.input_size,
                           "weights": "none (from scratch)", "epochs": args.epochs, "batch_size": args.batch_size,
-                          "seed": args.seed, "augment": True,
+                          "seed": args.seed, "augment": True, "monitor": args.monitor,
                           "note": f"input {args.input_size} px and alpha {args.alpha} for speed on a shared 2-core "
-                                  "CPU; crops (160 px) resized with INTER_AREA; the epoch with the lowest "
-                                  "validation loss is kept (same for every scale)"},
+                                  "CPU; crops (160 px) resized with INTER_AREA; the epoch with the best "
+                                  f"validation {args.monitor.replace('val_', '')} is kept (same for every scale)"},
                 "selection": "best mean ACER at the fixed threshold 0.5 over both directions; ties -> mean EER",
                 "runs": runs,
                 "per_scale": per_scale,

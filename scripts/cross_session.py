@@ -49,6 +49,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--directions", type=str, default="01-02,02-01", help="train-val session pairs to run")
     p.add_argument("--fuse-scale", type=float, default=None,
                    help="also report the mean-score fusion with the finished runs at this scale in --work")
+    p.add_argument("--fuse-work", type=Path, default=None,
+                   help="folder of the runs to fuse with (default --work; e.g. another seed's runs)")
     p.add_argument("--note", type=str, default="", help="free text recorded in the JSON (e.g. why so few epochs)")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     return p.parse_args(argv)
@@ -58,7 +60,7 @@ def fuse(args: argparse.Namespace, runs: list[dict]) -> dict:
     """Mean-score fusion of each run with the same direction's run at --fuse-scale (as the pipeline fuses)."""
     out: dict = {"scales": [args.scale, args.fuse_scale], "runs": {}}
     for r in runs:
-        other = args.work / f"{args.arch}_s{args.fuse_scale:g}_train{r['train_session']}_val{r['val_session']}"
+        other = (args.fuse_work or args.work) / f"{args.arch}_s{args.fuse_scale:g}_train{r['train_session']}_val{r['val_session']}"
         if not (other / "metadata.json").is_file():
             out["runs"][f"train{r['train_session']}_val{r['val_session']}"] = {"missing": str(other)}
             continue
