@@ -208,7 +208,7 @@ print(json.dumps({
 
 
 def box(face):
-    return None if face is None else [round(float(v), 1) for v in (face.x, face.y, face.width, face.height)]
+    return None if face is None else [round(float(v), 3) for v in (face.x, face.y, face.width, face.height)]
 
 
 if mode == "pipeline":
@@ -352,7 +352,7 @@ report = {
     "match": rc == 0 and not mismatches and len(a) == len(b) > 0 and arm["mode"] == x86["mode"],
     "mismatches": mismatches,
     "max_abs_score_diff": round(max(score_diffs), 4) if score_diffs else None,
-    "max_abs_box_diff_px": round(max(box_diffs), 1) if box_diffs else None,
+    "max_abs_box_diff_px": round(max(box_diffs), 3) if box_diffs else None,
     "arm64": arm,
     "x86_64": x86,
 }
