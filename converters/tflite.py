@@ -415,9 +415,8 @@ def load_crop_set(
         if got != want and resize and want[0] == want[1]:
             # The same resize as training (tla_edge.train), so calibration and
             # parity see the pixels the model was trained on.
-            from tla_edge.train import _resize
 
-            crops.images = _resize(crops.images, want[0])
+            crops.images = preprocess.resize_crops(crops.images, want[0])
         elif got != want:
             raise ValueError(
                 f"{what} crops in '{crops_dir}' are {got[0]}x{got[1]} but the model's input is "

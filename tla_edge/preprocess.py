@@ -140,6 +140,22 @@ def _warp(rgb: np.ndarray, region: CropRegion, width: int, height: int) -> np.nd
     )
 
 
+def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
+    """Resizes prepared ``(N, H, W, 3)`` uint8 crops to ``size`` x ``size``.
+
+    For experiments only (e.g. a crop-scale sweep at a small input size from
+    160 px crops). The device crops straight to the model's input size with
+    :func:`crop_face`, so a model meant for deployment is trained on crops
+    prepared at its own size (``tla-edge prepare --size``).
+    """
+    import cv2
+
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
+
+
 def normalize(crop: np.ndarray, normalization: str = "mobilenet_v2") -> np.ndarray:
     """Scales uint8 pixels the way the model expects.
 

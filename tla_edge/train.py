@@ -25,7 +25,6 @@ import math
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -247,15 +246,6 @@ def make_dataset(
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    import cv2
-
-    if images.shape[1] == size and images.shape[2] == size:
-        return images
-    interp = cv2.INTER_AREA if images.shape[1] > size else cv2.INTER_LINEAR
-    return np.stack([cv2.resize(im, (size, size), interpolation=interp) for im in images])
-
-
 def _optimizer(keras: Any, arch: str, lr: float) -> Any:
     if arch == "resnet34":
         return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
@@ -404,7 +394,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     input_size = int(args.input_size or crops.images.shape[1])
-    images = _resize(crops.images, input_size)
+    images = preprocess.resize_crops(crops.images, input_size)
     x_train, y_train = images[train_idx], labels[train_idx]
     x_val, y_val = images[val_idx], labels[val_idx]
     pick = lambda xs, idx: [xs[i] for i in idx]  # noqa: E731
