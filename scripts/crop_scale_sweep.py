@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed")
     p.add_argument("--monitor", type=str, choices=("val_loss", "val_auc"), default="val_loss",
                    help="figure that picks the kept epoch")
+    p.add_argument("--pool-with", type=Path, default=None,
+                   help="another sweep's result JSON: also report per-scale means over both sweeps' runs")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     return p.parse_args(argv)
 
@@ -134,6 +136,22 @@ def fusion(runs: list[dict], scales: tuple[float, float]) -> dict:
     return out
 
 
+def pooled(runs: list[dict], other: list[dict], other_path: Path) -> dict:
+    """Per-scale means over this sweep's runs and another sweep's (e.g. another epoch selection)."""
+    both = runs + other
+    per_scale = {}
+    for sc in sorted({r["scale"] for r in both}):
+        rs = [r for r in both if r["scale"] == sc]
+        per_scale[f"{sc:g}"] = {
+            "mean_acer_at_0.5": float(np.mean([r["acer_at_0.5"] for r in rs])),
+            "mean_eer": float(np.mean([r["eer"] for r in rs])),
+            "mean_auc": float(np.mean([r["auc"] for r in rs])),
+            "runs": len(rs),
+        }
+    ranking = sorted(per_scale, key=lambda k: (round(per_scale[k]["mean_acer_at_0.5"], 4), per_scale[k]["mean_eer"]))
+    return {"with": str(other_path), "per_scale": per_scale, "ranking": ranking}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fileio.check_writable(args.out, args.force)
@@ -185,7 +203,13 @@ def main(argv: list[str] | None = None) -> int:
                      for pr in pairs),
                     key=lambda f: (round(f["mean_acer_at_0.5"], 4), f["mean_eer"]),
                 )
+            if args.pool_with is not None:
+                result["pooled"] = pooled(runs, json.loads(args.pool_with.read_text())["runs"], args.pool_with)
             fileio.write_json_atomic(args.out, result)
+    if "pooled" in result:
+        print(f"pooled with {args.pool_with}: " + ", ".join(
+            f"{k}: ACER@0.5 {v['mean_acer_at_0.5']:.4f} EER {v['mean_eer']:.4f}"
+            for k, v in result["pooled"]["per_scale"].items()))
     print(f"\n{'scale':>6} {'ACER@0.5':>9} {'EER':>7} {'AUC':>7}   (mean of both directions)")
     for k in result["ranking"]:
         v = result["per_scale"][k]
