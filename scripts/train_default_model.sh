@@ -12,9 +12,12 @@
 # one with the best validation AUC (MONITOR): from scratch, the validation
 # loss is dominated by a few over-confident errors and picked the first epoch.
 #
-# Two-scale fusion (benchmarks/results/crop_scale_sweep.json: the mean score
-# of a 1.5 and a 3.5 model beat either alone): train the second model with
-#   SCALE=1.5 OUT=/work/models/default_s1.5 bash scripts/train_default_model.sh The cross-session
+# Scale: at 160 px across sessions, 1.0 beat 3.5 (cross_session_mobilenetv2_s1.0_val_auc.json
+# vs cross_session_mobilenetv2_val_auc.json; one seed each), and the pooled 96 px
+# sweeps (crop_scale_sweep_val_auc.json "pooled") rank 1.0 and 1.5 first.
+# Two-model fusion (mean score) roughly halves the cross-session ACER; a second
+# seed at the same scale gains about as much as a second scale. For a pair:
+#   SCALE=1.0 OUT=/work/models/default_s1.0 bash scripts/train_default_model.sh The cross-session
 # figures of the same recipe are in benchmarks/results/cross_session_mobilenetv2.json.
 # Converting to int8 and bundling is a separate step (tla-edge convert --int8).
 #
