@@ -454,9 +454,29 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} {value} is not >= 1")
 
 
+
+def pipeline_from_args(args: argparse.Namespace, source: Any) -> Any:
+    """The :class:`~tla_edge.pipeline.Pipeline` the ``demo`` flags describe, for ``source``.
+
+    Several ``--model`` are fused by averaging; none means the bundled model.
+    Still images get an image-mode detector, streams a video-mode one.
+    """
+    from tla_edge.pipeline import Pipeline
+
+    models = args.model or [None]
+    return Pipeline(
+        models if len(models) > 1 else models[0],
+        threshold=args.threshold,
+        smoothing=args.smoothing,
+        num_threads=args.threads,
+        edgetpu=args.edgetpu,
+        detector_model=args.detector,
+        video=source.kind != "image",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """``tla-edge demo``: returns 0, or 130 when interrupted with Ctrl-C."""
-    from tla_edge.pipeline import Pipeline
     from tla_edge.sources import open_source
 
     check_args(args)
@@ -471,16 +491,7 @@ def run(args: argparse.Namespace) -> int:
 
     video: VideoSink | None = None
     with open_source(args.source, loop=args.loop, width=args.width, height=args.height) as source:
-        models = args.model or [None]
-        with Pipeline(
-            models if len(models) > 1 else models[0],
-            threshold=args.threshold,
-            smoothing=args.smoothing,
-            num_threads=args.threads,
-            edgetpu=args.edgetpu,
-            detector_model=args.detector,
-            video=source.kind != "image",
-        ) as pipeline:
+        with pipeline_from_args(args, source) as pipeline:
             if args.output:
                 video = VideoSink(args.output, fps=source.fps or 30.0, force=args.force)
             progress_hook = _progress_hook(args, source)

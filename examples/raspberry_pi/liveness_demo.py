@@ -128,7 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Opens the source and the pipeline and runs tla-edge's demo loop with the on_live hook."""
-    from tla_edge.pipeline import Pipeline
     from tla_edge.sources import open_source
 
     demo.check_args(args)
@@ -143,16 +142,8 @@ def run(args: argparse.Namespace) -> int:
         if hold.update(result.is_live):
             on_live(result)
 
-    models = args.model or [None]
-    with open_source(args.source, loop=args.loop, width=args.width, height=args.height) as source, Pipeline(
-        models if len(models) > 1 else models[0],
-        threshold=args.threshold,
-        smoothing=args.smoothing,
-        num_threads=args.threads,
-        edgetpu=args.edgetpu,
-        detector_model=args.detector,
-        video=source.kind != "image",
-    ) as pipeline:
+    with open_source(args.source, loop=args.loop, width=args.width, height=args.height) as source, \
+            demo.pipeline_from_args(args, source) as pipeline:
         video = demo.VideoSink(args.output, fps=source.fps or 30.0, force=args.force) if args.output else None
         try:
             summary = demo.run_loop(pipeline, source, max_frames=args.max_frames, on_result=on_result,
