@@ -30,6 +30,7 @@ from tla_edge import metadata as metadata_lib
 from tla_edge.converters import edgetpu as edgetpu_lib
 from tla_edge.converters import parity as parity_lib
 from tla_edge.converters import tflite as tflite_lib
+from tla_edge import models as models_lib
 from tla_edge.errors import UserError, missing_extra
 
 PROG = "tla-edge convert"
@@ -383,7 +384,7 @@ def run(args: argparse.Namespace) -> int:
         _log(f"{PROG}: calibrating on {len(calib.labels)} of {calib.available} crops of '{calib_dir}' "
              f"{train_desc} "
              f"({', '.join(f'{k} {v}' for k, v in calib.counts.items())})")
-    float_scores = parity_lib.keras_scores(model, val.images, meta, desc="float model")
+    float_scores = models_lib.keras_scores(model, val.images, meta, desc="float model")
     source_sha = tflite_lib.sha256_file(model_path)
 
     results: list[dict[str, Any]] = []

@@ -14,8 +14,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from tla_edge import metrics, preprocess
-from tla_edge.interpreter import scores_from_output
+from tla_edge import metrics
 from tla_edge.metadata import ModelMetadata
 from tla_edge.progress import Progress
 
@@ -262,33 +261,6 @@ def degraded_reason(report: ParityReport, min_agreement: float, min_score_std: f
 # --- scoring ---------------------------------------------------------------------
 
 
-def keras_scores(
-    model: Any,
-    crops: np.ndarray,
-    meta: ModelMetadata,
-    batch_size: int = 64,
-    desc: str = "parity float",
-) -> np.ndarray:
-    """P(live) of a Keras model for uint8 crops, through the shared normalisation.
-
-    Args:
-      model: Keras 3 or tf-keras model giving the output described by ``meta``.
-      crops: ``(N, H, W, 3)`` uint8 RGB.
-      meta: the model's metadata (normalization, output kind, live index).
-      batch_size: crops per forward pass.
-      desc: progress label.
-
-    Returns:
-      ``(N,)`` float64 scores.
-    """
-    outs = []
-    with Progress(len(crops), desc, unit="img") as bar:
-        for start in range(0, len(crops), batch_size):
-            batch = preprocess.normalize(crops[start : start + batch_size], meta.normalization)
-            out = model(batch, training=False)
-            outs.append(np.asarray(out, np.float32).reshape(len(batch), -1))
-            bar.update(len(batch))
-    return scores_from_output(np.concatenate(outs), meta)
 
 
 def tflite_scores(

@@ -382,7 +382,7 @@ def qat_model(
     t0 = time.perf_counter()
     soft = None
     if target == "teacher" and epochs > 0:
-        from tla_edge.converters.parity import keras_scores
+        from tla_edge.models import keras_scores
 
         soft = keras_scores(model, images, meta, desc="QAT teacher")
     rebuilt = rebuild_tf_keras(model, meta)

@@ -34,7 +34,6 @@ from tla_edge import datasets, fileio, metrics
 from tla_edge import metadata as metadata_lib
 from tla_edge import argtypes
 from tla_edge.errors import UserError, missing_extra
-from tla_edge.interpreter import scores_from_output
 from tla_edge.progress import Progress
 
 OUTPUT_FILES = (
@@ -168,20 +167,15 @@ class Scorer:
 
     def score(self, crops: np.ndarray, bar: Progress | None = None) -> np.ndarray:
         """Live probabilities ``(N,)`` of ``(N, H, W, 3)`` uint8 RGB crops."""
-        from tla_edge import preprocess
+        if self.kind == "keras":
+            from tla_edge.models import keras_scores
 
+            return keras_scores(self._keras, crops, self.meta, self._batch, bar=bar)
         out = np.empty(len(crops), np.float64)
-        step = 1 if self.kind == "tflite" else self._batch
-        for start in range(0, len(crops), step):
-            batch = crops[start : start + step]
-            if self.kind == "tflite":
-                out[start] = self.liveness.score(batch[0])
-            else:
-                x = preprocess.normalize(batch, self.meta.normalization)
-                raw = np.asarray(self._keras.predict_on_batch(x))
-                out[start : start + len(batch)] = scores_from_output(raw, self.meta)
+        for i, crop in enumerate(crops):
+            out[i] = self.liveness.score(crop)
             if bar is not None:
-                bar.update(len(batch))
+                bar.update(1)
         return out
 
     def describe(self) -> dict[str, Any]:

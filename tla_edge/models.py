@@ -18,7 +18,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tla_edge import preprocess
 from tla_edge.errors import missing_extra
+from tla_edge.interpreter import scores_from_output
+from tla_edge.metadata import ModelMetadata
+from tla_edge.progress import Progress
 
 ARCHITECTURES = ("mobilenetv2", "resnet34")
 MOBILENETV2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -335,3 +341,36 @@ def head_model(model: Any) -> Any:
     width = model.get_layer(POOL_NAME).output.shape[-1]
     inputs = keras.Input((width,), name="features")
     return keras.Model(inputs, logit(dropout(inputs)), name="head")
+
+
+def keras_scores(
+    model: Any,
+    crops: np.ndarray,
+    meta: ModelMetadata,
+    batch_size: int = 64,
+    desc: str = "keras model",
+    bar: Progress | None = None,
+) -> np.ndarray:
+    """P(live) of a Keras model for uint8 crops, through the shared normalisation.
+
+    Args:
+      model: Keras 3 or tf-keras model giving the output described by ``meta``.
+      crops: ``(N, H, W, 3)`` uint8 RGB.
+      meta: the model's metadata (normalization, output kind, live index).
+      batch_size: crops per forward pass.
+      desc: progress label of the bar this call opens when ``bar`` is None.
+      bar: an open progress bar to advance instead (e.g. shared by several models).
+
+    Returns:
+      ``(N,)`` float64 scores.
+    """
+    if bar is None:
+        with Progress(len(crops), desc, unit="img") as own:
+            return keras_scores(model, crops, meta, batch_size, bar=own)
+    outs = []
+    for start in range(0, len(crops), batch_size):
+        batch = preprocess.normalize(crops[start : start + batch_size], meta.normalization)
+        out = model(batch, training=False)
+        outs.append(np.asarray(out, np.float32).reshape(len(batch), -1))
+        bar.update(len(batch))
+    return scores_from_output(np.concatenate(outs), meta)

@@ -32,6 +32,7 @@ import numpy as np
 
 from tla_edge import fileio, preprocess
 from tla_edge.errors import UserError, missing_extra
+from tla_edge.interpreter import sigmoid
 from tla_edge.progress import format_duration
 
 NORMALIZATION = "mobilenet_v2"
@@ -295,10 +296,6 @@ def _history_rows(history: Any, phase: str, start_epoch: int) -> list[dict]:
     ]
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x.astype(np.float64), -60, 60)))
-
-
 def _history_csv(rows: list[dict]) -> str:
     keys: list[str] = []
     for r in rows:
@@ -503,7 +500,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     logits = model.predict(make_dataset(tf, x_val, None, args.batch_size), verbose=0).reshape(-1)
-    scores = _sigmoid(logits)
+    scores = sigmoid(logits)
     val_species = [s if y == 0 else "" for s, y in zip(pick(crops.species, val_idx), y_val)]
     thr_eer = float(metrics.eer(scores, y_val)[1])
     thr_apcer = metrics.threshold_at_apcer(scores, y_val, val_species, args.target_apcer)
