@@ -549,8 +549,6 @@ def load_crops(
       UserError: several scales and none chosen, a scale not present, or no row
         left after filtering (the message lists what is there).
     """
-    import cv2
-
     crops_dir = Path(crops_dir)
     rows = read_manifest(crops_dir)
     scales = sorted({float(r["scale"]) for r in rows})
@@ -590,10 +588,10 @@ def load_crops(
     paths = [crops_dir / r["crop"] for r in kept]
 
     def read(p: Path) -> np.ndarray:
-        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if bgr is None:
+        rgb = read_image_rgb(p)
+        if rgb is None:
             raise FileNotFoundError(f"crop '{p}' named in the manifest is missing or unreadable")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return rgb
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         images = list(pool.map(read, paths))
@@ -631,15 +629,9 @@ def read_image_rgb(path: str | Path) -> np.ndarray | None:
     Grey and 4-channel images are converted to 3-channel RGB. Non-ASCII paths
     work (the bytes are decoded in memory).
     """
-    import cv2
+    from tla_edge.sources import bgr_to_rgb, read_image_bgr  # the one image reader
 
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
-    except OSError:
+        return bgr_to_rgb(read_image_bgr(path))
+    except ValueError:
         return None
-    if data.size == 0:
-        return None
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None or bgr.ndim != 3 or bgr.shape[0] == 0 or bgr.shape[1] == 0:
-        return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
