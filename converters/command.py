@@ -129,14 +129,8 @@ def resolve_model(path: Path) -> Path:
       FileNotFoundError: nothing there, or a folder without ``model.keras``.
       ValueError: the file is not a Keras zip archive.
     """
-    if path.is_dir():
-        inner = path / "model.keras"
-        if not inner.is_file():
-            raise FileNotFoundError(
-                f"model folder '{path}' holds no model.keras; expected a folder written by tla-edge train"
-            )
-        path = inner
-    elif not path.exists():
+    path = metadata_lib.model_file(path)
+    if not path.exists():
         raise FileNotFoundError(f"model '{path}' not found; expected MODEL.keras or a model folder")
     ok = path.suffix == ".keras" and zipfile.is_zipfile(path)
     if ok:

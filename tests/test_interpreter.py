@@ -134,3 +134,13 @@ def test_embedding_is_reproducible(tiny_tflite):
     meta = metadata.ModelMetadata(input_size=(32, 32))
     body = tiny_tflite["int8"].read_bytes()
     assert metadata.embed(body, meta) == metadata.embed(body, meta)
+
+
+def test_model_file_resolves_a_train_folder(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"model folder '.*m' holds no model.keras"):
+        metadata.model_file(folder)
+    (folder / "model.keras").write_bytes(b"")
+    assert metadata.model_file(folder) == folder / "model.keras"
+    assert metadata.model_file(tmp_path / "x.tflite") == tmp_path / "x.tflite"

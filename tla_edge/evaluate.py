@@ -200,7 +200,7 @@ def load_scorer(path: Path, num_threads: int | None = None, batch_size: int = 64
       ValueError: the file is neither, or cannot be loaded.
       UserError: a ``.keras`` model where the device pipeline needs a ``.tflite``.
     """
-    path = Path(path)
+    path = metadata_lib.model_file(path)
     suffix = path.suffix.lower()
     if suffix == ".tflite":
         from tla_edge.interpreter import LivenessModel

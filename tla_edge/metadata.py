@@ -91,6 +91,23 @@ class ModelMetadata:
         return dataclasses.replace(self, **changes)
 
 
+def model_file(path: str | Path) -> Path:
+    """A model path as given, or ``DIR/model.keras`` for a folder written by ``tla-edge train``.
+
+    Raises:
+      FileNotFoundError: a folder without ``model.keras``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inner = path / "model.keras"
+        if not inner.is_file():
+            raise FileNotFoundError(
+                f"model folder '{path}' holds no model.keras; expected a folder written by tla-edge train"
+            )
+        return inner
+    return path
+
+
 def sidecar_path(model_path: str | Path) -> Path:
     """``model.tflite`` -> ``model.tflite.json``; ``dir/model.keras`` -> ``dir/metadata.json``."""
     model_path = Path(model_path)
