@@ -5,20 +5,31 @@
     with FaceDetector("short") as detector:      # bundled BlazeFace, faces within ~2 m
         faces = detector.detect(rgb)             # HxWx3 uint8 RGB -> [FaceBox]
 
-Both bundled models run through MediaPipe's FaceDetector task: ``"short"``
-(128x128 input) and ``"full"`` (192x192, faces up to ~5 m). MediaPipe is
-imported inside :class:`FaceDetector`, so ``import tla_edge.faces`` costs only
-NumPy; TensorFlow is never imported.
+Both bundled models, ``"short"`` (128x128 input) and ``"full"`` (192x192,
+faces up to ~5 m), run on one of two backends:
+
+- ``"mediapipe"``: MediaPipe's FaceDetector task (the default wherever it loads);
+- ``"litert"``: the same model through LiteRT, with MediaPipe's graph around it
+  written in NumPy (:mod:`tla_edge.blazeface`), for CPUs mediapipe 1.x cannot
+  run on (the Raspberry Pi 4's Cortex-A72 and other ARMv8.0 cores).
+
+``"auto"`` (the default) picks MediaPipe when it imports and runs on this CPU,
+else LiteRT (:func:`resolve_backend`). MediaPipe is imported inside
+:class:`FaceDetector`, so ``import tla_edge.faces`` costs only NumPy;
+TensorFlow is never imported.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import importlib.util
 import logging
 import numbers
 import os
+import platform
+import subprocess
 import sys
 import time
 import types
@@ -30,7 +41,7 @@ import numpy as np
 
 from tla_edge import preprocess
 from tla_edge.assets import ASSETS_DIR
-from tla_edge.errors import missing_extra
+from tla_edge.errors import UserError, missing_extra
 from tla_edge.native import quiet_native_logs
 
 _log = logging.getLogger(__name__)
@@ -44,6 +55,12 @@ BUNDLED_MODELS = {
 # real face (~0.96) on NUAA frames; from 0.55 up that never happened (3,491 frames).
 DEFAULT_MIN_SCORE = 0.6
 MODES = ("image", "video")
+BACKENDS = ("auto", "mediapipe", "litert")
+"""Detector backends: ``auto`` picks ``mediapipe`` where it runs, else ``litert``."""
+# ARMv8.2 features every core mediapipe 1.x runs on has (Cortex-A76, Pi 5) and
+# ARMv8.0 cores lack (Cortex-A72, Pi 4; A53, Pi 3 / Zero 2 W): its library
+# stops with SIGILL there, on import or on the first frame.
+ARMV82_FEATURES = frozenset({"atomics", "asimddp"})
 POLICIES = ("largest", "all")
 KEYPOINT_NAMES = (
     "right_eye",
@@ -233,6 +250,129 @@ def _import_mediapipe() -> _MediaPipe:
     return _MediaPipe(base_options, face_detector, image, vision_task_running_mode)
 
 
+def cpu_features(cpuinfo: str) -> frozenset[str]:
+    """The feature flags in a Linux ``/proc/cpuinfo`` text (``Features`` on ARM, ``flags`` on x86)."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("features", "flags"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def mediapipe_cpu_verdict(system: str, machine: str, features: frozenset[str]) -> bool | None:
+    """Whether mediapipe 1.x can run on a CPU, judged from its features without importing it.
+
+    Args:
+      system: ``platform.system()``.
+      machine: ``platform.machine()``.
+      features: :func:`cpu_features` of ``/proc/cpuinfo`` (empty where unknown).
+
+    Returns:
+      False for a 64-bit ARM core without the ARMv8.2 features mediapipe 1.x
+      needs (Cortex-A72, A53: SIGILL); True for one with them, for Apple
+      silicon and for x86-64 with AVX2; None where the features do not tell.
+    """
+    machine = machine.lower()
+    if machine in ("aarch64", "arm64"):
+        if system == "Darwin":
+            return True
+        if not features:
+            return None
+        return ARMV82_FEATURES <= features
+    if machine in ("x86_64", "amd64"):
+        if not features or "avx2" in features:
+            return True
+        return None
+    return None
+
+
+def _this_cpu_verdict() -> tuple[bool | None, str]:
+    """:func:`mediapipe_cpu_verdict` for this machine, and its name for messages."""
+    system, machine = platform.system(), platform.machine()
+    features: frozenset[str] = frozenset()
+    if system == "Linux":
+        try:
+            features = cpu_features(Path("/proc/cpuinfo").read_text(errors="replace"))
+        except OSError:
+            pass
+    verdict = mediapipe_cpu_verdict(system, machine, features)
+    if verdict is False:
+        missing = ", ".join(sorted(ARMV82_FEATURES - features))
+        return False, f"{machine} CPU without the ARMv8.2 features {missing}"
+    return verdict, f"{machine} CPU"
+
+
+# A detection on a blank frame in a child process: mediapipe's SIGILL ends the
+# child, never the caller.
+_PROBE = (
+    "import numpy as np; from tla_edge.faces import FaceDetector; "
+    "d = FaceDetector('short', backend='mediapipe'); d.detect(np.zeros((64, 64, 3), np.uint8)); d.close()"
+)
+
+
+def _probe_mediapipe_in_subprocess(timeout_s: float = 120.0) -> tuple[bool, str]:
+    """Runs MediaPipe's detector once in a child process; ``(ran, why not)``."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                              timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return False, f"the mediapipe test run failed ({err})"
+    if proc.returncode == 0:
+        return True, ""
+    if proc.returncode < 0:
+        return False, f"the mediapipe test run was killed by signal {-proc.returncode}"
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+    return False, f"the mediapipe test run exited {proc.returncode} {tail[0]}".rstrip()
+
+
+@functools.lru_cache(maxsize=1)
+def auto_backend() -> tuple[str, str]:
+    """The backend ``"auto"`` means on this machine, decided once per process.
+
+    MediaPipe when it is installed, this CPU can run it, and it imports;
+    where the CPU's features do not tell, one detection in a child process
+    decides (an illegal instruction ends the child, not this process).
+    Otherwise LiteRT.
+
+    Returns:
+      ``(backend, reason)``: ``"mediapipe"`` or ``"litert"``, and why.
+    """
+    if importlib.util.find_spec("mediapipe") is None:
+        return "litert", "mediapipe is not installed"
+    verdict, cpu = _this_cpu_verdict()
+    if verdict is False:
+        return "litert", f"mediapipe 1.x cannot run on this {cpu}"
+    if verdict is None:
+        ran, why = _probe_mediapipe_in_subprocess()
+        if not ran:
+            return "litert", why
+    try:
+        _import_mediapipe()
+    except Exception as err:  # noqa: BLE001 - any import failure means: use LiteRT
+        return "litert", f"mediapipe does not import ({type(err).__name__}: {err})"
+    return "mediapipe", f"mediapipe runs on this {cpu}"
+
+
+def resolve_backend(backend: str = "auto") -> str:
+    """Turns ``"auto"``, ``"mediapipe"`` or ``"litert"`` into the backend to use.
+
+    Raises:
+      ValueError: an unknown backend name.
+      UserError: ``"mediapipe"`` asked for on a CPU it cannot run on.
+    """
+    _check_choice("detector backend", backend, BACKENDS)
+    if backend == "auto":
+        return auto_backend()[0]
+    if backend == "mediapipe":
+        verdict, cpu = _this_cpu_verdict()
+        if verdict is False:
+            raise UserError(
+                f"mediapipe 1.x cannot run on this {cpu} (it stops with SIGILL); "
+                "use --detector-backend litert (or auto)"
+            )
+    return backend
+
+
 # Detectors not closed yet. MediaPipe's task closes itself in __del__, which
 # raises when it runs during interpreter shutdown; closing them at exit instead
 # keeps that traceback away from users who forget close().
@@ -246,25 +386,30 @@ def _close_open_detectors() -> None:
 
 
 class FaceDetector:
-    """BlazeFace through MediaPipe's FaceDetector task.
+    """BlazeFace through MediaPipe's FaceDetector task, or through LiteRT where MediaPipe cannot run.
 
     Args:
       model: ``"short"`` (bundled, 128x128, faces within ~2 m), ``"full"``
         (bundled, 192x192, faces up to ~5 m) or a path to a ``.tflite`` face
-        detector with MediaPipe metadata.
+        detector with MediaPipe metadata (``litert``: with either bundled
+        model's input size and outputs).
       mode: ``"image"`` for unrelated stills, ``"video"`` for frames of one
         stream (timestamps must increase).
       min_score: smallest detection score kept, in [0, 1].
       policy: ``"largest"`` returns at most the largest face; ``"all"`` every face.
-      num_threads: accepted so one thread setting can be passed to every stage,
-        but not applied: MediaPipe's Tasks API has no thread setting and runs
-        XNNPACK with its own default.
+      num_threads: interpreter threads with the ``litert`` backend; accepted
+        but not applied with ``mediapipe``, whose Tasks API has no thread
+        setting and runs XNNPACK with its own default.
+      backend: ``"auto"`` (MediaPipe where it runs, else LiteRT; see
+        :func:`auto_backend`), ``"mediapipe"`` or ``"litert"``. Both give the
+        same boxes (``benchmarks/results/detector_agreement.json``).
 
     Raises:
-      ValueError: a bad ``model``, ``mode``, ``policy``, ``min_score`` or
-        ``num_threads`` value, or a model file MediaPipe cannot load.
+      ValueError: a bad ``model``, ``mode``, ``policy``, ``min_score``,
+        ``num_threads`` or ``backend`` value, or a model file the backend cannot load.
       FileNotFoundError: the model file does not exist.
-      UserError: mediapipe is not installed.
+      UserError: the backend's package is not installed, or mediapipe was
+        asked for on a CPU it cannot run on.
     """
 
     def __init__(
@@ -275,8 +420,10 @@ class FaceDetector:
         min_score: float = DEFAULT_MIN_SCORE,
         policy: str = "largest",
         num_threads: int | None = None,
+        backend: str = "auto",
     ) -> None:
         self._task = None
+        self._litert = None
         _check_choice("detector mode", mode, MODES)
         _check_choice("face policy", policy, POLICIES)
         if not _is_number(min_score) or not 0.0 <= min_score <= 1.0:
@@ -288,8 +435,17 @@ class FaceDetector:
         self.policy = policy
         self.min_score = float(min_score)
         self.last_invoke_ms: float | None = None
-        """Milliseconds inside MediaPipe for the last frame (resize, inference, decoding)."""
+        """Milliseconds inside the backend for the last frame (resize, inference, decoding)."""
         self._last_timestamp_ms: int | None = None
+        self.backend = resolve_backend(backend)
+        """The backend in use: ``"mediapipe"`` or ``"litert"`` (``"auto"`` resolved)."""
+        if self.backend == "litert":
+            from tla_edge.blazeface import BlazeFaceLiteRT
+
+            self._litert = BlazeFaceLiteRT(self.model_path, min_score=self.min_score,
+                                           num_threads=num_threads)
+            _OPEN_DETECTORS.add(self)
+            return
         if num_threads is not None:
             _log.debug("num_threads=%d not applied: MediaPipe Tasks choose their own", num_threads)
 
@@ -330,8 +486,17 @@ class FaceDetector:
           RuntimeError: the detector is closed.
         """
         preprocess.check_frame(rgb)
-        if self._task is None:
+        if self._task is None and self._litert is None:
             raise RuntimeError("face detector is closed")
+        if self._litert is not None:
+            if self.mode == "video":
+                self._next_timestamp(timestamp_ms)  # the same rules as MediaPipe's video mode
+            faces = [
+                FaceBox(float(x), float(y), float(w), float(h), score, keypoints)
+                for (x, y, w, h), score, keypoints in self._litert.detect(rgb)
+            ]
+            self.last_invoke_ms = self._litert.last_invoke_ms
+            return select_faces(faces, self.policy)
         height, width = rgb.shape[:2]
         image_lib = self._mp.image
         image = image_lib.Image(
@@ -370,7 +535,11 @@ class FaceDetector:
         return ts
 
     def close(self) -> None:
-        """Releases MediaPipe's task; further :meth:`detect` calls raise. Safe to call twice."""
+        """Releases the backend; further :meth:`detect` calls raise. Safe to call twice."""
+        litert, self._litert = getattr(self, "_litert", None), None
+        if litert is not None:
+            _OPEN_DETECTORS.discard(self)
+            litert.close()
         task, self._task = getattr(self, "_task", None), None
         if task is not None:
             _OPEN_DETECTORS.discard(self)
@@ -392,8 +561,8 @@ class FaceDetector:
             pass
 
     def __repr__(self) -> str:
-        state = "closed" if self._task is None else "open"
+        state = "closed" if self._task is None and self._litert is None else "open"
         return (
             f"FaceDetector('{self.model_path}', mode={self.mode!r}, "
-            f"min_score={self.min_score}, policy={self.policy!r}, {state})"
+            f"min_score={self.min_score}, policy={self.policy!r}, backend={self.backend!r}, {state})"
         )
