@@ -98,6 +98,8 @@ class Pipeline:
       edgetpu: run the liveness model on a Coral Edge TPU.
       detector_model: ``"short"`` (within ~2 m) or ``"full"`` (farther).
       video: detector in video mode (streams) rather than image mode (stills).
+      detector_backend: ``"auto"`` (MediaPipe where it runs, else LiteRT),
+        ``"mediapipe"`` or ``"litert"``; see :class:`FaceDetector`.
     """
 
     def __init__(
@@ -113,6 +115,7 @@ class Pipeline:
         edgetpu: bool = False,
         detector_model: str = "short",
         video: bool = True,
+        detector_backend: str = "auto",
     ) -> None:
         if model is None:
             from tla_edge.assets import default_liveness_model
@@ -127,7 +130,8 @@ class Pipeline:
         ]
         self._own_detector = detector is None
         self.detector = detector or FaceDetector(
-            detector_model, mode="video" if video else "image", num_threads=num_threads
+            detector_model, mode="video" if video else "image", num_threads=num_threads,
+            backend=detector_backend,
         )
         # Several models (e.g. crops at 2.7x and 4x) are fused by averaging their
         # live probabilities; the default threshold is then the mean of theirs.
