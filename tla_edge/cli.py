@@ -24,6 +24,8 @@ COMMANDS = {
     "info": ("tla_edge.info", "inspect a .tflite: tensors, quantization, ops, Edge TPU readiness"),
     "bench": ("tla_edge.bench", "per-stage, per-frame latency of detector + liveness model"),
     "demo": ("tla_edge.demo", "liveness on a camera, video or image folder, with overlay or JSON lines"),
+    "record": ("tla_edge.record", "record camera frames (real or an attack species) as a dataset with a manifest"),
+    "calibrate": ("tla_edge.calibrate", "choose a model's threshold on a recording; write a calibrated copy"),
 }
 
 

@@ -21,7 +21,9 @@ Three layouts are read (:func:`load_dataset`):
     A CSV file (or a folder holding one ``*.csv``) with columns
     ``path,label[,species,subject,session,split]``; paths relative to the CSV.
     Labels ``real``/``live``/``bona_fide``/``1`` and ``attack``/``spoof``/``0``
-    are accepted, as is ``<species>_attack`` (e.g. ``print_attack``).
+    are accepted, as is ``<species>_attack`` (e.g. ``print_attack``). A folder
+    with ``real/`` or ``attack/`` *and* a ``manifest.csv`` with those columns (a
+    recording by ``tla-edge record``) is read through its manifest.
 
 Prepared crops (written by ``tla-edge prepare``) are read back into arrays by
 :func:`load_crops`.
@@ -190,6 +192,10 @@ def detect_layout(path: str | Path) -> str:
     if _nuaa_root(path) is not None:
         return "nuaa"
     real, attack = _class_dirs(path)
+    if (real is not None or attack is not None) and _csv_in(path) == path / MANIFEST_NAME:
+        # A recording (tla-edge record): real/ and attack/<species>/ plus a
+        # manifest.csv that also carries subject and session; read the manifest.
+        return "csv"
     if real is not None or attack is not None:
         return "folder"
     if _csv_in(path) is not None:
