@@ -9,8 +9,10 @@ For each configuration the device pipeline (tla_edge.pipeline.Pipeline, face
 detector in video mode) runs --warmup frames that are not counted, then
 --frames timed ones. A second pass then times the two models alone on the same
 frames, without any glue: MediaPipe's detect call on a prepared image, and the
-liveness interpreter's invoke() on a prepared input tensor. Their ratio to the
-pipeline's total is the overhead (goal: <= 1.15).
+liveness interpreter's invoke() on a prepared input tensor (with the LiteRT
+detector backend: its warp, invoke, decoding and NMS on the frame). Their
+ratio to the pipeline's total is the overhead (goal: <= 1.15).
+Repeat --detector-backend to time MediaPipe and LiteRT detection side by side.
 
 Results: a table on stdout, --json (schema in benchmarks/README.md) and --plot
 (per-stage distributions, needs matplotlib). Timed with time.perf_counter().
@@ -19,6 +21,7 @@ Examples:
   tla-edge bench --source frames/ --model a_int8.tflite --model a_float32.tflite \\
       --threads 1 --threads 4 --json bench.json --plot bench.png
   tla-edge bench --source 0 --frames 300      # camera 0, bundled model
+  tla-edge bench --detector-backend mediapipe --detector-backend litert --threads 1 --threads 2
 """
 
 from __future__ import annotations
@@ -84,7 +87,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=argtypes.non_negative_int, default=10, help="untimed frames first")
     parser.add_argument("--edgetpu", action="store_true", help="run the liveness models on a Coral Edge TPU")
     parser.add_argument(
-        "--detector", type=str, default="short", metavar="short|full|PATH", help="MediaPipe face detector model"
+        "--detector", type=str, default="short", metavar="short|full|PATH", help="face detector model"
+    )
+    parser.add_argument(
+        "--detector-backend",
+        type=str,
+        action="append",
+        choices=("auto", "mediapipe", "litert"),
+        default=None,
+        help="face detector backend; repeat to compare (None: auto, MediaPipe where it runs, else LiteRT)",
     )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON (None: table only)")
     parser.add_argument(
@@ -150,18 +161,24 @@ class Configuration(NamedTuple):
     """Liveness interpreter threads."""
     edgetpu: bool = False
     """Whether the liveness model runs on the Edge TPU delegate."""
+    detector_backend: str | None = None
+    """Face detector backend asked for (``mediapipe``, ``litert``, ``auto``); None: auto, unnamed."""
 
     @property
     def id(self) -> str:
-        """A short unique name: ``<model stem>/<threads>t`` (``+edgetpu``)."""
-        return f"{self.model.stem}/{self.threads}t" + ("+edgetpu" if self.edgetpu else "")
+        """A short unique name: ``<model stem>/<threads>t`` (``+edgetpu``) (``@<backend>``)."""
+        return (f"{self.model.stem}/{self.threads}t" + ("+edgetpu" if self.edgetpu else "")
+                + (f"@{self.detector_backend}" if self.detector_backend else ""))
 
 
-def configurations(models: Sequence[Path], threads: Sequence[int], edgetpu: bool) -> list[Configuration]:
-    """Every (model, threads) combination, duplicates dropped, in the order given."""
-    seen: dict[tuple[str, int], Configuration] = {}
-    for m, t in itertools.product(models, threads):
-        seen.setdefault((str(Path(m).resolve()), t), Configuration(Path(m), int(t), edgetpu))
+def configurations(
+    models: Sequence[Path], threads: Sequence[int], edgetpu: bool,
+    detector_backends: Sequence[str | None] = (None,),
+) -> list[Configuration]:
+    """Every (model, threads, detector backend) combination, duplicates dropped, in the order given."""
+    seen: dict[tuple[str, int, str | None], Configuration] = {}
+    for m, t, b in itertools.product(models, threads, detector_backends):
+        seen.setdefault((str(Path(m).resolve()), t, b), Configuration(Path(m), int(t), edgetpu, b))
     return list(seen.values())
 
 
@@ -347,7 +364,10 @@ def raw_invoke_times(pipe: Any, frames: Sequence[Any], faces: Sequence[Any], war
 
     Detector: a fresh MediaPipe FaceDetector task (same model, mode and
     score threshold as the pipeline's) timed around ``detect_for_video`` (or
-    ``detect``) on ``mp.Image`` objects built before timing. Liveness: the
+    ``detect``) on ``mp.Image`` objects built before timing; with the LiteRT
+    backend, a fresh :class:`~tla_edge.blazeface.BlazeFaceLiteRT` (same model,
+    score threshold and threads) timed around ``detect`` on the frame: warp,
+    invoke, decoding and NMS, as MediaPipe's call includes. Liveness: the
     pipeline's own interpreter timed around ``invoke()`` after ``set_tensor``
     of input tensors prepared before timing from the faces the pipeline found
     (a zero tensor when it found none: invoke time does not depend on values).
@@ -366,6 +386,50 @@ def raw_invoke_times(pipe: Any, frames: Sequence[Any], faces: Sequence[Any], war
     from tla_edge import interpreter as interp_lib
 
     det = pipe.detector
+    if det.backend == "litert":
+        detector_ms = _raw_litert_detector_ms(det, frames, warmup, count)
+    else:
+        detector_ms = _raw_mediapipe_detector_ms(det, frames, warmup, count)
+
+    model = pipe.model
+    interpreter = model.interpreter
+    index = interp_lib.input_details(interpreter)["index"]
+    tensors = [model.input_tensor(model.crop(frames[i].rgb, face)) for i, face in faces]
+    if not tensors:
+        d = interp_lib.input_details(interpreter)
+        tensors = [np.zeros(d["shape"], d["dtype"])]
+    liveness_ms = []
+    for i in range(warmup + count):
+        interpreter.set_tensor(index, tensors[i % len(tensors)])
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        dt = (time.perf_counter() - t0) * 1e3
+        if i >= warmup:
+            liveness_ms.append(dt)
+    return {"detector": detector_ms, "liveness": liveness_ms}
+
+
+def _raw_litert_detector_ms(det: Any, frames: Sequence[Any], warmup: int, count: int) -> list[float]:
+    from tla_edge.blazeface import BlazeFaceLiteRT
+
+    litert = BlazeFaceLiteRT(det.model_path, min_score=det.min_score, num_threads=det.num_threads)
+    detector_ms = []
+    try:
+        for i in range(warmup + count):
+            rgb = frames[i % len(frames)].rgb
+            t0 = time.perf_counter()
+            litert.detect(rgb)
+            dt = (time.perf_counter() - t0) * 1e3
+            if i >= warmup:
+                detector_ms.append(dt)
+    finally:
+        litert.close()
+    return detector_ms
+
+
+def _raw_mediapipe_detector_ms(det: Any, frames: Sequence[Any], warmup: int, count: int) -> list[float]:
+    from tla_edge import faces as faces_lib
+
     mp = faces_lib._import_mediapipe()  # the detector's own import, which keeps TensorFlow out
     running_mode = mp.running_mode.VisionTaskRunningMode
     video = det.mode == "video"
@@ -398,23 +462,7 @@ def raw_invoke_times(pipe: Any, frames: Sequence[Any], faces: Sequence[Any], war
     finally:
         with quiet_native_logs():
             task.close()
-
-    model = pipe.model
-    interpreter = model.interpreter
-    index = interp_lib.input_details(interpreter)["index"]
-    tensors = [model.input_tensor(model.crop(frames[i].rgb, face)) for i, face in faces]
-    if not tensors:
-        d = interp_lib.input_details(interpreter)
-        tensors = [np.zeros(d["shape"], d["dtype"])]
-    liveness_ms = []
-    for i in range(warmup + count):
-        interpreter.set_tensor(index, tensors[i % len(tensors)])
-        t0 = time.perf_counter()
-        interpreter.invoke()
-        dt = (time.perf_counter() - t0) * 1e3
-        if i >= warmup:
-            liveness_ms.append(dt)
-    return {"detector": detector_ms, "liveness": liveness_ms}
+    return detector_ms
 
 
 def bench_configuration(
@@ -437,7 +485,8 @@ def bench_configuration(
 
     rss_scope = "configuration" if reset_peak_rss() else "process"
     pipe = Pipeline(
-        config.model, num_threads=config.threads, edgetpu=config.edgetpu, detector_model=detector, video=True
+        config.model, num_threads=config.threads, edgetpu=config.edgetpu, detector_model=detector, video=True,
+        detector_backend=config.detector_backend or "auto",
     )
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     decisions: collections.Counter[str] = collections.Counter()
@@ -476,6 +525,7 @@ def bench_configuration(
         "model": model_facts(config.model),
         "threads": config.threads,
         "edgetpu": config.edgetpu,
+        "detector_backend": pipe.detector.backend if pipe.detector is not None else None,
         "frames": frames,
         "frames_scored": len(scored_total),
         "decisions": dict(sorted(decisions.items())),
@@ -593,6 +643,7 @@ def run_benchmark(
     detector: str = "short",
     edgetpu: bool = False,
     show_progress: bool = True,
+    detector_backends: Sequence[str | None] = (None,),
 ) -> tuple[dict[str, Any], list[dict[str, list[float]]]]:
     """Runs every configuration on the same frames.
 
@@ -614,7 +665,7 @@ def run_benchmark(
     detector_path = faces_lib.resolve_model(detector)
     runtime = import_runtime()
     host = host_info(runtime.name)
-    configs = configurations(models, threads, edgetpu)
+    configs = configurations(models, threads, edgetpu, detector_backends)
     frame_set = read_frames(source, warmup + frames)
     results = []
     samples = []
@@ -643,7 +694,8 @@ def run_benchmark(
             "model": detector,
             **file_facts(detector_path),
             "mode": "video",
-            "threads": "MediaPipe default (the Tasks API has no thread setting)",
+            "threads": "litert backend: the configuration's threads; mediapipe backend: its own default "
+            "(the Tasks API has no thread setting)",
         },
         "overhead": max(overheads) if overheads else None,
         "overhead_goal": OVERHEAD_GOAL,
@@ -686,6 +738,7 @@ def run(args: argparse.Namespace) -> int:
         detector=args.detector,
         edgetpu=args.edgetpu,
         show_progress=not args.quiet,
+        detector_backends=args.detector_backend or (None,),
     )
     print(format_table(report))
     if args.json is not None:

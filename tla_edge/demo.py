@@ -433,6 +433,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--edgetpu", action="store_true", help="run the liveness model on a Coral Edge TPU")
     parser.add_argument("--detector", type=str, choices=("short", "full"), default="short",
                         help="face detector: short (within ~2 m) or full range")
+    parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
+                        help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT), "
+                        "mediapipe or litert")
     parser.add_argument("--smoothing", type=int, default=5, help="frames whose scores are averaged per face")
     parser.add_argument("--headless", action="store_true", help="no window: one JSON line per frame on stdout")
     parser.add_argument("--output", type=str, default=None, metavar="VIDEO",
@@ -472,6 +475,7 @@ def pipeline_from_args(args: argparse.Namespace, source: Any) -> Any:
         edgetpu=args.edgetpu,
         detector_model=args.detector,
         video=source.kind != "image",
+        detector_backend=getattr(args, "detector_backend", "auto"),
     )
 
 

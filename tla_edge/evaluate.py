@@ -81,6 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true", help="overwrite report files in REPORT_DIR")
     parser.add_argument("--limit", type=argtypes.positive_int, default=None, metavar="N", help="evaluate N images, evenly spread (None: all)")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH", help="face detector (--raw)")
+    parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
+                        help="face detector backend (--raw): auto (MediaPipe where it runs, else LiteRT), mediapipe or litert")
     parser.add_argument("--num-threads", type=argtypes.positive_int, default=None, help="interpreter CPU threads (None: the runtime's default)")
     parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="batch size of a .keras model")
     parser.add_argument("--worst", type=argtypes.positive_int, default=12, help="worst false accepts and rejects shown")
@@ -367,7 +369,8 @@ def evaluate_raw(args: argparse.Namespace, scorers: Sequence[Scorer]) -> Evaluat
     threshold = _threshold_of(args, scorers)
     ev = Evaluated()
     boxes: list[Any] = []
-    detector = FaceDetector(args.detector, mode="image", policy="largest", num_threads=args.num_threads)
+    detector = FaceDetector(args.detector, mode="image", policy="largest", num_threads=args.num_threads,
+                            backend=args.detector_backend)
     try:
         pipe = Pipeline([s.liveness for s in scorers], detector, threshold=threshold, smoothing=1)
         with Progress(len(records), "evaluate", unit="img", enabled=not args.quiet) as bar:

@@ -437,6 +437,8 @@ class FaceDetector:
         self.last_invoke_ms: float | None = None
         """Milliseconds inside the backend for the last frame (resize, inference, decoding)."""
         self._last_timestamp_ms: int | None = None
+        self.num_threads = num_threads
+        """Interpreter threads asked for (applied by the ``litert`` backend only)."""
         self.backend = resolve_backend(backend)
         """The backend in use: ``"mediapipe"`` or ``"litert"`` (``"auto"`` resolved)."""
         if self.backend == "litert":

@@ -87,7 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--size", type=argtypes.positive_int, default=preprocess.DEFAULT_INPUT_SIZE, help="crop side in pixels")
     parser.add_argument(
-        "--detector", type=str, default="short", metavar="short|full|PATH", help="MediaPipe face detector model"
+        "--detector", type=str, default="short", metavar="short|full|PATH", help="face detector model"
+    )
+    parser.add_argument(
+        "--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
+        help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT), mediapipe or litert",
     )
     parser.add_argument("--min-score", type=argtypes.probability, default=DEFAULT_MIN_SCORE, help="smallest face detection score kept")
     parser.add_argument(
@@ -121,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         detector=args.detector,
         min_score=args.min_score,
         force=args.force,
+        detector_backend=args.detector_backend,
         dataset_root=records.root,
         dataset_info={
             "path": str(args.data),
@@ -277,6 +282,7 @@ def prepare(
     dataset_root: Path | None = None,
     dataset_info: dict[str, Any] | None = None,
     show_progress: bool = True,
+    detector_backend: str = "auto",
 ) -> dict[str, Any]:
     """Detects, crops and writes every record's face at every scale.
 
@@ -292,6 +298,8 @@ def prepare(
       dataset_root: the dataset folder; sources are stored relative to it.
       dataset_info: what to record about the dataset in ``prepare.json``.
       show_progress: draw a progress bar on stderr.
+      detector_backend: ``"auto"``, ``"mediapipe"`` or ``"litert"`` when
+        ``detector`` is a name or path (both backends give the same boxes).
 
     Returns:
       The content written to ``prepare.json`` (settings, summary, skipped).
@@ -347,7 +355,8 @@ def prepare(
         if isinstance(detector, str):
             from tla_edge.faces import FaceDetector
 
-            own_detector = FaceDetector(detector, mode="image", min_score=min_score, policy="largest")
+            own_detector = FaceDetector(detector, mode="image", min_score=min_score, policy="largest",
+                                        backend=detector_backend)
             det = own_detector
         else:
             det = detector
