@@ -160,7 +160,15 @@ def load_edgetpu_delegate(runtime: Runtime | None = None, device: str | None = N
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
-    """Float -> integer with a tensor's own scale and zero point, rounded and clipped."""
+    """Float -> integer with a tensor's own scale and zero point, rounded and clipped.
+
+    Rounds ``x / scale`` (float32) half to even, as the QUANTIZE op of the
+    runtime's default kernels does (XNNPACK and LiteRT's optimized kernel,
+    checked against the runtime in tests/test_interpreter.py); only LiteRT's
+    reference kernel rounds halves away from zero. With a scale of 2/255
+    (the bundled model's) 32 of the 256 grey levels land on a half and 16 of
+    them round differently under the two rules.
+    """
     info = np.iinfo(dtype)
     q = np.round(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
     return np.clip(q, info.min, info.max).astype(dtype)
@@ -258,16 +266,68 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
 
 
+MAX_ABS_LOGIT = 1e4
+"""Largest raw logit accepted: sigmoid saturates long before (|x| > 40 is 0 or 1 in float64),
+so a larger value (3.4e38, float32's maximum) is a broken model, not certainty."""
+
+
+def check_raw_output(out: np.ndarray, meta: metadata_lib.ModelMetadata) -> None:
+    """Raises ValueError unless raw outputs are finite and in range for ``meta.output``.
+
+    Raises:
+      ValueError: names the first offending value.
+    """
+    out = np.asarray(out, np.float64)
+    bad = ~np.isfinite(out)
+    if meta.output == "logit":
+        bad |= np.abs(np.where(bad, 0.0, out)) > MAX_ABS_LOGIT
+        expected = f"a finite logit within +-{MAX_ABS_LOGIT:g}"
+    else:
+        bad |= (np.where(bad, 0.5, out) < 0.0) | (np.where(bad, 0.5, out) > 1.0)
+        expected = "a probability in [0, 1]"
+    if bad.any():
+        raise ValueError(f"model output {out.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]!r} is not {expected}")
+
+
+def check_output_shape(interpreter, meta: metadata_lib.ModelMetadata, model_path: str | Path = "model") -> int:
+    """Checks the model has one output of 1 or 2 values per image; returns that count.
+
+    Raises:
+      ValueError: names the output shapes received, or a live index outside them.
+    """
+    outs = interpreter.get_output_details()
+    shapes = [tuple(int(v) for v in d["shape"]) for d in outs]
+    per_image = int(np.prod(shapes[0][1:])) if len(outs) == 1 and len(shapes[0]) >= 1 else 0
+    if len(outs) != 1 or len(shapes[0]) < 2 or shapes[0][0] not in (1, -1) or per_image not in (1, 2):
+        raise ValueError(
+            f"model '{model_path}' outputs {shapes} are not a liveness score; expected one output "
+            "of shape [1, 1] (live logit or probability) or [1, 2] (two classes)"
+        )
+    if meta.live_index >= per_image:
+        raise ValueError(
+            f"model '{model_path}' has {per_image} output value(s) per image but its metadata "
+            f"live_index is {meta.live_index}"
+        )
+    return per_image
+
+
 def scores_from_output(out: np.ndarray, meta: metadata_lib.ModelMetadata) -> np.ndarray:
     """Turns raw model outputs ``(N, K)`` into live probabilities ``(N,)``.
 
     One output column is a logit or probability of *live*; two columns are
     class logits or probabilities, ``meta.live_index`` naming the live one.
+
+    Raises:
+      ValueError: a raw output is not finite, is not a plausible logit
+        (``|x| > MAX_ABS_LOGIT``) or is a probability outside [0, 1]: checked
+        before any sigmoid, which would turn +inf into a certain "live".
     """
-    out = np.asarray(out, np.float64).reshape(out.shape[0] if out.ndim > 1 else 1, -1)
+    out = np.asarray(out, np.float64)
+    out = out.reshape(out.shape[0] if out.ndim > 1 else 1, -1)
+    check_raw_output(out, meta)
     if out.shape[1] == 1:
         col = out[:, 0]
-        return sigmoid(col) if meta.output == "logit" else np.clip(col, 0.0, 1.0)
+        return sigmoid(col) if meta.output == "logit" else col
     if meta.output == "logit":
         e = np.exp(out - out.max(axis=1, keepdims=True))
         out = e / e.sum(axis=1, keepdims=True)
@@ -280,9 +340,24 @@ class LivenessModel:
     Attributes:
       path: the model file.
       meta: its :class:`~tla_edge.metadata.ModelMetadata` (from the model or
-        its sidecar; defaults, with input size read from the model, if none).
-      interpreter: the runtime interpreter.
+        its sidecar; without either, only when ``threshold`` is given).
+      interpreter: the runtime interpreter (None once closed).
       last_invoke_ms: time of the last ``invoke()`` alone, in milliseconds.
+
+    Args:
+      path: the ``.tflite`` file.
+      num_threads: CPU threads for the interpreter.
+      edgetpu: load the Edge TPU delegate.
+      meta: metadata to use instead of the model's own.
+      threshold: overrides the metadata's threshold; required for a model
+        without tla-edge metadata (whose input size is then read from the
+        model and the rest are defaults: logit output, mobilenet_v2
+        normalization, the default crop scale).
+
+    Raises:
+      ValueError: the file is not a liveness model (input not one image,
+        output not 1 or 2 values), its metadata or ``threshold`` is invalid,
+        or it has no metadata and no ``threshold``.
     """
 
     def __init__(
@@ -291,20 +366,35 @@ class LivenessModel:
         num_threads: int | None = None,
         edgetpu: bool = False,
         meta: metadata_lib.ModelMetadata | None = None,
+        threshold: float | None = None,
     ) -> None:
         self.path = Path(path)
-        self.interpreter = make_interpreter(self.path, num_threads=num_threads, edgetpu=edgetpu)
-        check_image_input(self.interpreter, self.path)
+        self.interpreter = None
+        if threshold is not None:
+            threshold = metadata_lib.check_threshold(threshold, "threshold")
+        interpreter = make_interpreter(self.path, num_threads=num_threads, edgetpu=edgetpu)
+        check_image_input(interpreter, self.path)
         found = meta or metadata_lib.load(self.path)
-        size = input_size(self.interpreter)
+        size = input_size(interpreter)
         if found is None:
+            if threshold is None:
+                raise ValueError(
+                    f"model '{self.path}' has no tla-edge metadata (embedded or "
+                    f"'{metadata_lib.sidecar_path(self.path).name}'), so its threshold and "
+                    "preprocessing are unknown; pass --threshold (API: threshold=) to use it anyway"
+                )
             found = metadata_lib.ModelMetadata(input_size=size)
         elif tuple(found.input_size) != size:
             raise ValueError(
                 f"model '{self.path}' input is {size[0]}x{size[1]} but its metadata says "
                 f"{found.input_size[0]}x{found.input_size[1]}"
             )
+        metadata_lib.check_metadata_values(found, f"model '{self.path}' metadata")
+        check_output_shape(interpreter, found, self.path)
+        if threshold is not None:
+            found = found.replace(threshold=threshold)
         self.meta = found
+        self.interpreter = interpreter
         self._in = input_details(self.interpreter)
         self._out = output_details(self.interpreter)
         self._lut = None
@@ -320,8 +410,18 @@ class LivenessModel:
 
     @property
     def threshold(self) -> float:
-        """The decision threshold from the metadata."""
+        """The decision threshold from the metadata (or the ``threshold`` given)."""
         return float(self.meta.threshold)
+
+    def close(self) -> None:
+        """Releases the interpreter and any delegate it holds; later calls raise. Safe to call twice."""
+        self.interpreter = None
+
+    def __enter__(self) -> "LivenessModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def crop(self, rgb: np.ndarray, box) -> np.ndarray:
         """The model's uint8 crop of one face, via the shared crop function."""
@@ -341,7 +441,13 @@ class LivenessModel:
         return preprocess.normalize(crop, self.meta.normalization)[None]
 
     def invoke_tensor(self, x: np.ndarray) -> np.ndarray:
-        """Runs one prepared input tensor; returns the raw output, dequantized."""
+        """Runs one prepared input tensor; returns the raw output, dequantized.
+
+        Raises:
+          RuntimeError: the model is closed.
+        """
+        if self.interpreter is None:
+            raise RuntimeError(f"liveness model '{self.path}' is closed")
         self.interpreter.set_tensor(self._in["index"], x)
         t0 = time.perf_counter()
         self.interpreter.invoke()

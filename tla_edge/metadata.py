@@ -11,11 +11,14 @@ trailing bytes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
+import math
+import numbers
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from tla_edge import preprocess
 
@@ -84,11 +87,105 @@ class ModelMetadata:
             )
         if meta.output not in ("logit", "probability"):
             raise ValueError(f"metadata output {meta.output!r} is not 'logit' or 'probability'")
+        check_metadata_values(meta)
         return meta
 
     def replace(self, **changes: Any) -> "ModelMetadata":
         """Returns a copy with ``changes`` applied."""
         return dataclasses.replace(self, **changes)
+
+
+MAX_CROP_SCALE = 10.0
+"""Largest crop scale a model may declare (a crop 10x the face box is a whole scene)."""
+
+
+def check_threshold(value: Any, where: str = "threshold") -> float:
+    """Returns ``value`` as a float when it is a number strictly between 0 and 1.
+
+    A threshold of 0 (or below) makes every face live, one of 1 (or above)
+    none; both are refused rather than used.
+
+    Raises:
+      ValueError: names ``where`` and the value received.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{where} {value!r} is not a number; expected a number strictly between 0 and 1")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{where} {value!r} is not strictly between 0 and 1")
+    return float(value)
+
+
+def check_metadata_values(meta: "ModelMetadata", where: str = "metadata") -> None:
+    """Checks the values the runtime acts on: threshold, crop scale, live index, input size.
+
+    Raises:
+      ValueError: one line naming the field, the value received and what was expected.
+    """
+    check_threshold(meta.threshold, f"{where} threshold")
+    scale = meta.crop_scale
+    if (isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(float(scale))
+            or not 0.0 < float(scale) <= MAX_CROP_SCALE):
+        raise ValueError(f"{where} crop_scale {scale!r} is not a number in (0, {MAX_CROP_SCALE:g}]")
+    if isinstance(meta.live_index, bool) or not isinstance(meta.live_index, int) or meta.live_index not in (0, 1):
+        raise ValueError(f"{where} live_index {meta.live_index!r} is not 0 or 1")
+    if any(v < 1 for v in meta.input_size):
+        raise ValueError(f"{where} input_size {list(meta.input_size)} is not two positive integers")
+
+
+def model_sha256(path: str | Path) -> str:
+    """SHA-256 of a model file; for a ``.tflite`` of its flatbuffer without the embedded metadata.
+
+    Leaving the metadata out keeps the hash stable when the metadata changes
+    (a fusion record naming the model's own hash is stored inside it).
+    """
+    data = Path(path).read_bytes()
+    if Path(path).suffix.lower() == ".tflite":
+        data = strip_embedded(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def fusion_record(model_paths: Sequence[str | Path], threshold: float) -> dict[str, Any]:
+    """The ``extra.fusion`` record of models fused by averaging: partner hashes and the fused threshold.
+
+    Raises:
+      ValueError: fewer than two models or a threshold outside (0, 1).
+    """
+    if len(model_paths) < 2:
+        raise ValueError(f"fusion needs at least two models; got {len(model_paths)}")
+    return {
+        "partners": sorted(model_sha256(p) for p in model_paths),
+        "threshold": check_threshold(threshold, "fused threshold"),
+    }
+
+
+def fused_threshold(models: Sequence[tuple[str | Path, "ModelMetadata"]]) -> float:
+    """The stored threshold of several models fused by averaging their scores.
+
+    The threshold of a fusion is derived on the fused score, so it is never
+    the mean of the models' own thresholds: every model must carry the same
+    ``extra.fusion`` record (see :func:`fusion_record`) whose partners are
+    exactly these models' hashes.
+
+    Args:
+      models: ``(model file, its metadata)`` per fused model.
+
+    Returns:
+      The fused threshold.
+
+    Raises:
+      ValueError: no matching fusion record; pass an explicit threshold instead.
+    """
+    names = " + ".join(f"'{p}'" for p, _ in models)
+    records = [(meta.extra or {}).get("fusion") for _, meta in models]
+    hashes = sorted(model_sha256(p) for p, _ in models)
+    ok = all(isinstance(r, dict) and r == records[0] for r in records) and records[0].get("partners") == hashes
+    if not ok:
+        raise ValueError(
+            f"models {names} carry no common fusion threshold (extra.fusion naming exactly these "
+            "models); the mean of their own thresholds is not a threshold of the fused score: "
+            "pass an explicit threshold (--threshold, API threshold=)"
+        )
+    return check_threshold(records[0].get("threshold"), "fusion threshold")
 
 
 def model_file(path: str | Path) -> Path:
@@ -148,9 +245,13 @@ def read_embedded(model_path: str | Path) -> ModelMetadata | None:
         with zipfile.ZipFile(model_path) as zf:
             if EMBEDDED_NAME not in zf.namelist():
                 return None
-            return ModelMetadata.from_dict(json.loads(zf.read(EMBEDDED_NAME)))
+            text = zf.read(EMBEDDED_NAME)
     except (zipfile.BadZipFile, OSError):
         return None
+    try:
+        return ModelMetadata.from_dict(json.loads(text))
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"metadata embedded in '{model_path}' is not valid tla-edge metadata: {err}") from err
 
 
 def load(model_path: str | Path) -> ModelMetadata | None:
@@ -168,6 +269,6 @@ def load(model_path: str | Path) -> ModelMetadata | None:
     if not side.is_file():
         return None
     try:
-        return ModelMetadata.from_dict(json.loads(side.read_text()))
-    except (json.JSONDecodeError, TypeError) as err:
+        return ModelMetadata.from_dict(json.loads(side.read_text(encoding="utf-8")))
+    except (ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"metadata file '{side}' is not valid tla-edge metadata: {err}") from err
