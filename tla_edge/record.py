@@ -309,7 +309,7 @@ def record(
       seconds: stop after this many seconds (None: at the source's end).
       frames: stop after this many kept frames (None: no limit).
       show: draw the overlay window (q or Esc stops).
-      progress: a :class:`~tla_edge.progress.Progress` to advance per kept frame, or None.
+      progress: a :class:`~tla_edge.progress.Progress` to advance per frame looked at, or None.
 
     Returns:
       ``{"seen", "looked_at", "kept", "skipped": {reason: n}, "stopped": why, "wall_s"}``.
@@ -335,10 +335,10 @@ def record(
                 problem = frame_problem(faces, frame.rgb.shape)
             if problem is None:
                 recorder.write(frame.rgb, frame.name)
-                if progress is not None:
-                    progress.update(1, postfix=_postfix(skipped))
             else:
                 skipped[problem] += 1
+            if progress is not None:
+                progress.update(1, postfix=f"kept {recorder.written}" + "".join(f", {k} {v}" for k, v in sorted(skipped.items())))
             if show:
                 from tla_edge.demo import show_frame
 
@@ -436,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
             detector = FaceDetector(args.detector, mode="image", policy="all")
         recorder = Recorder(args.out, label, species, subject, session, str(args.source),
                             args.camera_name or camera_name(source), args.format)
-        total = args.frames or (None if live else -(-(source.length or 0) // args.every) or None)
+        total = None if live else -(-(source.length or 0) // args.every) or None
         with Progress(total, f"record {species or label}", unit="frame", enabled=args.headless) as bar:
             result = record(source, recorder, detector, args.every, args.seconds, args.frames,
                             show=not args.headless, progress=bar)
