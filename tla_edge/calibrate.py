@@ -248,7 +248,7 @@ def score_records(records: Sequence[datasets.Record], model: Path, detector: str
     det = FaceDetector(detector, mode="image", policy="largest")
     kept, scores, decisions, unreadable = [], [], [], []
     try:
-        pipe = Pipeline(liveness, det, threshold=liveness.threshold, smoothing=1)
+        pipe = Pipeline(liveness, det, threshold=liveness.threshold, smoothing=1, live_frames=1)
         with Progress(len(records), "calibrate", unit="img", enabled=show_progress) as bar:
             for rec in records:
                 rgb = datasets.read_image_rgb(rec.path)
