@@ -193,6 +193,8 @@ def test_cpu_features_and_verdict():
     assert verdict("Linux", "aarch64", faces.cpu_features(PI4_CPUINFO)) is False
     assert verdict("Linux", "aarch64", faces.cpu_features(PI5_CPUINFO)) is True
     assert verdict("Linux", "aarch64", frozenset()) is None
+    # qemu-user before 8.x shows an arm64 guest the x86 host's cpuinfo
+    assert verdict("Linux", "aarch64", faces.cpu_features(X86_CPUINFO)) is None
     assert verdict("Darwin", "arm64", frozenset()) is True
     assert verdict("Linux", "x86_64", faces.cpu_features(X86_CPUINFO)) is True
     assert verdict("Linux", "x86_64", frozenset({"sse2"})) is None

@@ -270,13 +270,16 @@ def mediapipe_cpu_verdict(system: str, machine: str, features: frozenset[str]) -
     Returns:
       False for a 64-bit ARM core without the ARMv8.2 features mediapipe 1.x
       needs (Cortex-A72, A53: SIGILL); True for one with them, for Apple
-      silicon and for x86-64 with AVX2; None where the features do not tell.
+      silicon and for x86-64 with AVX2; None where the features do not tell
+      (then :func:`auto_backend` tries MediaPipe in a child process).
     """
     machine = machine.lower()
     if machine in ("aarch64", "arm64"):
         if system == "Darwin":
             return True
-        if not features:
+        if "asimd" not in features:
+            # Not an ARM feature list: unreadable, or the host's x86 one seen
+            # through an older qemu-user.
             return None
         return ARMV82_FEATURES <= features
     if machine in ("x86_64", "amd64"):
