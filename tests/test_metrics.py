@@ -86,8 +86,9 @@ def test_all_correct():
     assert (m["apcer"], m["bpcer"], m["acer"], m["hter"]) == (0.0, 0.0, 0.0, 0.0)
     assert (m["accuracy"], m["precision"], m["recall"], m["f1"], m["auc"]) == (1.0, 1.0, 1.0, 1.0, 1.0)
     assert m["confusion_matrix"] == [[2, 0], [0, 2]]
-    # FAR-FRR at 0.1, 0.2, 0.8: 1, 1/2, 0 -> exact crossing at 0.8
-    assert m["eer"] == 0.0 and m["eer_threshold"] == 0.8
+    # FAR-FRR at 0.1, 0.2, 0.8: 1, 1/2, 0 -> every threshold in (0.2, 0.8] gives 0;
+    # the middle of that gap in logit space is logit^-1((logit .2 + logit .8) / 2) = 0.5
+    assert m["eer"] == 0.0 and m["eer_threshold"] == pytest.approx(0.5)
 
 
 def test_all_wrong():
@@ -96,8 +97,8 @@ def test_all_wrong():
     # TP 0, FP 2: precision 0/2; recall 0/2; F1's denominator is 0 -> 0.0
     assert (m["accuracy"], m["precision"], m["recall"], m["f1"], m["auc"]) == (0.0, 0.0, 0.0, 0.0, 0.0)
     assert m["confusion_matrix"] == [[0, 2], [2, 0]]
-    # thresholds .1 .2 .8: FAR 1 1 1, FRR 0 1/2 1 -> exact crossing at 0.8, EER 1
-    assert m["eer"] == 1.0 and m["eer_threshold"] == 0.8
+    # thresholds .1 .2 .8: FAR 1 1 1, FRR 0 1/2 1 -> exact crossing on (0.2, 0.8], EER 1, middle 0.5
+    assert m["eer"] == 1.0 and m["eer_threshold"] == pytest.approx(0.5)
 
 
 def test_single_species_and_missing_species_names():
@@ -111,8 +112,10 @@ def test_single_species_and_missing_species_names():
 
 def test_interpolated_eer():
     # live 0.8 0.6 ; attack 0.7 0.2 ; thresholds .2 .6 .7 .8 .8+
-    # FAR:  1, 1/2, 1/2, 0, 0   FRR: 0, 0, 1/2, 1/2, 1   FAR-FRR: 1, 1/2, 0 -> exact at 0.7
-    assert metrics.eer([0.8, 0.6, 0.7, 0.2], [1, 1, 0, 0]) == (0.5, 0.7)
+    # FAR:  1, 1/2, 1/2, 0, 0   FRR: 0, 0, 1/2, 1/2, 1   FAR-FRR: 1, 1/2, 0 -> exact on (0.6, 0.7],
+    # whose middle in logit space is logit^-1((logit .6 + logit .7) / 2)
+    rate, thr = metrics.eer([0.8, 0.6, 0.7, 0.2], [1, 1, 0, 0])
+    assert rate == 0.5 and thr == pytest.approx(1 / (1 + np.sqrt((0.4 / 0.6) * (0.3 / 0.7))))
     # live 0.8 0.6 0.55 ; attack 0.7 0.2 ; thresholds .2 .55 .6 .7 .8 .8+
     # FAR: 1, 1/2, 1/2, 1/2, 0   FRR: 0, 0, 1/3, 2/3, 2/3
     # d:   1, 1/2, 1/6, -1/6  -> between 0.6 and 0.7, a = (1/6) / (1/3) = 1/2:
@@ -148,3 +151,11 @@ def test_bad_inputs_are_named():
         metrics.compute_metrics([0.1, 0.2], [0, 0])
     with pytest.raises(ValueError, match="APCER target 5 is not in"):
         metrics.threshold_at_apcer([0.1, 0.9], [0, 1], None, 5)
+
+
+def test_eer_threshold_sits_in_the_middle_of_a_gap():
+    """Separated classes: the EER threshold is the gap's middle in logit space, not the lowest bona fide score."""
+    attack, live = [0.01, 0.1, 0.3], [0.97, 0.99, 0.999]
+    rate, thr = metrics.eer(attack + live, [0, 0, 0, 1, 1, 1])
+    expected = 1 / (1 + np.exp(-(np.log(0.3 / 0.7) + np.log(0.97 / 0.03)) / 2))  # ~0.786
+    assert rate == 0.0 and thr == pytest.approx(expected) and 0.3 < thr < 0.97

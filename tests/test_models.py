@@ -120,3 +120,47 @@ def test_from_scratch_batchnorm_momentum_is_lowered_but_transfer_keeps_it(tmp_pa
     transfer = models.build_mobilenetv2(32, alpha=0.35, weights=str(path))
     bns = [l for l in transfer.get_layer("base").layers if isinstance(l, keras.layers.BatchNormalization)]
     assert {b.momentum for b in bns} == {0.999}  # Keras' own; frozen anyway in the transfer recipe
+
+
+def _shared_imagenet_dir():
+    from conftest import REPO
+
+    d = REPO.parent / "shared" / "weights" / "imagenet"
+    if not (d / "mobilenet_v2_0.35_no_top.weights.h5").is_file():
+        pytest.skip(f"ImageNet MobileNetV2 backbones not found in {d} (expected ../shared/weights/imagenet)")
+    return d
+
+
+def test_imagenet_weights_file_names_per_alpha():
+    assert models.imagenet_weights_name(0.35) == "mobilenet_v2_0.35_no_top.weights.h5"
+    assert models.imagenet_weights_name(1.0) == "mobilenet_v2_1.0_no_top.weights.h5"
+    assert models.imagenet_weights_name(1) == "mobilenet_v2_1.0_no_top.weights.h5"
+    assert models.imagenet_weights_name(0.75) == "mobilenet_v2_0.75_no_top.weights.h5"
+
+
+def test_imagenet_is_found_offline_in_the_weights_dir(tmp_path, monkeypatch):
+    """weights='imagenet' loads the file from $TLA_EDGE_WEIGHTS_DIR without touching the network."""
+    import h5py
+
+    shared = _shared_imagenet_dir()
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache copy, no Keras cache
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, str(shared))
+    assert models.local_imagenet_weights(0.35) == shared / "mobilenet_v2_0.35_no_top.weights.h5"
+    model = models.build_mobilenetv2(96, alpha=0.35, weights="imagenet")
+    # Independent expectation: the first convolution's kernel as stored in the h5 file.
+    with h5py.File(shared / "mobilenet_v2_0.35_no_top.weights.h5") as f:
+        stored = []
+        f.visititems(lambda name, obj: stored.append((name, obj[()]))
+                     if hasattr(obj, "shape") and obj.ndim == 4 and obj.shape[2] == 3 else None)
+    assert len(stored) == 1, f"expected one 3-channel-input kernel (Conv1) in the file, found {len(stored)}"
+    kernel = model.get_layer("base").get_layer("Conv1").kernel.numpy()
+    np.testing.assert_array_equal(kernel, stored[0][1])
+    assert np.abs(kernel).sum() > 0
+
+
+def test_imagenet_without_a_local_file_names_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, str(tmp_path / "empty"))
+    assert models.local_imagenet_weights(0.35) is None
+    assert models.imagenet_weights_dirs()[0] == tmp_path / "empty"
+    assert models.imagenet_weights_dirs()[-1] == tmp_path / ".cache" / "tla-edge" / "weights" / "imagenet"

@@ -170,13 +170,26 @@ def eer(scores, labels) -> tuple[float, float]:
     d = roc.far - roc.frr  # starts at 1 (all accepted), ends at -1 (all rejected)
     exact = np.flatnonzero(d == 0)
     if exact.size:
-        i = int(exact[0])
-        return float(roc.far[i]), float(roc.thresholds[i])
+        # Every threshold in (t[i0 - 1], t[i1]] gives these rates (classes that
+        # separate leave a gap). Take the middle of that interval, not its edge:
+        # at the edge the least live-looking bona fide sample sits on the
+        # threshold, and any new one a little lower is rejected.
+        i0, i1 = int(exact[0]), int(exact[-1])
+        thr = roc.thresholds[i1] if i0 == 0 else _midpoint(roc.thresholds[i0 - 1], roc.thresholds[i1])
+        return float(roc.far[i0]), float(thr)
     i = int(np.flatnonzero((d[:-1] > 0) & (d[1:] < 0))[0])
     a = d[i] / (d[i] - d[i + 1])
     rate = roc.far[i] + a * (roc.far[i + 1] - roc.far[i])
     thr = roc.thresholds[i] + a * (roc.thresholds[i + 1] - roc.thresholds[i])
     return float(rate), float(thr)
+
+
+def _midpoint(lo: float, hi: float) -> float:
+    """Middle of (lo, hi]: in logit space when both are probabilities in (0, 1), else arithmetic."""
+    if 0.0 < lo < 1.0 and 0.0 < hi < 1.0:
+        z = (np.log(lo / (1.0 - lo)) + np.log(hi / (1.0 - hi))) / 2.0
+        return float(1.0 / (1.0 + np.exp(-z)))
+    return float((lo + hi) / 2.0)
 
 
 def auc(scores, labels) -> float:

@@ -14,6 +14,7 @@ cheap and works without the ``train`` extra.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,32 @@ def _check_common(input_size: int, dropout: float) -> None:
         raise ValueError(f"input size {input_size} is too small; expected >= {MIN_INPUT_SIZE} pixels")
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout {dropout!r} is not in [0, 1)")
+
+
+# Where ``weights="imagenet"`` looks for a local backbone before asking Keras to
+# download one: $TLA_EDGE_WEIGHTS_DIR, then ~/.cache/tla-edge/weights/imagenet.
+# Files are named per width, as in the project's shared weights folder:
+# mobilenet_v2_<alpha>_no_top.weights.h5 (alpha written as 0.35, 1.0, ...).
+WEIGHTS_DIR_ENV = "TLA_EDGE_WEIGHTS_DIR"
+
+
+def imagenet_weights_dirs() -> list[Path]:
+    """The folders searched for local ImageNet backbones, in order."""
+    dirs = [Path(os.environ[WEIGHTS_DIR_ENV]).expanduser()] if os.environ.get(WEIGHTS_DIR_ENV) else []
+    return dirs + [Path.home() / ".cache" / "tla-edge" / "weights" / "imagenet"]
+
+
+def imagenet_weights_name(alpha: float) -> str:
+    """File name of the ImageNet MobileNetV2 backbone of width ``alpha``."""
+    return f"mobilenet_v2_{float(alpha):g}_no_top.weights.h5".replace("_1_no", "_1.0_no")
+
+
+def local_imagenet_weights(alpha: float) -> Path | None:
+    """The first local ImageNet backbone file for ``alpha``, None when there is none."""
+    for d in imagenet_weights_dirs():
+        if (d / imagenet_weights_name(alpha)).is_file():
+            return d / imagenet_weights_name(alpha)
+    return None
 
 
 def _weights_path(weights: str | Path | None, arch: str) -> Path | None:
@@ -139,8 +166,10 @@ def build_mobilenetv2(
         raise ValueError(f"MobileNetV2 alpha {alpha!r} is not one of {list(MOBILENETV2_ALPHAS)}")
     path = _weights_path(weights, "mobilenetv2")
     transfer = weights == "imagenet" or path is not None
+    if weights == "imagenet" and (local := local_imagenet_weights(alpha)) is not None:
+        path = local  # offline: the backbone file in a documented folder, same weights as Keras' download
     keras = _keras()
-    base_weights = "imagenet" if weights == "imagenet" else None
+    base_weights = "imagenet" if weights == "imagenet" and path is None else None
     try:
         base = keras.applications.MobileNetV2(
             input_shape=(input_size, input_size, 3),
@@ -154,7 +183,8 @@ def build_mobilenetv2(
             raise
         raise ValueError(
             f"could not get ImageNet weights for MobileNetV2 alpha={alpha} input {input_size}: "
-            f"{' '.join(str(err).split())[:200]}; pass a local .weights.h5 file or 'none'"
+            f"{' '.join(str(err).split())[:200]}; pass a local .weights.h5 file, put "
+            f"{imagenet_weights_name(alpha)} in ${WEIGHTS_DIR_ENV} or {imagenet_weights_dirs()[-1]}, or pass 'none'"
         ) from err
     inputs = keras.Input((input_size, input_size, 3), name="image")
     if transfer:
