@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -248,19 +249,71 @@ def test_headless_json_lines_on_nuaa_frames(run_cli, nuaa_folder, tiny_tflite):
 
 
 def test_threshold_flag_decides(run_cli, nuaa_folder, tiny_tflite):
-    _, out0, _ = run_cli("--source", nuaa_folder, "--model", tiny_tflite["float"], "--headless", "--threshold", "0")
-    _, out1, _ = run_cli("--source", nuaa_folder, "--model", tiny_tflite["float"], "--headless", "--threshold", "1")
+    args = ("--source", nuaa_folder, "--model", tiny_tflite["float"], "--headless")
+    _, out0, _ = run_cli(*args, "--threshold", "1e-9", "--live-frames", "1")
+    _, out1, _ = run_cli(*args, "--threshold", "0.999999", "--live-frames", "1")
+    _, out_k, _ = run_cli(*args, "--threshold", "1e-9")
     d0 = [json.loads(line)["decision"] for line in out0.splitlines()]
     d1 = [json.loads(line)["decision"] for line in out1.splitlines()]
+    dk = [json.loads(line) for line in out_k.splitlines()]
     assert d0 == ["live"] * 6 + ["no_face"]
     assert d1 == ["spoof"] * 6 + ["no_face"]
+    # a folder is a stream: the first frame never decides alone, whatever its score
+    assert dk[0]["decision"] == "spoof" and dk[0]["raw_score"] >= 1e-9
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (("--threshold", "0"), r"--threshold 0.0 is not strictly between 0 and 1"),
+        (("--threshold", "1"), r"--threshold 1.0 is not strictly between 0 and 1"),
+        (("--threshold", "-1"), r"--threshold -1.0 is not strictly between 0 and 1"),
+        (("--threshold", "nan"), r"--threshold nan is not strictly between 0 and 1"),
+        (("--live-frames", "0"), r"--live-frames 0 is not >= 1"),
+    ],
+)
+def test_bad_threshold_and_live_frames_flags(run_cli, nuaa_folder, tiny_tflite, flags, message):
+    code, out, err = run_cli("--source", nuaa_folder, "--model", tiny_tflite["float"], "--headless", *flags)
+    assert code == 2 and out == ""
+    assert re.fullmatch(r"tla-edge demo: error: " + message + r"\n", err), err
+
+
+def test_a_model_without_metadata_needs_a_threshold(run_cli, nuaa_folder, tiny_tflite, tmp_path):
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(tiny_tflite["float"].read_bytes())
+    code, _, err = run_cli("--source", nuaa_folder, "--model", bare, "--headless")
+    assert code == 2 and err.count("\n") == 1
+    assert "has no tla-edge metadata" in err and "pass --threshold" in err
+    code, out, _ = run_cli("--source", nuaa_folder, "--model", bare, "--headless", "--threshold", "0.5",
+                           "--max-frames", "1")
+    assert code == 0 and json.loads(out)["decision"] in ("live", "spoof")
+
+
+def test_streams_need_k_live_frames(tiny_tflite, tmp_path):
+    # a video source: the same face on consecutive frames decides only from the K-th frame on
+    import argparse
+
+    from tla_edge.demo import pipeline_from_args
+    from tla_edge.pipeline import DEFAULT_LIVE_FRAMES
+
+    args = argparse.Namespace(model=[str(tiny_tflite["float"])], threshold=0.5, smoothing=None, live_frames=None,
+                              threads=None, edgetpu=False, detector="short", detector_backend="auto")
+    with pipeline_from_args(args, argparse.Namespace(kind="folder")) as pipe:
+        assert pipe.smoother.live_frames == DEFAULT_LIVE_FRAMES and pipe.smoother.window == 5
+    with pipeline_from_args(args, argparse.Namespace(kind="image")) as pipe:
+        assert pipe.smoother.live_frames == 1 and pipe.smoother.window == 1
+    args.live_frames, args.smoothing = 7, 2
+    with pipeline_from_args(args, argparse.Namespace(kind="image")) as pipe:
+        assert pipe.smoother.live_frames == 7 and pipe.smoother.window == 2
 
 
 def test_two_models_are_fused(run_cli, nuaa_folder, tiny_tflite):
     args = ("--source", nuaa_folder, "--headless", "--smoothing", "1", "--max-frames", "2")
     _, a, _ = run_cli(*args, "--model", tiny_tflite["float"])
     _, b, _ = run_cli(*args, "--model", tiny_tflite["int8"])
-    _, ab, _ = run_cli(*args, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"])
+    code, _, err = run_cli(*args, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"])
+    assert code == 2 and "carry no common fusion threshold" in err  # never the mean of two thresholds
+    _, ab, _ = run_cli(*args, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"], "--threshold", "0.5")
     sa, sb, sab = ([json.loads(x)["raw_score"] for x in o.splitlines()] for o in (a, b, ab))
     assert len(sab) == 2
     np.testing.assert_allclose(sab, (np.array(sa) + np.array(sb)) / 2, atol=2e-4)
@@ -396,7 +449,7 @@ def test_missing_model_file(run_cli, nuaa_folder, tmp_path):
 @pytest.mark.parametrize(
     "flags,expected",
     [
-        (("--threshold", "1.5"), "--threshold 1.5 is not in [0, 1]"),
+        (("--threshold", "1.5"), "--threshold 1.5 is not strictly between 0 and 1"),
         (("--smoothing", "0"), "--smoothing 0 is not >= 1"),
         (("--max-frames", "-3"), "--max-frames -3 is not >= 1"),
         (("--threads", "0"), "--threads 0 is not >= 1"),

@@ -47,7 +47,7 @@ def test_live_hold_rejects_zero(example):
         (["--hold-frames", "0"], "--hold-frames 0 is not >= 1"),
         (["--url", "ftp://door.local/open"], "--url 'ftp://door.local/open' is not an http:// or https:// URL"),
         (["--gpio-seconds", "0"], "--gpio-seconds 0.0 is not > 0"),
-        (["--threshold", "1.5"], "--threshold 1.5 is not in [0, 1]"),
+        (["--threshold", "1.5"], "--threshold 1.5 is not strictly between 0 and 1"),
         (["--source", "/nonexistent/frames"], "source '/nonexistent/frames' not found"),
     ],
 )
@@ -79,10 +79,10 @@ def test_headless_on_samples_posts_once_per_live_streak(example, tiny_tflite, ca
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/unlock"
     try:
-        # Threshold 0: every scored face is live, so the streaks follow the detector.
+        # Threshold 1e-9, one live frame: every scored face is live, so the streaks follow the detector.
         code = example.main([
             "--headless", "--source", str(sample_frames_dir()), "--model", str(tiny_tflite["int8"]),
-            "--threshold", "0", "--smoothing", "1", "--hold-frames", "1", "--url", url,
+            "--threshold", "1e-9", "--smoothing", "1", "--live-frames", "1", "--hold-frames", "1", "--url", url,
         ])
         assert code == 0
         out, err = capsys.readouterr()

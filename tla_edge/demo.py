@@ -5,7 +5,7 @@
     tla-edge demo --source frames/ --headless --output annotated.mp4
 
 The overlay draws the judged face in green (live), red (spoof) or yellow (no
-decision: no face, too small, cut off, error) with its smoothed score and the
+decision: no face, too small, cut off, rotated, error) with its smoothed score and the
 frame rate. ``--headless`` prints, per frame:
 
     {"frame": 0, "name": "img.jpg", "timestamp_ms": 0, "faces": [[x, y, w, h, score]],
@@ -32,6 +32,7 @@ import numpy as np
 
 from tla_edge.errors import UserError
 from tla_edge.fileio import check_writable
+from tla_edge.pipeline import DEFAULT_LIVE_FRAMES
 
 WINDOW_NAME = "tla-edge demo"
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv")
@@ -428,7 +429,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", type=str, action="append", default=None, metavar="TFLITE",
         help="liveness .tflite, repeatable (scores averaged: two-scale fusion); None: the bundled int8 model",
     )
-    parser.add_argument("--threshold", type=float, default=None, help="live iff score >= this; None: the model's own")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="live iff score >= this, strictly between 0 and 1; None: the model's own "
+                        "(required for a .tflite without tla-edge metadata, and for several --model "
+                        "without a stored fusion threshold)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per interpreter; None: the runtime's choice")
     parser.add_argument("--edgetpu", action="store_true", help="run the liveness model on a Coral Edge TPU")
     parser.add_argument("--detector", type=str, choices=("short", "full"), default="short",
@@ -436,7 +440,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
                         help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT), "
                         "mediapipe or litert")
-    parser.add_argument("--smoothing", type=int, default=5, help="frames whose scores are averaged per face")
+    parser.add_argument("--smoothing", type=int, default=None,
+                        help="frames whose scores are averaged per face (shown; never grants live); "
+                        "None: 5 for a camera, video, stream or folder, 1 for one still image")
+    parser.add_argument("--live-frames", type=int, default=None, metavar="K",
+                        help="consecutive frames of one face, each at or above the threshold, before it is "
+                        f"live; None: {DEFAULT_LIVE_FRAMES} for a camera, video, stream or folder, 1 for one "
+                        "still image")
     parser.add_argument("--headless", action="store_true", help="no window: one JSON line per frame on stdout")
     parser.add_argument("--output", type=str, default=None, metavar="VIDEO",
                         help="also write the annotated frames to this .mp4 (mp4v); None: no video")
@@ -449,9 +459,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Validates flag values; raises ValueError naming the flag and the value received."""
-    if args.threshold is not None and not (0.0 <= args.threshold <= 1.0 and math.isfinite(args.threshold)):
-        raise ValueError(f"--threshold {args.threshold} is not in [0, 1]")
-    for flag, value in (("--smoothing", args.smoothing), ("--threads", args.threads),
+    if args.threshold is not None and not (0.0 < args.threshold < 1.0 and math.isfinite(args.threshold)):
+        raise ValueError(f"--threshold {args.threshold} is not strictly between 0 and 1")
+    for flag, value in (("--smoothing", args.smoothing), ("--live-frames", getattr(args, "live_frames", None)),
+                        ("--threads", args.threads),
                         ("--max-frames", args.max_frames), ("--width", args.width), ("--height", args.height)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} {value} is not >= 1")
@@ -462,15 +473,23 @@ def pipeline_from_args(args: argparse.Namespace, source: Any) -> Any:
     """The :class:`~tla_edge.pipeline.Pipeline` the ``demo`` flags describe, for ``source``.
 
     Several ``--model`` are fused by averaging; none means the bundled model.
-    Still images get an image-mode detector, streams a video-mode one.
+    One still image gets an image-mode detector and is judged alone
+    (smoothing 1, one live frame, unless the flags say otherwise); streams and
+    folders get a video-mode one, 5 frames of smoothing and ``DEFAULT_LIVE_FRAMES``.
     """
     from tla_edge.pipeline import Pipeline
 
     models = args.model or [None]
+    still = source.kind == "image"
+    smoothing = args.smoothing if args.smoothing is not None else (1 if still else 5)
+    live_frames = getattr(args, "live_frames", None)
+    if live_frames is None:
+        live_frames = 1 if still else DEFAULT_LIVE_FRAMES
     return Pipeline(
         models if len(models) > 1 else models[0],
         threshold=args.threshold,
-        smoothing=args.smoothing,
+        smoothing=smoothing,
+        live_frames=live_frames,
         num_threads=args.threads,
         edgetpu=args.edgetpu,
         detector_model=args.detector,

@@ -372,7 +372,7 @@ def evaluate_raw(args: argparse.Namespace, scorers: Sequence[Scorer]) -> Evaluat
     detector = FaceDetector(args.detector, mode="image", policy="largest", num_threads=args.num_threads,
                             backend=args.detector_backend)
     try:
-        pipe = Pipeline([s.liveness for s in scorers], detector, threshold=threshold, smoothing=1)
+        pipe = Pipeline([s.liveness for s in scorers], detector, threshold=threshold, smoothing=1, live_frames=1)
         with Progress(len(records), "evaluate", unit="img", enabled=not args.quiet) as bar:
             for rec, rgb in _prefetch(lambda r: datasets.read_image_rgb(r.path), records):
                 source = _display_source(rec.path, args.data)

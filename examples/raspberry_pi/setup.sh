@@ -120,7 +120,7 @@ try:
     detector = FaceDetector("short", mode="image")
     model = LivenessModel(model_path)
     load_ms = (time.perf_counter() - t0) * 1e3
-    with Pipeline(model, detector, smoothing=1) as pipe, open_source(frames[0]) as source:
+    with Pipeline(model, detector, smoothing=1, live_frames=1) as pipe, open_source(frames[0]) as source:
         for frame in source:
             result = pipe.process(frame.rgb)
     detector.close()
