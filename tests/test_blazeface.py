@@ -9,6 +9,7 @@ MediaPipe where it is installed.
 from __future__ import annotations
 
 import importlib.util
+import re
 
 import numpy as np
 import pytest
@@ -300,3 +301,25 @@ def test_bundled_model_files_match_their_configs():
     for name, config in (("short", bf.SHORT_RANGE), ("full", bf.FULL_RANGE)):
         det = bf.BlazeFaceLiteRT(bundled_detector_path(name))
         assert det.config == config and det.anchors.shape == (config.num_boxes, 2)
+
+
+# --- tla-edge info on the bundled detectors -----------------------------------------------
+
+
+def test_info_reports_the_bundled_detectors_and_what_an_edgetpu_one_needs():
+    from tla_edge import info
+    from tla_edge.assets import default_liveness_model
+
+    for name, anchors in (("short", 896), ("full", 2304)):
+        d = info.describe(name)
+        assert d["path"].endswith(faces.BUNDLED_MODELS[name])
+        assert not d["edgetpu"]["ready"]
+        det = d["detector"]
+        assert det["anchors"] == anchors and det["full_integer"] is False
+        assert det["backends"] == ["mediapipe", "litert"]
+        assert det["edgetpu"].startswith("needs a full-integer model")
+        # one line for all the fp16 weights' DEQUANTIZE ops, not one line each
+        dequant = [r for r in d["edgetpu"]["reasons"] if "DEQUANTIZE op" in r]
+        assert len(dequant) == 2 and re.match(r"\d+ more DEQUANTIZE ops inside the graph", dequant[1])
+        assert "detector   BlazeFace" in info.format_report(d)
+    assert info.describe(default_liveness_model())["detector"] is None

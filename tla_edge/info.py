@@ -4,8 +4,13 @@ float tensors, tla-edge metadata, file size and the Edge TPU verdict with reason
 Reads the file's FlatBuffer directly: no TFLite runtime or TensorFlow is
 needed, and a model compiled for the Edge TPU can be inspected without one.
 
+A BlazeFace face detector (the bundled ``short`` and ``full`` can be named
+as they are) gets a ``detector`` section: its layout, the backends that run
+it, and what an Edge TPU detector would need.
+
 Examples:
   tla-edge info model_int8.tflite
+  tla-edge info short                               # the bundled face detector
   tla-edge info model_int8.tflite --json > model_int8.info.json
   tla-edge info model_int8.tflite --check-edgetpu   # exit 1 unless Edge TPU ready
 """
@@ -20,11 +25,14 @@ from typing import Any
 
 from tla_edge import metadata as metadata_lib
 from tla_edge import tflite_info
+from tla_edge.assets import ASSETS_DIR
+from tla_edge.faces import BUNDLED_MODELS as BUNDLED_DETECTORS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``info`` flags."""
-    parser.add_argument("model", type=Path, metavar="MODEL.tflite", help="the TFLite model to inspect")
+    parser.add_argument("model", type=Path, metavar="MODEL.tflite",
+                        help="the TFLite model to inspect; 'short' or 'full' for a bundled face detector")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument(
         "--check-edgetpu",
@@ -41,14 +49,17 @@ def describe(path: str | Path) -> dict[str, Any]:
 
     Returns:
       :meth:`ModelInfo.to_dict` plus ``sha256``, ``metadata`` (the tla-edge
-      metadata dict or None), ``metadata_source`` and ``edgetpu``
-      (``{"ready", "reasons", "notes"}``).
+      metadata dict or None), ``metadata_source``, ``edgetpu``
+      (``{"ready", "reasons", "notes"}``) and ``detector`` (see
+      :func:`detector_section`; None for a model that is not BlazeFace).
 
     Raises:
       FileNotFoundError: the file does not exist.
       ValueError: it is a directory, not a TFLite model, or damaged.
     """
     path = Path(path)
+    if not path.exists() and str(path) in BUNDLED_DETECTORS:
+        path = ASSETS_DIR / BUNDLED_DETECTORS[str(path)]
     if path.is_dir():
         raise ValueError(f"model '{path}' is a directory; expected a .tflite file")
     try:
@@ -64,7 +75,55 @@ def describe(path: str | Path) -> dict[str, Any]:
     out["metadata"] = meta
     out["metadata_source"] = source
     out["edgetpu"] = {"ready": verdict.ready, "reasons": verdict.reasons, "notes": verdict.notes}
+    out["detector"] = detector_section(info, verdict.ready)
     return out
+
+
+def detector_section(info: tflite_info.ModelInfo, edgetpu_ready: bool) -> dict[str, Any] | None:
+    """What ``info`` says about a BlazeFace face detector; None for any other model.
+
+    A model is BlazeFace when its input and its two outputs (regressors
+    ``[1, N, 16]``, scores ``[1, N, 1]``) match a layout of
+    :mod:`tla_edge.blazeface`.
+
+    Returns:
+      ``{"layout", "anchors", "backends", "full_integer", "edgetpu"}``:
+      ``edgetpu`` says how the detector runs on a Coral, or what it would need.
+    """
+    from tla_edge import blazeface
+
+    if len(info.inputs) != 1 or len(info.outputs) != 2:
+        return None
+    shape = tuple(info.inputs[0].shape)
+    outs = sorted((tuple(t.shape) for t in info.outputs), key=lambda s: s[-1])
+    for config in blazeface.CONFIGS:
+        n, side = config.num_boxes, config.input_size
+        if shape == (1, side, side, 3) and outs == [(1, n, 1), (1, n, 16)]:
+            break
+    else:
+        return None
+    full_integer = not info.float_activations and not info.float_constants
+    fp16 = any(t.dtype == "float16" for t in info.tensors)
+    name = "short range" if config == blazeface.SHORT_RANGE else "full range"
+    if edgetpu_ready:
+        edgetpu = ("ready for edgetpu_compiler; run the compiled model through LiteRT with the Edge TPU "
+                   "delegate (tla_edge.blazeface.BlazeFaceLiteRT(..., edgetpu=True)): MediaPipe Tasks has no "
+                   "Edge TPU delegate; anchors, decoding and NMS stay on the CPU")
+    else:
+        edgetpu = ("needs a full-integer model (int8 weights and activations, int8/uint8 input), which MediaPipe "
+                   "does not publish: it ships BlazeFace as float"
+                   + (" (float16 weights dequantized at run time)" if fp16 else "") + ". "
+                   "Quantize the float model with calibration frames, compile it with edgetpu_compiler, then run "
+                   "it through LiteRT with the Edge TPU delegate; until then the detector runs on the CPU "
+                   "(mediapipe or litert backend) beside a liveness model on the Edge TPU")
+    return {
+        "layout": f"BlazeFace {name}: {side}x{side} RGB input, {n} SSD anchors "
+                  f"(strides {', '.join(map(str, config.strides))}), 16 regressors + 1 score per anchor",
+        "anchors": n,
+        "backends": ["mediapipe", "litert"] if not full_integer else ["litert"],
+        "full_integer": full_integer,
+        "edgetpu": edgetpu,
+    }
 
 
 def _metadata(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -127,6 +186,10 @@ def format_report(d: dict[str, Any]) -> str:
     lines.append(f"Edge TPU   {'ready' if tpu['ready'] else 'NOT ready'}")
     lines += [f"  - {r}" for r in tpu["reasons"]]
     lines += [f"  note: {n}" for n in tpu["notes"]]
+    det = d.get("detector")
+    if det is not None:
+        lines.append(f"detector   {det['layout']}; backends: {', '.join(det['backends'])}")
+        lines.append(f"  Edge TPU: {det['edgetpu']}")
     return "\n".join(lines)
 
 

@@ -543,13 +543,18 @@ def edgetpu_readiness(info: ModelInfo) -> Readiness:
                     consumers[t].append((op, pos))
             for t in op.outputs:
                 producers[t] = op
-        for op in sg.operators:
-            if op.name == "DEQUANTIZE" and not all(t in sg.outputs for t in op.outputs):
-                reasons.append(
-                    f"DEQUANTIZE op #{op.index} is inside the graph (output "
-                    f"'{short_name(sg.tensors[op.outputs[0]].name)}' is not a model output); the Edge TPU "
-                    "allows it only at the output edge"
-                )
+        inner = [op for op in sg.operators
+                 if op.name == "DEQUANTIZE" and not all(t in sg.outputs for t in op.outputs)]
+        for op in inner[:1]:
+            reasons.append(
+                f"DEQUANTIZE op #{op.index} is inside the graph (output "
+                f"'{short_name(sg.tensors[op.outputs[0]].name)}' is not a model output); the Edge TPU "
+                "allows it only at the output edge"
+            )
+        if len(inner) > 1:
+            # An fp16 model has one per weight tensor: one line says it.
+            reasons.append(f"{len(inner) - 1} more DEQUANTIZE ops inside the graph, ops "
+                           + ", ".join(f"#{op.index}" for op in inner[1:6]) + (", ..." if len(inner) > 6 else ""))
         for t in sg.tensors:
             uses = consumers.get(t.index, [])
             if t.dtype in ("int8", "uint8"):
