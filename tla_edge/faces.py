@@ -57,10 +57,14 @@ DEFAULT_MIN_SCORE = 0.6
 MODES = ("image", "video")
 BACKENDS = ("auto", "mediapipe", "litert")
 """Detector backends: ``auto`` picks ``mediapipe`` where it runs, else ``litert``."""
-# ARMv8.2 features every core mediapipe 1.x runs on has (Cortex-A76, Pi 5) and
-# ARMv8.0 cores lack (Cortex-A72, Pi 4; A53, Pi 3 / Zero 2 W): its library
-# stops with SIGILL there, on import or on the first frame.
-ARMV82_FEATURES = frozenset({"atomics", "asimddp"})
+# The CPU features (/proc/cpuinfo names) mediapipe 1.x's arm64 library checks
+# for when it loads: ARMv8.2 with crypto (aes, sha2, crc, lse, dotprod, fp16,
+# rdm, rcpc). The Pi 5's Cortex-A76 has them all; ARMv8.0 cores (the Pi 4's
+# Cortex-A72, the A53 of a Pi 3 or Zero 2 W) lack most, and it stops there
+# with SIGILL.
+ARMV82_FEATURES = frozenset(
+    {"aes", "sha2", "crc32", "atomics", "asimddp", "fphp", "asimdhp", "asimdrdm", "lrcpc"}
+)
 POLICIES = ("largest", "all")
 KEYPOINT_NAMES = (
     "right_eye",
@@ -301,7 +305,7 @@ def _this_cpu_verdict() -> tuple[bool | None, str]:
     verdict = mediapipe_cpu_verdict(system, machine, features)
     if verdict is False:
         missing = ", ".join(sorted(ARMV82_FEATURES - features))
-        return False, f"{machine} CPU without the ARMv8.2 features {missing}"
+        return False, f"{machine} CPU without {missing}"
     return verdict, f"{machine} CPU"
 
 
