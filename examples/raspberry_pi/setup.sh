@@ -16,17 +16,22 @@ EDGETPU=0
 SYSTEM_SITE=auto
 CHECK=1
 PYTHON=${PYTHON:-python3}
-# What MediaPipe's native libraries load; Raspberry Pi OS Lite lacks them.
-APT_PACKAGES=(python3-venv python3-pip libgl1 libglib2.0-0 libxcb1 libegl1 libgles2)
-SONAMES=(libGL.so.1 libglib-2.0.so.0 libxcb.so.1 libEGL.so.1 libGLESv2.so.2)
+# What OpenCV's and MediaPipe's native libraries load; Raspberry Pi OS Lite
+# lacks them. EGL and GLES are MediaPipe's only: added below where it runs.
+APT_PACKAGES=(python3-venv python3-pip libgl1 libglib2.0-0 libxcb1)
+SONAMES=(libGL.so.1 libglib-2.0.so.0 libxcb.so.1)
+# The arm64 CPU features (/proc/cpuinfo) mediapipe 1.x needs (tla_edge.faces.ARMV82_FEATURES):
+# a Pi 5 (Cortex-A76) has them; a Pi 4 (Cortex-A72, ARMv8.0) does not, and its
+# face detector runs through LiteRT instead (the same BlazeFace, same boxes).
+MEDIAPIPE_FEATURES=(aes sha2 crc32 atomics asimddp fphp asimdhp asimdrdm lrcpc)
 
 usage() {
     cat <<EOF
 usage: $0 [--venv DIR] [--apt] [--edgetpu] [--system-site-packages | --no-system-site-packages] [--skip-check]
 
   --venv DIR                  where to create the virtual environment (default: $VENV)
-  --apt                       install the system packages MediaPipe needs with sudo apt-get:
-                              ${APT_PACKAGES[*]}
+  --apt                       install the system packages OpenCV and MediaPipe need with sudo apt-get:
+                              ${APT_PACKAGES[*]} (+ libegl1 libgles2 where MediaPipe runs)
   --edgetpu                   also check that the Coral Edge TPU delegate loads (libedgetpu1-std, see README)
   --system-site-packages      let the venv see apt's python3-picamera2 (default: when picamera2 is installed)
   --no-system-site-packages   an isolated venv even when picamera2 is installed
@@ -55,7 +60,26 @@ command -v "$PYTHON" >/dev/null || die "'$PYTHON' not found; expected Python 3.1
 pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 case "$pyver" in 3.10|3.11|3.12) ;; *) die "$PYTHON is Python $pyver; expected 3.10, 3.11 or 3.12 (set PYTHON=python3.11)" ;; esac
 say "$(uname -m), Python $pyver, $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
-[[ $(uname -m) == armv7l ]] && die "this is a 32-bit OS (armv7l); mediapipe and ai-edge-litert need 64-bit Raspberry Pi OS (aarch64)"
+[[ $(uname -m) == armv7l ]] && die "this is a 32-bit OS (armv7l); ai-edge-litert needs 64-bit Raspberry Pi OS (aarch64)"
+
+# --- the face detector backend this board gets
+BACKEND=mediapipe
+cpu_features=$(grep -m1 '^Features' /proc/cpuinfo 2>/dev/null | cut -d: -f2 || true)
+if [[ $(uname -m) == aarch64 && -n $cpu_features ]]; then
+    lacking=()
+    for f in "${MEDIAPIPE_FEATURES[@]}"; do
+        [[ " $cpu_features " == *" $f "* ]] || lacking+=("$f")
+    done
+    if ((${#lacking[@]} > 0)); then
+        BACKEND=litert
+        say "this CPU lacks ${lacking[*]}: mediapipe 1.x cannot run on it (a Pi 4's Cortex-A72);" \
+            "the face detector will run through LiteRT (--detector-backend auto picks it)"
+    fi
+fi
+if [[ $BACKEND == mediapipe ]]; then
+    APT_PACKAGES+=(libegl1 libgles2)
+    SONAMES+=(libEGL.so.1 libGLESv2.so.2)
+fi
 
 # --- system libraries
 if [[ $APT == 1 ]]; then
@@ -102,7 +126,7 @@ import time
 
 try:
     from tla_edge import __version__, assets
-    from tla_edge.faces import FaceDetector
+    from tla_edge.faces import FaceDetector, auto_backend
     from tla_edge.interpreter import LivenessModel, import_runtime, load_edgetpu_delegate
     from tla_edge.pipeline import Pipeline
     from tla_edge.sources import list_images, open_source
@@ -129,7 +153,7 @@ except Exception as err:  # noqa: BLE001 - the self-check reports, never traceba
 
 meta = model.meta
 print(f"self-check: tla-edge {__version__} on {platform.machine()}, Python {platform.python_version()}, runtime {runtime.name}")
-print(f"  face detector : short range (bundled), loaded")
+print(f"  face detector : short range (bundled), backend {detector.backend} ({auto_backend()[1]})")
 print(f"  liveness model: {model_path.name} {meta.input_size[0]}x{meta.input_size[1]}, "
       f"crop x{meta.crop_scale}, threshold {meta.threshold:.3f} (loaded in {load_ms:.0f} ms with the detector)")
 score = "-" if result.raw_score is None else f"{result.raw_score:.3f}"
