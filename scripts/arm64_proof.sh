@@ -16,24 +16,27 @@
 # Until the bundled liveness model exists the run proves face detection only
 # (mode "detector"): same frames, same report, decisions "face" / "no_face".
 #
-# Not part of CI: it needs root (chroot, mounts), network access to the Debian
-# mirror and the package index, and minutes to tens of minutes under qemu.
+# Not part of CI: it needs root (chroot, mounts), network access to a Debian
+# mirror (the host's apt sources on a Debian host, else debootstrap's default;
+# --mirror to choose) and the package index, and minutes to tens of minutes
+# under qemu.
 set -euo pipefail
 # The whole script is one block, parsed before it runs, so editing this file
 # while it runs (it takes a while) cannot change what the running copy does.
 {
 
-ROOT=/work/arm64-root
-X86_VENV=/work/arm64-proof-x86-venv
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Next to the checkout, never inside it.
+ROOT=$(dirname "$REPO")/arm64-root
+X86_VENV=$(dirname "$REPO")/arm64-proof-x86-venv
 FRAMES=""
 MODEL=""
 CPU=cortex-a76
 OUT=""
 FORCE=0
 WORKTREE=0
-MIRROR=http://deb.debian.org/debian
+MIRROR=""
 PACKAGES=python3,python3-venv,python3-pip,libgl1,libglib2.0-0,libxcb1,libegl1,libgles2,ca-certificates
-REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 usage() {
     cat <<EOF
@@ -48,7 +51,8 @@ usage: $0 [--root DIR] [--x86-venv DIR] [--frames DIR] [--model FILE] [--cpu NAM
   --out FILE       report (default: $REPO/benchmarks/results/arm64_qemu_proof.json)
   --force          overwrite an existing report
   --worktree       copy tracked + untracked (not ignored) files instead of HEAD
-  --mirror URL     Debian mirror for debootstrap (default: $MIRROR)
+  --mirror URL     Debian mirror for debootstrap (default: the host's apt sources on a Debian
+                   host, else debootstrap's own default)
 EOF
 }
 
@@ -103,13 +107,24 @@ grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 2>/dev/null \
     || die "binfmt handler qemu-aarch64 is not enabled; expected 'enabled' in /proc/sys/fs/binfmt_misc/qemu-aarch64"
 
 # --- 2. the arm64 root (once) -------------------------------------------------
+# The Debian archive the host's apt already uses (a .../debian URI in its
+# sources), so the root comes from the same mirror; nothing on a non-Debian host.
+host_debian_mirror() {
+    [[ $(. /etc/os-release 2>/dev/null && echo "${ID:-}") == debian ]] || return 0
+    {
+        grep -hE '^[[:space:]]*deb[[:space:]]' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | sed -E 's/\[[^]]*\]//' | awk '{print $2}'
+        grep -hE '^[[:space:]]*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{for (i = 2; i <= NF; i++) print $i}'
+    } | grep -E '^https?://[^ ]+/debian/?$' | head -n 1 || true
+}
+[[ -n $MIRROR ]] || MIRROR=$(host_debian_mirror)
 mkdir -p "$ROOT"
 exec 9>"$ROOT.lock"
 flock -n 9 || die "another arm64_proof.sh is using '$ROOT' (lock '$ROOT.lock'); wait for it to finish"
 if [[ ! -e $ROOT/.tla-edge-bootstrapped ]]; then
-    step "debootstrap bookworm arm64 into $ROOT (tens of minutes under qemu)"
+    step "debootstrap bookworm arm64 into $ROOT from ${MIRROR:-the debootstrap default mirror} (tens of minutes under qemu)"
     nice -n 10 debootstrap --arch=arm64 --variant=minbase --include="$PACKAGES" \
-        bookworm "$ROOT" "$MIRROR" >&2
+        bookworm "$ROOT" ${MIRROR:+"$MIRROR"} >&2
     touch "$ROOT/.tla-edge-bootstrapped"
 fi
 # MediaPipe's XNNPACK reads the CPU list from sysfs. Bind-mounting the host's
