@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tla_edge.metadata import ModelMetadata
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_LIVENESS_MODEL = ASSETS_DIR / "liveness_mnv2_int8.tflite"
 SAMPLES_DIR = ASSETS_DIR / "samples"
+# Float Keras weights of the default model (the whole model, head included):
+# ``tla-edge train CROPS --weights default`` fine-tunes from them.
+DEFAULT_LIVENESS_WEIGHTS = ASSETS_DIR / "liveness_default.weights.h5"
 
 
 def default_liveness_model() -> Path:
@@ -21,6 +28,30 @@ def default_liveness_model() -> Path:
             "reinstall tla-edge or pass --model"
         )
     return DEFAULT_LIVENESS_MODEL
+
+
+def default_liveness_weights() -> tuple[Path, "ModelMetadata"]:
+    """The default model's float weights and the bundled model's metadata.
+
+    The metadata says what to build around the weights: ``architecture``,
+    ``input_size``, ``crop_scale`` and ``extra["alpha"]``.
+
+    Raises:
+      UserError: the weights file is not installed.
+    """
+    from tla_edge import metadata
+    from tla_edge.errors import UserError
+
+    if not DEFAULT_LIVENESS_WEIGHTS.is_file():
+        raise UserError(
+            f"the default model's float weights '{DEFAULT_LIVENESS_WEIGHTS.name}' are not installed "
+            f"(looked in {DEFAULT_LIVENESS_WEIGHTS.parent}); reinstall tla-edge, or pass --weights none, "
+            "imagenet or a .weights.h5 file"
+        )
+    meta = metadata.load(default_liveness_model())
+    if meta is None:
+        raise UserError(f"bundled model '{DEFAULT_LIVENESS_MODEL}' has no metadata; reinstall tla-edge")
+    return DEFAULT_LIVENESS_WEIGHTS, meta
 
 
 def sample_frames_dir() -> Path:

@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", type=int, default=None,
                         help="model input side in pixels (default: the crops' size; else crops are resized)")
     parser.add_argument("--weights", type=str, default="imagenet",
-                        help="'imagenet', 'none' (train from scratch) or a .weights.h5 file")
+                        help="'imagenet', 'none' (train from scratch), 'default' (fine-tune the bundled model: "
+                        "its architecture, width, input size and crop scale, and a short recipe) or a .weights.h5 file")
     parser.add_argument("--scale", type=float, default=None,
                         help="crop scale to train on (needed when CROPS holds several)")
     val = parser.add_mutually_exclusive_group()
@@ -62,9 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="hold out these comma-separated subjects for validation")
     val.add_argument("--val-random", type=float, default=None, metavar="FRACTION",
                      help="random frame split with this validation fraction (leaks; debugging only)")
-    parser.add_argument("--epochs", type=int, default=10,
-                        help="phase-1 epochs (head on cached features), or all epochs with --weights none")
-    parser.add_argument("--fine-tune-epochs", type=int, default=10, help="phase-2 epochs (0: skip phase 2)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="phase-1 epochs (head on cached features), or all epochs with --weights none "
+                        "(None: 10; 2 with --weights default)")
+    parser.add_argument("--fine-tune-epochs", type=int, default=None,
+                        help="phase-2 epochs, 0 skips phase 2 (None: 10; 3 with --weights default)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--lr", type=float, default=None,
                         help="phase-1 learning rate (default 1e-4; from scratch 1e-3 RMSprop / 1e-2 SGD)")
@@ -344,6 +347,44 @@ def _save_keras(model: Any, path: Path) -> None:
                 named.unlink()
 
 
+# Epochs when none are given: the full recipe, and the short fine-tune of the
+# bundled model (its head and base already fit liveness; a few epochs at the
+# transfer rates, 1e-4 then 1e-5, adapt it without forgetting).
+EPOCHS = {"epochs": 10, "fine_tune_epochs": 10}
+DEFAULT_WEIGHTS_EPOCHS = {"epochs": 2, "fine_tune_epochs": 3}
+
+
+def resolve_default_weights(args: argparse.Namespace) -> None:
+    """Fills unset epochs; turns ``--weights default`` into the bundled file and its model's settings.
+
+    Raises:
+      UserError: the weights are not installed, or ``--arch`` contradicts them.
+    """
+    default = args.weights.strip().lower() == "default"
+    for name, value in (DEFAULT_WEIGHTS_EPOCHS if default else EPOCHS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if not default:
+        return
+    from tla_edge.assets import default_liveness_weights
+
+    path, meta = default_liveness_weights()
+    if args.arch != meta.architecture:
+        raise UserError(
+            f"--weights default is a {meta.architecture} model; --arch {args.arch} cannot start from it"
+        )
+    args.weights = str(path)
+    args.alpha = float(meta.extra.get("alpha", args.alpha))
+    args.input_size = int(meta.input_size[0])
+    if args.scale is None:
+        args.scale = float(meta.crop_scale)
+    print(
+        f"tla-edge train: --weights default: {meta.architecture} alpha {args.alpha:g}, input "
+        f"{args.input_size}, crop scale {args.scale:g}, {args.epochs} + {args.fine_tune_epochs} epochs",
+        file=sys.stderr,
+    )
+
+
 def _check_args(args: argparse.Namespace) -> None:
     for name in ("epochs", "fine_tune_epochs", "patience", "fine_tune_at"):
         if getattr(args, name) < 0:
@@ -365,6 +406,7 @@ def run(args: argparse.Namespace) -> int:
     from tla_edge import datasets, metrics, models
     from tla_edge.metadata import ModelMetadata
 
+    resolve_default_weights(args)
     _check_args(args)
     out = fileio.check_writable(args.out, args.force)
     weights: str | None = None if args.weights.lower() in ("none", "") else args.weights
