@@ -112,14 +112,21 @@ def test_refuses_to_overwrite_without_force(crops, tiny_tflite, tmp_path, capsys
     assert err.startswith(f"tla-edge evaluate: error: output folder '{out}' already holds metrics.json")
     assert err.endswith("pass --force to overwrite them")
     assert (out / "metrics.json").read_text() == before
-    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", "0", "--force") == 0
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", "1e-9", "--force") == 0
     m = json.loads((out / "metrics.json").read_text())
-    # every score is >= 0: every attack accepted, no bona fide rejected
-    assert m["threshold"] == 0.0 and m["threshold_source"] == "--threshold"
+    # every score is >= 1e-9: every attack accepted, no bona fide rejected
+    assert m["threshold"] == 1e-9 and m["threshold_source"] == "--threshold"
     assert m["apcer"] == 1.0 and m["bpcer"] == 0.0
+    for bad in ("0", "1", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", bad, "--force")
+        assert f"--threshold: '{bad}' is not strictly between 0 and 1" in capsys.readouterr().err
 
 
-def test_keras_matches_float_tflite_and_fusion_averages(crops, tiny_tflite, keras_dir, tmp_path):
+def test_keras_matches_float_tflite_and_fusion_averages(crops, tiny_tflite, keras_dir, tmp_path, capsys):
+    def last_err() -> str:
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
     assert run_cli(crops, "--model", keras_dir / "model.keras", "--out", tmp_path / "k") == 0
     assert run_cli(crops, "--model", tiny_tflite["float"], "--out", tmp_path / "f") == 0
     assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", tmp_path / "i") == 0
@@ -127,7 +134,11 @@ def test_keras_matches_float_tflite_and_fusion_averages(crops, tiny_tflite, kera
     f = np.array([float(r["score"]) for r in read_scores(tmp_path / "f")])
     i8 = np.array([float(r["score"]) for r in read_scores(tmp_path / "i")])
     np.testing.assert_allclose(k, f, atol=1e-5)
-    assert run_cli(crops, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"], "--out", tmp_path / "fused") == 0
+    # two models without a stored fusion threshold: never the mean of their own thresholds
+    assert run_cli(crops, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"], "--out", tmp_path / "x") == 2
+    assert "carry no common fusion threshold" in last_err() and not (tmp_path / "x").exists()
+    assert run_cli(crops, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"], "--threshold", "0.5",
+                   "--out", tmp_path / "fused") == 0
     fused = np.array([float(r["score"]) for r in read_scores(tmp_path / "fused")])
     np.testing.assert_allclose(fused, (f + i8) / 2, atol=2e-6)
     m = json.loads((tmp_path / "fused" / "metrics.json").read_text())
@@ -207,13 +218,54 @@ def test_raw_frames_through_the_pipeline(nuaa_dir, tiny_tflite, tmp_path):
     assert run_cli(data, "--raw", "--model", tiny_tflite["int8"], "--out", out) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert REQUIRED_KEYS <= set(m)
-    # the faceless frame counts as a rejected bona fide sample and is reported apart
-    assert m["n_real"] == 4 and m["n_attack"] == 3
-    assert m["no_face"] == 1 and m["no_face_by_reason"] == {"no_face": 1}
-    assert m["no_face_per_class"] == {"real": 1, "attack": 0}
+    # ISO/IEC 30107-3: the faceless frame is a bona fide non-response, reported apart,
+    # outside BPCER; the end-to-end figure counts it as a rejection
+    assert m["n_real"] == 3 and m["n_attack"] == 3
+    assert m["no_face"] == 1
+    nr = m["non_response"]
+    assert (nr["bona_fide"]["presentations"], nr["bona_fide"]["non_responses"]) == (4, 1)
+    assert nr["bona_fide"]["by_reason"]["no_face"] == {"count": 1, "rate": 0.25}
+    assert nr["attack"]["non_responses"] == 0 and nr["attack"]["presentations"] == 3
     assert m["corrupt"] == 1 and m["corrupt_files"] == ["attack/print/broken.jpg"]
     rows = {r["source"]: r for r in read_scores(out)}
-    assert rows["real/grey.png"]["decision"] == "no_face" and float(rows["real/grey.png"]["score"]) == 0.0
+    assert rows["real/grey.png"]["decision"] == "no_face" and rows["real/grey.png"]["score"] == ""
     assert {r["decision"] for k, r in rows.items() if k != "real/grey.png"} <= {"live", "spoof"}
-    assert m["bpcer"] >= 0.25  # the faceless bona fide frame is always rejected
+    scored = [(float(r["score"]), r["label"]) for r in rows.values() if r["score"]]
+    bona = [sc for sc, lab in scored if lab == "real"]
+    assert m["bpcer"] == pytest.approx(sum(sc < m["threshold"] for sc in bona) / 3)
+    e2e = m["end_to_end_non_response_as_rejection"]
+    assert e2e["bpcer"] == pytest.approx((sum(sc < m["threshold"] for sc in bona) + 1) / 4)
+    assert e2e["apcer"] == pytest.approx(m["apcer"])  # no attack non-response here
     assert cv2.imread(str(out / "worst_errors.png")) is not None
+    report = (out / "report.md").read_text()
+    assert "over processed presentations" in report and "non-response counted as a rejection" in report
+
+
+def test_missed_attacks_do_not_flatter_apcer_or_auc():
+    """Attacks the detector misses are attack non-responses, not 0.0 scores that improve AUC and APCER."""
+    import types
+
+    from tla_edge import evaluate as ev_lib
+
+    ev = ev_lib.Evaluated()
+    rows = [  # (label, score, decision)
+        (1, 0.9, "live"), (1, 0.4, "spoof"), (1, None, "face_rotated"),
+        (0, 0.7, "live"), (0, 0.1, "spoof"), (0, None, "no_face"), (0, None, "no_face"), (0, None, "error"),
+    ]
+    for i, (y, score, decision) in enumerate(rows):
+        ev.add(f"f{i}.jpg", y, "print", "0001", "01", score, decision)
+    args = types.SimpleNamespace(threshold=0.5, data=Path("data"), split=None, sessions=None, limit=None)
+    scorer = types.SimpleNamespace(path=Path("m.tflite"), describe=lambda: {"path": "m.tflite"})
+    m = ev_lib.build_report(ev, 0.5, [scorer], args, raw=True)
+    # over processed presentations: bona fide 0.9, 0.4; attacks 0.7, 0.1
+    assert (m["n_real"], m["n_attack"]) == (2, 2)
+    assert m["apcer"] == 0.5 and m["bpcer"] == 0.5
+    assert m["auc"] == 0.75  # pairs (0.9>0.7, 0.9>0.1, 0.4<0.7, 0.4>0.1); scoring misses 0.0 would give 0.875
+    assert m["no_face"] == 2  # only missing faces
+    assert m["non_response"]["attack"]["non_responses"] == 3
+    assert m["non_response"]["attack"]["by_reason"]["error"]["count"] == 1
+    assert m["non_response"]["bona_fide"]["by_reason"]["face_rotated"]["count"] == 1
+    e2e = m["end_to_end_non_response_as_rejection"]
+    assert e2e["apcer"] == pytest.approx(1 / 5) and e2e["bpcer"] == pytest.approx(2 / 3)
+    text = ev_lib.format_summary(m, "out")
+    assert "| no_face | 2 (40.00 %) | 0 (0.00 %) |" in text and "| face_rotated | 0 (0.00 %) | 1 (33.33 %) |" in text

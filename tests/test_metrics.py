@@ -159,3 +159,60 @@ def test_eer_threshold_sits_in_the_middle_of_a_gap():
     rate, thr = metrics.eer(attack + live, [0, 0, 0, 1, 1, 1])
     expected = 1 / (1 + np.exp(-(np.log(0.3 / 0.7) + np.log(0.97 / 0.03)) / 2))  # ~0.786
     assert rate == 0.0 and thr == pytest.approx(expected) and 0.3 < thr < 0.97
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auc_roc_and_eer_agree_with_scikit_learn(seed):
+    sk = pytest.importorskip("sklearn.metrics", reason="the cross-check needs scikit-learn (the 'dev' extra)")
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 400)
+    scores = np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1).round(2)  # rounded: many ties
+    assert metrics.auc(scores, labels) == pytest.approx(sk.roc_auc_score(labels, scores), abs=1e-12)
+    fpr, tpr, thr = sk.roc_curve(labels, scores, drop_intermediate=False)
+    roc = metrics.roc_curve(scores, labels)
+    for f, t, th in zip(fpr[1:], tpr[1:], thr[1:]):  # sklearn accepts score >= th, as we do
+        i = int(np.flatnonzero(roc.thresholds == th)[0])
+        assert roc.far[i] == pytest.approx(f) and roc.frr[i] == pytest.approx(1 - t)
+    # EER from scikit-learn's curve: where FPR and FNR cross, interpolated linearly
+    fnr = 1 - tpr
+    d = fpr - fnr  # thresholds descending: from -1 (none accepted) up to +1
+    j = int(np.flatnonzero(np.diff(np.sign(d)) != 0)[0])
+    if d[j + 1] == 0:
+        expected = fpr[j + 1]
+    else:
+        a = d[j] / (d[j] - d[j + 1])
+        expected = fpr[j] + a * (fpr[j + 1] - fpr[j])
+    assert metrics.eer(scores, labels)[0] == pytest.approx(expected, abs=1e-12)
+
+
+def test_non_response_rates_by_class_and_reason():
+    labels = [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    reasons = [None, "no_face", "no_face", "error", None, None, "face_rotated", None, "face_too_small"]
+    nr = metrics.non_response_rates(labels, reasons)
+    assert nr["attack"]["presentations"] == 4 and nr["attack"]["non_responses"] == 3
+    assert nr["attack"]["rate"] == 0.75
+    assert nr["attack"]["by_reason"]["no_face"] == {"count": 2, "rate": 0.5}
+    assert nr["attack"]["by_reason"]["error"] == {"count": 1, "rate": 0.25}
+    assert nr["attack"]["by_reason"]["face_rotated"] == {"count": 0, "rate": 0.0}
+    assert nr["bona_fide"]["non_responses"] == 2 and nr["bona_fide"]["rate"] == 0.4
+    assert nr["bona_fide"]["by_reason"]["face_rotated"] == {"count": 1, "rate": 0.2}
+    assert nr["bona_fide"]["by_reason"]["face_too_small"] == {"count": 1, "rate": 0.2}
+    assert list(nr["bona_fide"]["by_reason"]) == list(metrics.NON_RESPONSE_REASONS)
+    with pytest.raises(ValueError, match=r"2 reasons for 3 labels"):
+        metrics.non_response_rates([0, 1, 1], [None, None])
+
+
+def test_end_to_end_counts_a_non_response_as_a_rejection():
+    # attacks: print 0.9 (accepted), print missed by the detector, replay 0.2; bona fide: 0.8, 0.3, no face
+    scores = [0.9, np.nan, 0.2, 0.8, 0.3, np.nan]
+    labels = [0, 0, 0, 1, 1, 1]
+    species = ["print", "print", "replay", "", "", ""]
+    processed = [True, False, True, True, True, False]
+    e = metrics.end_to_end_rates(scores, labels, species, processed, 0.5)
+    assert e["apcer_per_species"] == {"print": 0.5, "replay": 0.0} and e["apcer"] == 0.5
+    assert e["bpcer"] == pytest.approx(2 / 3) and e["acer"] == pytest.approx((0.5 + 2 / 3) / 2)
+    # ISO over processed presentations only: print 1 of 1 accepted, BPCER 1 of 2
+    done = np.array(processed)
+    iso = metrics.error_rates(np.array(scores)[done], np.array(labels)[done],
+                              [s for s, d in zip(species, done) if d], 0.5)
+    assert iso["apcer_per_species"] == {"print": 1.0, "replay": 0.0} and iso["bpcer"] == 0.5

@@ -37,3 +37,14 @@ def probability(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text!r} is not in [0, 1]")
     return value
+
+
+def threshold(text: str) -> float:
+    """A decision threshold: a number strictly between 0 and 1 (0 makes every face live, 1 none)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not strictly between 0 and 1")
+    return value

@@ -5,9 +5,14 @@ holds such a manifest.csv): each model scores the crops of its own crop scale,
 which must have its input size. With --raw (implied by --layout
 nuaa|folder|csv), DATA is a raw dataset and every frame goes through the
 device pipeline (face detector in image mode, crop, .tflite model, no
-smoothing); frames without a usable face count as rejected and are reported
-apart as ``no_face``. Several --model values are fused by averaging their
-scores (two-scale fusion).
+smoothing). As ISO/IEC 30107-3 asks, APCER, BPCER, ACER, EER and AUC are over
+the presentations the system processed; a frame without a usable face (no
+face, too small, cut off, rotated) or with a model error is a non-response,
+reported apart by class and reason (``non_response``), and an end-to-end
+figure counts it as a rejection (``end_to_end_non_response_as_rejection``).
+Several --model values are fused by averaging their scores (two-scale
+fusion); their threshold is --threshold or the fused threshold stored in
+their metadata, never the mean of their own.
 
 Writes to --out: metrics.json, report.md, scores.csv, roc.png, det.png,
 hist.png, confusion.png and worst_errors.png (crops of the data: keep the
@@ -20,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import collections
 import csv
 import io
 import os
@@ -75,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sessions", type=str, default=None, help="keep only these sessions, comma-separated, e.g. 02 (None: every session)"
     )
     parser.add_argument(
-        "--threshold", type=argtypes.probability, default=None, help="decision threshold (None: the model metadata's)"
+        "--threshold", type=argtypes.threshold, default=None,
+        help="decision threshold, strictly between 0 and 1 (None: the model metadata's; required for a .tflite "
+        "without tla-edge metadata and for several --model without a stored fusion threshold)"
     )
     parser.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report files")
     parser.add_argument("--force", action="store_true", help="overwrite report files in REPORT_DIR")
@@ -102,14 +108,19 @@ def run(args: argparse.Namespace) -> int:
             f"'{args.data}' is not a crops folder (no manifest.csv written by tla-edge prepare); "
             "expected a crops folder, or pass --raw to run the device pipeline on a raw dataset"
         )
-    scorers = [load_scorer(p, args.num_threads, args.batch_size, need_tflite=raw) for p in model_paths]
-    if raw:
-        ev = evaluate_raw(args, scorers)
-    else:
-        ev = evaluate_crops(args, scorers)
-    threshold = (
-        float(args.threshold) if args.threshold is not None else float(np.mean([s.meta.threshold for s in scorers]))
-    )
+    scorers: list[Scorer] = []
+    try:
+        for p in model_paths:
+            scorers.append(load_scorer(p, args.num_threads, args.batch_size, need_tflite=raw,
+                                       threshold=args.threshold))
+        threshold = _threshold_of(args, scorers)
+        if raw:
+            ev = evaluate_raw(args, scorers)
+        else:
+            ev = evaluate_crops(args, scorers)
+    finally:
+        for sc in scorers:
+            sc.close()
     report = build_report(ev, threshold, scorers, args, raw)
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     write_report(args.out, ev, report, args.worst)
@@ -180,6 +191,12 @@ class Scorer:
                 bar.update(1)
         return out
 
+    def close(self) -> None:
+        """Releases the interpreter (``.tflite``) or the Keras model."""
+        if self.liveness is not None:
+            self.liveness.close()
+        self._keras = None
+
     def describe(self) -> dict[str, Any]:
         """What metrics.json records about the model."""
         return {
@@ -194,8 +211,11 @@ class Scorer:
         }
 
 
-def load_scorer(path: Path, num_threads: int | None = None, batch_size: int = 64, need_tflite: bool = False) -> Scorer:
+def load_scorer(path: Path, num_threads: int | None = None, batch_size: int = 64, need_tflite: bool = False,
+                threshold: float | None = None) -> Scorer:
     """Opens a ``.tflite`` (LiteRT) or ``.keras`` (Keras, imported here) model with its metadata.
+
+    ``threshold`` (``--threshold``) lets a ``.tflite`` without tla-edge metadata be used.
 
     Raises:
       FileNotFoundError: the model or a ``.keras`` model's metadata.json is missing.
@@ -207,7 +227,7 @@ def load_scorer(path: Path, num_threads: int | None = None, batch_size: int = 64
     if suffix == ".tflite":
         from tla_edge.interpreter import LivenessModel
 
-        lm = LivenessModel(path, num_threads=num_threads)
+        lm = LivenessModel(path, num_threads=num_threads, threshold=threshold)
         return Scorer(path, lm.meta, "tflite", liveness=lm)
     if suffix != ".keras":
         raise ValueError(f"model '{path}' is not a .tflite or .keras file")
@@ -260,18 +280,26 @@ class Evaluated:
         self.thumbs: Any = None  # callable index -> RGB image, for the worst-errors grid
 
     def add(self, source, label, species, subject, session, score, decision) -> None:
-        """Appends one sample."""
+        """Appends one sample; ``score`` is None for a non-response (no usable face, model error)."""
         self.sources.append(str(source))
         self.labels.append(int(label))
         self.species.append(species if label == 0 else "")
         self.subjects.append(subject)
         self.sessions.append(session)
-        self.scores.append(float(score))
+        self.scores.append(float("nan") if score is None else float(score))
         self.decisions.append(decision)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """``(scores, labels, species)``."""
+        """``(scores, labels, species)`` of every sample; a non-response's score is NaN."""
         return np.asarray(self.scores, np.float64), np.asarray(self.labels, np.int64), list(self.species)
+
+    def processed(self) -> np.ndarray:
+        """True where the system processed the presentation (a live or spoof decision with a score)."""
+        return np.array([d in (LIVE, SPOOF) for d in self.decisions], bool)
+
+    def reasons(self) -> list[str | None]:
+        """Per sample: None when processed, else the non-response reason (the decision)."""
+        return [None if d in (LIVE, SPOOF) else d for d in self.decisions]
 
 
 def _spread(n: int, limit: int | None) -> np.ndarray:
@@ -335,9 +363,12 @@ def evaluate_crops(args: argparse.Namespace, scorers: Sequence[Scorer]) -> Evalu
 
 
 def _threshold_of(args: argparse.Namespace, scorers: Sequence[Scorer]) -> float:
+    """--threshold, else the model's own, else the fused threshold stored with several models."""
     if args.threshold is not None:
-        return float(args.threshold)
-    return float(np.mean([s.meta.threshold for s in scorers]))
+        return metadata_lib.check_threshold(args.threshold, "--threshold")
+    if len(scorers) == 1:
+        return float(scorers[0].meta.threshold)
+    return metadata_lib.fused_threshold([(s.path, s.meta) for s in scorers])
 
 
 def _filters_text(args: argparse.Namespace) -> str:
@@ -371,6 +402,7 @@ def evaluate_raw(args: argparse.Namespace, scorers: Sequence[Scorer]) -> Evaluat
     boxes: list[Any] = []
     detector = FaceDetector(args.detector, mode="image", policy="largest", num_threads=args.num_threads,
                             backend=args.detector_backend)
+    pipe = None
     try:
         pipe = Pipeline([s.liveness for s in scorers], detector, threshold=threshold, smoothing=1, live_frames=1)
         with Progress(len(records), "evaluate", unit="img", enabled=not args.quiet) as bar:
@@ -382,12 +414,14 @@ def evaluate_raw(args: argparse.Namespace, scorers: Sequence[Scorer]) -> Evaluat
                     continue
                 pipe.reset()
                 result = pipe.process(rgb)
-                score = result.score if result.score is not None else 0.0
-                ev.add(source, 1 if rec.label == "real" else 0, rec.species, rec.subject, rec.session, score,
-                       result.decision)
+                # a non-response has no score: it is counted apart, never as a 0.0 score
+                ev.add(source, 1 if rec.label == "real" else 0, rec.species, rec.subject, rec.session,
+                       result.score, result.decision)
                 boxes.append((rec.path, result.face))
-                bar.update(postfix=f"no face {sum(d not in (LIVE, SPOOF) for d in ev.decisions)}")
+                bar.update(postfix=f"no response {sum(d not in (LIVE, SPOOF) for d in ev.decisions)}")
     finally:
+        if pipe is not None:
+            pipe.close()
         detector.close()
     if len(ev.scores) == 0:
         raise UserError(f"dataset '{args.data}' has no readable image ({len(ev.corrupt)} corrupt)")
@@ -423,15 +457,18 @@ def _display_source(path: Path, data: Path) -> str:
 
 def _group_metrics(ev: Evaluated, keys: Sequence[str], threshold: float) -> dict[str, dict[str, Any]]:
     scores, labels, species = ev.arrays()
+    done = ev.processed()
     out = {}
     for key in sorted(set(keys)):
-        mask = np.array([k == key for k in keys])
+        group = np.array([k == key for k in keys])
+        mask = group & done
         sp = [s for s, m in zip(species, mask) if m]
         r = metrics.error_rates(scores[mask], labels[mask], sp, threshold)
         if r["n_real"] and r["n_attack"]:
             r["eer"], r["eer_threshold"] = metrics.eer(scores[mask], labels[mask])
             r["auc"] = metrics.auc(scores[mask], labels[mask])
-        r["no_face"] = int(sum(1 for d, m in zip(ev.decisions, mask) if m and d not in (LIVE, SPOOF)))
+        r["no_face"] = int(sum(1 for d, m in zip(ev.decisions, group) if m and d == "no_face"))
+        r["non_responses"] = int((group & ~done).sum())
         out[key] = r
     return out
 
@@ -440,16 +477,23 @@ def build_report(ev: Evaluated, threshold: float, scorers: Sequence[Scorer], arg
                  raw: bool) -> dict[str, Any]:
     """The content of metrics.json."""
     scores, labels, species = ev.arrays()
-    m = metrics.compute_metrics(scores, labels, species, threshold)
-    unusable = [d for d in ev.decisions if d not in (LIVE, SPOOF)]
+    done = ev.processed()
+    n_done = {name: int((done & (labels == v)).sum()) for name, v in (("bona fide", 1), ("attack", 0))}
+    if not all(n_done.values()):
+        raise UserError(
+            f"the system processed {n_done['bona fide']} bona fide and {n_done['attack']} attack presentations "
+            f"of '{args.data}' ({int((~done).sum())} non-responses); ISO/IEC 30107-3 metrics need at least "
+            "one of each"
+        )
+    # ISO/IEC 30107-3: APCER, BPCER, ACER, EER and AUC over the presentations the
+    # system processed; non-responses are reported apart, by reason.
+    m = metrics.compute_metrics(scores[done], labels[done], [sp for sp, d in zip(species, done) if d], threshold)
     report: dict[str, Any] = {
         **m,
-        "no_face": len(unusable),
-        "no_face_by_reason": dict(sorted(collections.Counter(unusable).items())),
-        "no_face_per_class": {
-            "real": int(sum(1 for d, y in zip(ev.decisions, labels) if y == 1 and d not in (LIVE, SPOOF))),
-            "attack": int(sum(1 for d, y in zip(ev.decisions, labels) if y == 0 and d not in (LIVE, SPOOF))),
-        },
+        "metrics_over": "processed presentations (ISO/IEC 30107-3); non-responses reported apart",
+        "no_face": int(sum(1 for d in ev.decisions if d == "no_face")),
+        "non_response": metrics.non_response_rates(labels, ev.reasons()),
+        "end_to_end_non_response_as_rejection": metrics.end_to_end_rates(scores, labels, species, done, threshold),
         "corrupt": len(ev.corrupt),
         "corrupt_files": ev.corrupt,
         "threshold_source": "--threshold" if args.threshold is not None else "model metadata",
@@ -478,9 +522,10 @@ def format_summary(report: dict[str, Any], out: Path | str) -> str:
         f"tla-edge evaluate: {report['model']} on {report['data']}"
         + (f" split {report['split']}" if report["split"] else "")
         + (f" sessions {report['sessions']}" if report["sessions"] else ""),
-        f"mode {report['mode']}; {report['n_real']} bona fide, {report['n_attack']} attacks"
-        + (f"; {report['no_face']} without a usable face (rejected)" if report["no_face"] else "")
+        f"mode {report['mode']}; processed {report['n_real']} bona fide, {report['n_attack']} attacks"
         + (f"; {report['corrupt']} corrupt files skipped" if report["corrupt"] else ""),
+        "APCER, BPCER, ACER, EER, AUC are over processed presentations (ISO/IEC 30107-3); "
+        "non-responses are below, by reason.",
         "",
         f"| metric | value |",
         f"| --- | --- |",
@@ -503,14 +548,32 @@ def format_summary(report: dict[str, Any], out: Path | str) -> str:
         f"| accuracy / precision / recall / F1 | {report['accuracy']:.4f} / {report['precision']:.4f} / "
         f"{report['recall']:.4f} / {report['f1']:.4f} |",
         f"| confusion [[TN, FP], [FN, TP]] | [[{tn}, {fp}], [{fn}, {tp}]] |",
+    ]
+    nr = report["non_response"]
+    reasons = [r for r in nr["attack"]["by_reason"]]
+    lines += [
         "",
-        "| session | real | attack | APCER | BPCER | ACER | EER | no face |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| non-response (rate) | attack presentations | bona fide presentations |",
+        "| --- | --- | --- |",
+        f"| all | {nr['attack']['non_responses']} of {nr['attack']['presentations']} ({_pct(nr['attack']['rate'])}) "
+        f"| {nr['bona_fide']['non_responses']} of {nr['bona_fide']['presentations']} ({_pct(nr['bona_fide']['rate'])}) |",
+    ]
+    for reason in reasons:
+        a, b = nr["attack"]["by_reason"][reason], nr["bona_fide"]["by_reason"][reason]
+        lines.append(f"| {reason} | {a['count']} ({_pct(a['rate'])}) | {b['count']} ({_pct(b['rate'])}) |")
+    e2e = report["end_to_end_non_response_as_rejection"]
+    lines += [
+        "",
+        "End to end, a non-response counted as a rejection (not ISO APCER/BPCER): "
+        f"APCER {_pct(e2e['apcer'])}, BPCER {_pct(e2e['bpcer'])}, ACER {_pct(e2e['acer'])}.",
+        "",
+        "| session | real | attack | APCER | BPCER | ACER | EER | non-responses | no face |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in report["per_session"].items():
         lines.append(
             f"| {name or '?'} | {r['n_real']} | {r['n_attack']} | {_pct(r['apcer'])} | {_pct(r['bpcer'])} | "
-            f"{_pct(r['acer'])} | {_pct(r.get('eer'))} | {r['no_face']} |"
+            f"{_pct(r['acer'])} | {_pct(r.get('eer'))} | {r['non_responses']} | {r['no_face']} |"
         )
     lines += ["", f"report files in {out}: {', '.join(OUTPUT_FILES)}"]
     return "\n".join(lines)
@@ -528,12 +591,14 @@ def write_report(out: Path, ev: Evaluated, report: dict[str, Any], worst: int = 
     w.writerow(["source", "label", "species", "subject", "session", "score", "decision"])
     for i in range(len(scores)):
         w.writerow([ev.sources[i], "real" if labels[i] == 1 else "attack", ev.species[i], ev.subjects[i],
-                    ev.sessions[i], f"{scores[i]:.6f}", ev.decisions[i]])
+                    ev.sessions[i], "" if np.isnan(scores[i]) else f"{scores[i]:.6f}", ev.decisions[i]])
     fileio.write_text_atomic(out / "scores.csv", buf.getvalue())
     fileio.write_json_atomic(out / "metrics.json", report)
     fileio.write_text_atomic(out / "report.md", "# Liveness evaluation\n\n" + format_summary(report, out) + "\n")
     title = Path(report["models"][0]["path"]).name + (" + ..." if len(report["models"]) > 1 else "")
-    plots.evaluation_plots(out, scores, labels, species, report["threshold"], report["confusion_matrix"], title)
+    done = ev.processed()
+    plots.evaluation_plots(out, scores[done], labels[done], [sp for sp, d in zip(species, done) if d],
+                           report["threshold"], report["confusion_matrix"], title)
     images, captions = worst_errors(ev, report["threshold"], worst)
     plots.plot_image_grid(images, captions, out / "worst_errors.png",
                           f"worst false accepts, then worst false rejects; threshold {report['threshold']:.3f}")
@@ -542,11 +607,13 @@ def write_report(out: Path, ev: Evaluated, report: dict[str, Any], worst: int = 
 def worst_errors(ev: Evaluated, threshold: float, k: int) -> tuple[list[np.ndarray], list[str]]:
     """Thumbnails and captions of the ``k`` highest-scoring attacks and ``k`` lowest-scoring bona fide.
 
-    Only actual errors are shown (attacks accepted, bona fide rejected).
+    Only actual errors among processed presentations are shown (attacks
+    accepted, bona fide rejected); non-responses have no score.
     """
     scores, labels, _ = ev.arrays()
-    fa = [i for i in np.argsort(-scores, kind="stable") if labels[i] == 0 and scores[i] >= threshold][:k]
-    fr = [i for i in np.argsort(scores, kind="stable") if labels[i] == 1 and scores[i] < threshold][:k]
+    done = ev.processed()
+    fa = [i for i in np.argsort(-scores, kind="stable") if done[i] and labels[i] == 0 and scores[i] >= threshold][:k]
+    fr = [i for i in np.argsort(scores, kind="stable") if done[i] and labels[i] == 1 and scores[i] < threshold][:k]
     images, captions = [], []
     for kind, idx in (("false accept", fa), ("false reject", fr)):
         for i in idx:

@@ -334,3 +334,85 @@ def compute_metrics(scores, labels, species=None, threshold: float = 0.5) -> dic
         "confusion_matrix": base["confusion_matrix"],
         "bpcer_at_apcer": bpcer_at_apcer(s, y, sp),
     }
+
+
+# --- non-response (ISO/IEC 30107-3) --------------------------------------------
+
+NON_RESPONSE_REASONS = ("no_face", "face_too_small", "face_cut_off", "face_rotated", "error")
+"""Why a presentation got no liveness score: the system did not process it."""
+
+
+def non_response_rates(labels, reasons: Sequence[str | None]) -> dict[str, dict[str, Any]]:
+    """Attack and bona fide presentation non-response rates, overall and by reason.
+
+    Args:
+      labels: 1 bona fide, 0 attack, per presentation.
+      reasons: per presentation, None when it was processed (scored), else
+        why not (e.g. one of :data:`NON_RESPONSE_REASONS`).
+
+    Returns:
+      ``{"attack": {...}, "bona_fide": {...}}``, each with ``presentations``,
+      ``non_responses``, ``rate`` (non-responses / presentations; 0.0 without
+      presentations) and ``by_reason`` (``{reason: {"count", "rate"}}`` for every
+      reason of :data:`NON_RESPONSE_REASONS` and any other seen).
+
+    Raises:
+      ValueError: lengths differ or labels are not 0/1.
+    """
+    y = np.asarray(labels).reshape(-1)
+    if y.size != len(reasons):
+        raise ValueError(f"{len(reasons)} reasons for {y.size} labels; expected one per label")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError(f"labels {sorted(set(np.unique(y).tolist()) - {0, 1})[:5]} are not 0 (attack) or 1 (bona fide)")
+    seen = sorted({r for r in reasons if r is not None} - set(NON_RESPONSE_REASONS))
+    out = {}
+    for name, value in (("attack", 0), ("bona_fide", 1)):
+        mine = [r for r, v in zip(reasons, y) if v == value]
+        n = len(mine)
+        by = {reason: sum(1 for r in mine if r == reason) for reason in (*NON_RESPONSE_REASONS, *seen)}
+        k = sum(1 for r in mine if r is not None)
+        out[name] = {
+            "presentations": n,
+            "non_responses": k,
+            "rate": _ratio(k, n),
+            "by_reason": {r: {"count": c, "rate": _ratio(c, n)} for r, c in by.items()},
+        }
+    return out
+
+
+def end_to_end_rates(scores, labels, species, processed, threshold: float) -> dict[str, Any]:
+    """APCER, BPCER and ACER over every presentation, a non-response counting as a rejection.
+
+    This is the system-level figure (what a door does), not the ISO/IEC
+    30107-3 APCER/BPCER, which are over processed presentations only.
+
+    Args:
+      scores: P(live) per presentation; ignored where ``processed`` is False.
+      labels: 1 bona fide, 0 attack.
+      species: attack species per presentation (None: ``"attack"``).
+      processed: True where the presentation got a score.
+      threshold: accept iff processed and ``score >= threshold``.
+
+    Returns:
+      ``apcer`` (worst species), ``apcer_per_species``, ``bpcer``, ``acer``
+      (None where a class is absent), ``n_real``, ``n_attack``.
+    """
+    done = np.asarray(processed, bool).reshape(-1)
+    s = np.where(done, np.nan_to_num(np.asarray(scores, np.float64).reshape(-1), nan=0.0), -np.inf)
+    y = np.asarray(labels).reshape(-1).astype(np.int64)
+    sp = np.array([str(v) if v else DEFAULT_SPECIES for v in (species if species is not None else [None] * y.size)],
+                  dtype=object)
+    accepted = done & (s >= threshold)
+    per = {name: _ratio((accepted & (y == 0) & (sp == name)).sum(), ((y == 0) & (sp == name)).sum())
+           for name in sorted(set(sp[y == 0].tolist()))}
+    apcer = max(per.values()) if per else None
+    b = _ratio((~accepted & (y == 1)).sum(), (y == 1).sum()) if (y == 1).any() else None
+    return {
+        "threshold": float(threshold),
+        "n_real": int((y == 1).sum()),
+        "n_attack": int((y == 0).sum()),
+        "apcer": apcer,
+        "apcer_per_species": per,
+        "bpcer": b,
+        "acer": (apcer + b) / 2.0 if apcer is not None and b is not None else None,
+    }
