@@ -237,7 +237,7 @@ class Scored(NamedTuple):
 
 
 def score_records(records: Sequence[datasets.Record], model: Path, detector: str = "short",
-                  num_threads: int | None = None, show_progress: bool = True) -> Scored:
+                  num_threads: int | None = None, show_progress: bool = True, backend: str = "auto") -> Scored:
     """Runs every record through the device pipeline (image-mode detector, no smoothing)."""
     from tla_edge.faces import FaceDetector
     from tla_edge.interpreter import LivenessModel
@@ -245,7 +245,7 @@ def score_records(records: Sequence[datasets.Record], model: Path, detector: str
     from tla_edge.progress import Progress
 
     liveness = LivenessModel(model, num_threads=num_threads, meta=metadata_lib.load(model))
-    det = FaceDetector(detector, mode="image", policy="largest")
+    det = FaceDetector(detector, mode="image", policy="largest", backend=backend)
     kept, scores, decisions, unreadable = [], [], [], []
     try:
         pipe = Pipeline(liveness, det, threshold=liveness.threshold, smoothing=1, live_frames=1)
@@ -370,6 +370,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--confidence", type=float, default=0.95, help="confidence of the intervals")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH",
                         help="face detector (the one the device runs)")
+    parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
+                        help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT)")
     parser.add_argument("--num-threads", type=argtypes.positive_int, default=None, help="interpreter CPU threads")
     parser.add_argument("--report", type=Path, default=None, metavar="FILE.json", help="also write the report here")
     parser.add_argument("--force", action="store_true", help="overwrite --out, its sidecar and --report")
@@ -443,7 +445,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     if not records:
         raise UserError(f"{what} has no frames for sessions={want_sessions} subjects={want_subjects}")
-    scored = score_records(records, model, args.detector, args.num_threads, show_progress=not args.quiet)
+    scored = score_records(records, model, args.detector, args.num_threads, show_progress=not args.quiet,
+                           backend=args.detector_backend)
     report = calibration_report(scored, rule, target, float(meta.threshold), args.floor, args.max_error,
                                 args.confidence)
     report.update({

@@ -399,6 +399,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep every frame, without checking for one usable face")
     parser.add_argument("--headless", action="store_true", help="no window; a progress line on stderr")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH", help="face detector")
+    parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
+                        help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT)")
     parser.add_argument("--camera-name", type=str, default=None,
                         help="camera name for the manifest (None: the device's own name, or the file name)")
     parser.add_argument("--width", type=argtypes.positive_int, default=None, help="requested camera width")
@@ -433,7 +435,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.all_frames:
             from tla_edge.faces import FaceDetector
 
-            detector = FaceDetector(args.detector, mode="image", policy="all")
+            detector = FaceDetector(args.detector, mode="image", policy="all", backend=args.detector_backend)
         recorder = Recorder(args.out, label, species, subject, session, str(args.source),
                             args.camera_name or camera_name(source), args.format)
         total = None if live else -(-(source.length or 0) // args.every) or None
