@@ -32,10 +32,13 @@ declare -A RECIPES=(
   [a0.35_s2.7_ftall]="$BASE --alpha 0.35 --scale 2.7 --fine-tune-epochs 3 --fine-tune-at 0"
   [a0.35_s2.7_ftlr1e-4]="$BASE --alpha 0.35 --scale 2.7 --fine-tune-epochs 3 --fine-tune-lr 1e-4"
   [a0.35_s2.7_noaug]="$BASE --alpha 0.35 --scale 2.7 --fine-tune-epochs 3 --no-augment"
+  [a0.35_s2.7_ls0.2]="$BASE --alpha 0.35 --scale 2.7 --fine-tune-epochs 3 --label-smoothing 0.2"
+  [a1.0_s2.7_ls0.2]="$BASE --alpha 1.0 --scale 2.7 --fine-tune-epochs 3 --label-smoothing 0.2"
   [resnet34_scratch_s2.7]="--arch resnet34 --input-size 160 --weights none --scale 2.7 --epochs 6 --patience 3 --monitor val_loss"
 )
 ORDER=(a0.35_s2.7 a0.35_s4.0 a0.35_s2.0 a0.35_s3.5 a1.0_s2.7 a0.35_s2.7_head a0.35_s2.7_ft8
-       a0.35_s2.7_ftall a0.35_s2.7_ftlr1e-4 a0.35_s2.7_noaug resnet34_scratch_s2.7)
+       a0.35_s2.7_ftall a0.35_s2.7_ftlr1e-4 a0.35_s2.7_noaug a0.35_s2.7_ls0.2 a1.0_s2.7_ls0.2
+       resnet34_scratch_s2.7)
 [ $# -gt 0 ] && ORDER=("$@")
 for name in "${ORDER[@]}"; do
   [ -n "${RECIPES[$name]:-}" ] || { echo "recipe_sweep: unknown candidate '$name'; expected one of ${!RECIPES[*]}" >&2; exit 2; }

@@ -197,3 +197,23 @@ def test_bad_flags_fail_before_loading(tmp_path, capsys):
     assert "not available for resnet34" in capsys.readouterr().err
     assert cli.main(["train", str(crops), "--out", str(tmp_path / "m"), "--weights", "x.h5"]) == 2
     assert "weights file 'x.h5' not found" in capsys.readouterr().err
+    assert cli.main(["train", str(crops), "--out", str(tmp_path / "m"), "--label-smoothing", "1.5"]) == 2
+    assert "--label-smoothing 1.5 is not in [0, 1)" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+def test_train_on_one_session_only(tmp_path):
+    """--sessions keeps the other session out of training and validation (the protocol's test set)."""
+    from tla_edge import metadata
+
+    crops = make_crops(tmp_path / "crops")
+    out = tmp_path / "model"
+    assert cli.main(["train", str(crops), "--out", str(out), "--alpha", "0.35", "--weights", "none",
+                     "--sessions", "02", "--val-subjects", "0002", "--epochs", "1", "--batch-size", "8",
+                     "--label-smoothing", "0.2"]) == 0
+    meta = metadata.load(out / "model.keras")
+    assert meta.extra["label_smoothing"] == 0.2
+    assert meta.extra["data"]["train"]["sessions"] == {"02": {"real": 6, "attack": 6}}
+    assert meta.extra["data"]["val"]["sessions"] == {"02": {"real": 6, "attack": 6}}
+    with open(out / "validation_scores.csv") as f:
+        assert {(r["session"], r["subject"]) for r in csv.DictReader(f)} == {("02", "0002")}

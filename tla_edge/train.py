@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "its architecture, width, input size and crop scale, and a short recipe) or a .weights.h5 file")
     parser.add_argument("--scale", type=float, default=None,
                         help="crop scale to train on (needed when CROPS holds several)")
+    parser.add_argument("--sessions", type=str, default=None,
+                        help="use only these comma-separated sessions (e.g. train on one, test on another)")
     val = parser.add_mutually_exclusive_group()
     val.add_argument("--val-session", type=str, default=None,
                      help="hold out this session for validation (default: the last of >= 2 sessions)")
@@ -84,6 +86,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", type=str, choices=("auto", "on", "off"), default="auto",
                         help="mixed_float16 (auto: on a GPU only)")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
+                        help="targets 1 - EPS/2 and EPS/2 instead of 1 and 0: bounded, less over-confident scores "
+                        "whose validation threshold carries better to a new session")
     parser.add_argument("--force", action="store_true", help="overwrite an existing MODEL_DIR")
 
 
@@ -256,10 +261,10 @@ def _optimizer(keras: Any, arch: str, lr: float) -> Any:
     return keras.optimizers.RMSprop(learning_rate=lr)
 
 
-def _compile(keras: Any, model: Any, arch: str, lr: float) -> None:
+def _compile(keras: Any, model: Any, arch: str, lr: float, label_smoothing: float = 0.0) -> None:
     model.compile(
         optimizer=_optimizer(keras, arch, lr),
-        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=label_smoothing),
         metrics=[
             keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0),
             keras.metrics.AUC(name="auc", from_logits=True),
@@ -386,6 +391,8 @@ def resolve_default_weights(args: argparse.Namespace) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise UserError(f"--label-smoothing {args.label_smoothing:g} is not in [0, 1)")
     for name in ("epochs", "fine_tune_epochs", "patience", "fine_tune_at"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)} is negative; expected >= 0")
@@ -418,7 +425,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"weights file '{weights}' not found; expected 'imagenet', 'none' or a .weights.h5 file")
     t_start = time.perf_counter()
 
-    crops = datasets.load_crops(args.crops, scale=args.scale)
+    crops = datasets.load_crops(args.crops, scale=args.scale, sessions=args.sessions)
     check_classes(crops.labels, f"crops folder '{args.crops}' at scale {crops.scale:g}")
     train_idx, val_idx, val_desc = split_validation(
         crops.sessions, crops.subjects, args.val_session, args.val_subjects, args.val_random, args.seed
@@ -484,7 +491,7 @@ def run(args: argparse.Namespace) -> int:
         with strategy.scope():
             models.freeze_base(model)
             head = models.head_model(model)
-            _compile(keras, head, args.arch, lr)
+            _compile(keras, head, args.arch, lr, args.label_smoothing)
         cb1 = _callbacks(keras, out, "phase1", args.patience, checkpoint=False, monitor=args.monitor)
         hist = head.fit(
             f_train, f_labels, batch_size=args.batch_size, epochs=args.epochs,
@@ -508,7 +515,7 @@ def run(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             with strategy.scope():
                 n_trainable = models.set_fine_tune(model, args.fine_tune_at)
-                _compile(keras, model, args.arch, args.fine_tune_lr)
+                _compile(keras, model, args.arch, args.fine_tune_lr, args.label_smoothing)
             cb2 = _callbacks(keras, out, "phase2", args.patience, checkpoint=True, monitor=args.monitor)
             hist = model.fit(
                 train_ds, epochs=args.fine_tune_epochs, validation_data=val_ds, class_weight=cw,
@@ -526,7 +533,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         t0 = time.perf_counter()
         with strategy.scope():
-            _compile(keras, model, args.arch, lr)
+            _compile(keras, model, args.arch, lr, args.label_smoothing)
         cbs = _callbacks(keras, out, "scratch", args.patience, checkpoint=True, monitor=args.monitor)
         hist = model.fit(
             train_ds, epochs=args.epochs, validation_data=val_ds, class_weight=cw, callbacks=cbs, verbose=2,
@@ -575,6 +582,7 @@ def run(args: argparse.Namespace) -> int:
             "recipe": "two-phase transfer" if transfer else "from scratch, one phase, all layers",
             "alpha": args.alpha if args.arch == "mobilenetv2" else None,
             "batch_size": args.batch_size,
+            "label_smoothing": args.label_smoothing,
             "augment": augment,
             "class_weight": cw,
             "mixed_precision": mixed,
