@@ -343,6 +343,7 @@ def run(args: argparse.Namespace) -> int:
              "converting a float32 copy")
         model = tflite_lib.as_float32(model)
     h, w, _ = tflite_lib.input_shape(model)
+    tflite_lib.output_values(model)
     if meta is None:
         meta = metadata_lib.ModelMetadata(input_size=(h, w))
         _log(f"{PROG}: warning: no metadata.json beside '{model_path}'; using defaults "
@@ -426,10 +427,11 @@ def run(args: argparse.Namespace) -> int:
                              "threshold": meta.threshold},
             "calibration": None if calib is None else {
                 "crops": int(len(calib.labels)), "per_stratum": calib.counts,
-                "crops_dir": str(calib_dir), "part": train_desc, "seed": args.seed,
+                "crops_dir": metadata_lib.portable_path(calib_dir), "part": train_desc, "seed": args.seed,
             },
             "parity": report.to_dict(),
-            "validation": {"crops_dir": str(val_dir), "part": holdout.describe(), "source": holdout.source},
+            "validation": {"crops_dir": metadata_lib.portable_path(val_dir), "part": holdout.describe(),
+                           "source": holdout.source},
             "converter": {"tensorflow": tf.__version__, "keras": keras.__version__},
         }
         for key in ("alpha", "target_apcer"):
@@ -476,11 +478,12 @@ def run(args: argparse.Namespace) -> int:
     _print_summary(model_path, val_desc, len(val.labels), calib, results, edgetpu_rows, qat_info, wall)
     if args.report is not None:
         fileio.write_json_atomic(args.report, {
-            "source": {"file": str(model_path), "sha256": source_sha, "bytes": model_path.stat().st_size,
+            "source": {"file": metadata_lib.portable_path(model_path), "sha256": source_sha,
+                       "bytes": model_path.stat().st_size,
                        "threshold": meta.threshold, "crop_scale": meta.crop_scale,
                        "input_size": list(meta.input_size), "architecture": meta.architecture},
-            "validation": {"crops_dir": str(val_dir), "part": holdout.describe(), "source": holdout.source,
-                           "crops": int(len(val.labels))},
+            "validation": {"crops_dir": metadata_lib.portable_path(val_dir), "part": holdout.describe(),
+                           "source": holdout.source, "crops": int(len(val.labels))},
             "calibration": None if calib is None else {"crops": int(len(calib.labels)), "per_stratum": calib.counts},
             "models": results, "edgetpu": edgetpu_rows, "qat": qat_info, "wall_s": round(wall, 1),
         })

@@ -123,6 +123,24 @@ def input_shape(model: Any) -> tuple[int, int, int]:
     return tuple(int(d) for d in shapes[0][1:])  # type: ignore[return-value]
 
 
+def output_values(model: Any) -> int:
+    """Values per image of a Keras liveness model's single output: 1 (live logit) or 2 (two classes).
+
+    Raises:
+      ValueError: several outputs, or an output that is not 1 or 2 values per image.
+    """
+    shapes = [tuple(t.shape) for t in model.outputs]
+    n = None
+    if len(shapes) == 1 and len(shapes[0]) >= 2 and all(d is not None for d in shapes[0][1:]):
+        n = int(np.prod(shapes[0][1:]))
+    if n not in (1, 2):
+        raise ValueError(
+            f"model output shapes {shapes} are not a liveness score; expected one output "
+            "[batch, 1] (live logit or probability) or [batch, 2] (two classes)"
+        )
+    return n
+
+
 def dtype_policies(model: Any) -> set[str]:
     """Names of the dtype policies of every layer, nested models included."""
     names = set()

@@ -358,6 +358,12 @@ def test_convert_int8_writes_model_metadata_and_summary(model_dir, crops_dir, tm
     assert metadata_lib.read_embedded(out).to_dict() == json.loads((tmp_path / "liveness_int8.tflite.json").read_text())
     # Validated on the other session than calibrated? Both given by one folder without a session: all crops.
     assert parity["n"] == 64
+    # No machine-specific path in what ships with the model: the crops folder is a placeholder.
+    assert meta.extra["calibration"]["crops_dir"] == f"<DIR>/{crops_dir.name}"
+    assert meta.extra["validation"]["crops_dir"] == f"<DIR>/{crops_dir.name}"
+    for text in (json.dumps(metadata_lib.read_embedded(out).to_dict()),  # the embedded zip is deflated
+                 (tmp_path / "liveness_int8.tflite.json").read_text()):
+        assert str(crops_dir) not in text and str(tmp_path) not in text
 
 
 def test_convert_all_to_out_dir_with_val_session_and_report(model_dir, crops_dir, tmp_path, capsys):
@@ -368,7 +374,7 @@ def test_convert_all_to_out_dir_with_val_session_and_report(model_dir, crops_dir
     assert names == sorted(f"model_{m}.tflite{s}" for m in tflite_lib.MODES for s in ("", ".json"))
     report = json.loads((tmp_path / "r.json").read_text())
     assert [m["model"] for m in report["models"]] == list(tflite_lib.MODES)
-    assert report["validation"] == {"crops_dir": str(crops_dir), "part": "session 2",
+    assert report["validation"] == {"crops_dir": f"<DIR>/{crops_dir.name}", "part": "session 2",
                                     "source": "--val-session", "crops": 32}
     by = {m["model"]: m for m in report["models"]}
     assert (by["int8"]["input"], by["int8"]["output"], by["int8"]["float_tensors"]) == ("uint8", "uint8", 0)
@@ -574,3 +580,18 @@ def test_report_cannot_overwrite_a_model(model_dir, crops_dir, tmp_path, capsys)
     out = tmp_path / "m.tflite"
     assert convert_cli(model_dir, "--float32", "--val", crops_dir, "--out", out, "--report", out) == 2
     assert "two outputs would share a name:" in capsys.readouterr().err
+
+
+def test_model_that_is_not_a_liveness_model_is_refused(tmp_path, crops_dir, capsys):
+    """Five outputs per image converted and ran before; now convert refuses it in one line."""
+    import tensorflow as tf
+
+    inp = tf.keras.Input((16, 16, 3))
+    x = tf.keras.layers.GlobalAveragePooling2D()(inp)
+    path = tmp_path / "five.keras"
+    tf.keras.Model(inp, tf.keras.layers.Dense(5)(x)).save(path)
+    assert convert_cli(path, "--float32", "--calib", crops_dir, "--out", tmp_path / "five.tflite") == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("tla-edge convert: error: model output shapes [(None, 5)] are not a liveness score; expected "
+                   "one output [batch, 1] (live logit or probability) or [batch, 2] (two classes)")
+    assert not (tmp_path / "five.tflite").exists()

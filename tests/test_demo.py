@@ -367,6 +367,62 @@ def test_ctrl_c_exits_130_and_keeps_the_frames_so_far(run_cli, nuaa_folder, tiny
     cap.release()
 
 
+def test_sigterm_is_handled_like_ctrl_c(run_cli, nuaa_folder, tiny_tflite, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from tla_edge import pipeline as pipeline_lib
+
+    real_process = pipeline_lib.Pipeline.process
+    calls = []
+
+    def process(self, rgb, timestamp_ms=None):
+        calls.append(timestamp_ms)
+        if len(calls) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_process(self, rgb, timestamp_ms)
+
+    monkeypatch.setattr(pipeline_lib.Pipeline, "process", process)
+    out = tmp_path / "partial.mp4"
+    code, _, err = run_cli("--source", nuaa_folder, "--model", tiny_tflite["int8"], "--headless", "--output", out)
+    assert code == 130 and "Traceback" not in err and "stopped: interrupted" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["partial.mp4"]  # no *.tmp left
+    assert demo.readable_video(out)
+
+
+def test_a_failing_video_writer_exits_non_zero_and_keeps_the_old_file(run_cli, nuaa_folder, tiny_tflite,
+                                                                       tmp_path, monkeypatch):
+    out = tmp_path / "annotated.mp4"
+    args = ("--source", nuaa_folder, "--model", tiny_tflite["int8"], "--headless", "--output", out,
+            "--max-frames", "2")
+    assert run_cli(*args)[0] == 0
+    good = out.read_bytes()
+
+    class FullDiskWriter:
+        """Opens, accepts frames and writes nothing readable: OpenCV's writer on a full disk."""
+
+        def __init__(self, path, *a):
+            self.path = path
+            Path(path).write_bytes(b"\x00" * 16)
+
+        def isOpened(self):
+            return True
+
+        def write(self, frame):
+            pass
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(cv2, "VideoWriter", FullDiskWriter)
+    code, _, err = run_cli(*args, "--force")
+    last = err.strip().splitlines()[-1]  # after the progress bar lines
+    assert code == 2 and "Traceback" not in err
+    assert last.startswith(f"tla-edge demo: error: video '{out}' could not be written") and "left as it was" in last
+    assert out.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["annotated.mp4"]
+
+
 # --- bad input: one line, non-zero exit ---------------------------------------------------
 
 

@@ -269,3 +269,26 @@ def test_missed_attacks_do_not_flatter_apcer_or_auc():
     assert e2e["apcer"] == pytest.approx(1 / 5) and e2e["bpcer"] == pytest.approx(2 / 3)
     text = ev_lib.format_summary(m, "out")
     assert "| no_face | 2 (40.00 %) | 0 (0.00 %) |" in text and "| face_rotated | 0 (0.00 %) | 1 (33.33 %) |" in text
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_while_writing_the_report_leaves_no_half_report(crops, tiny_tflite, tmp_path, monkeypatch, signame):
+    import os
+    import signal
+
+    from tla_edge import plots
+
+    out = tmp_path / "report"
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def grid_then_signal(*args, **kwargs):
+        os.kill(os.getpid(), getattr(signal, signame))
+
+    monkeypatch.setattr(plots, "plot_image_grid", grid_then_signal)
+    # --threshold changes metrics.json, scores.csv and report.md: none may change
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", "0.3", "--force") == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no *.tmp, no staging folder
+    fresh = tmp_path / "fresh"
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", fresh) == 130
+    assert not fresh.exists() or list(fresh.iterdir()) == []

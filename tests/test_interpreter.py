@@ -296,3 +296,17 @@ def test_model_file_resolves_a_train_folder(tmp_path):
     (folder / "model.keras").write_bytes(b"")
     assert metadata.model_file(folder) == folder / "model.keras"
     assert metadata.model_file(tmp_path / "x.tflite") == tmp_path / "x.tflite"
+
+
+def test_portable_path_never_stores_the_machines_layout(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert metadata.portable_path("crops/nuaa") == "crops/nuaa"
+    assert metadata.portable_path(tmp_path / "crops" / "nuaa") == "crops/nuaa"
+    assert metadata.portable_path("/somewhere/else/crops") == "<DIR>/crops"
+
+
+def test_bundled_sidecar_holds_no_machine_specific_path():
+    from tla_edge.assets import default_liveness_model
+
+    text = metadata.sidecar_path(default_liveness_model()).read_text()
+    assert "/work/" not in text and "/tmp/" not in text and "/home/" not in text

@@ -261,3 +261,32 @@ def test_progress_bar_text():
     with Progress(2, stream=quiet, enabled=False) as bar:
         bar.update(2)
     assert quiet.getvalue() == ""
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_are_handled_like_ctrl_c(nuaa_dir, tmp_path, monkeypatch, capsys, signame):
+    """Before the first manifest flush: a manifest is still written and the folder resumes."""
+    import os
+    import signal
+
+    from tla_edge import datasets as ds
+
+    real_read = ds.read_image_rgb
+    calls = []
+
+    def read_then_signal(path):
+        calls.append(path)
+        if len(calls) == 3:
+            os.kill(os.getpid(), getattr(signal, signame))
+        return real_read(path)
+
+    monkeypatch.setattr(ds, "read_image_rgb", read_then_signal)
+    out = tmp_path / "crops"
+    args = ["prepare", str(nuaa_dir), "--out", str(out), "--scales", "2.0", "--limit", "8", "--quiet"]
+    assert cli.main(args) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "tla-edge: interrupted"
+    assert (out / "manifest.csv").is_file() and not list(out.rglob("*.tmp"))
+    assert signal.getsignal(getattr(signal, signame)) == signal.SIG_DFL  # restored after the run
+    monkeypatch.setattr(ds, "read_image_rgb", real_read)
+    assert cli.main(args) == 0  # resumes
+    assert len({r["source"] for r in manifest_rows(out)}) == 8

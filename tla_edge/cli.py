@@ -8,9 +8,13 @@ and imports heavy libraries (TensorFlow, MediaPipe) only inside ``run``, so
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
-from typing import Sequence
+import threading
+from typing import Iterator, Sequence
 
 from tla_edge import __version__
 from tla_edge.errors import UserError
@@ -61,16 +65,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with signals_as_interrupt():
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("tla-edge: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout closed by its reader (`| head`) or before the run: nothing more to say there
+        _silence_stdout()
+        print(f"tla-edge {args.command}: error: standard output is closed", file=sys.stderr)
+        return 2
     except (UserError, FileNotFoundError, ValueError) as err:
         print(f"tla-edge {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"tla-edge {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+INTERRUPT_SIGNALS = ("SIGTERM", "SIGHUP")
+"""Signals handled like Ctrl-C: cleanup runs, temporary files go, partial files never take a final name."""
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def signals_as_interrupt() -> Iterator[None]:
+    """Turns SIGTERM and SIGHUP into KeyboardInterrupt (main thread only) while the body runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+    for name in INTERRUPT_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            previous[sig] = signal.signal(sig, _raise_interrupt)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _one_line(err: BaseException) -> str:

@@ -217,6 +217,18 @@ def show_frame(bgr: np.ndarray) -> int:
         ) from err
 
 
+def readable_video(path: str | Path) -> bool:
+    """True when OpenCV can open ``path`` as a video and decode its first frame."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        ok, frame = cap.read() if cap.isOpened() else (False, None)
+        return bool(ok) and frame is not None
+    finally:
+        cap.release()
+
+
 class VideoSink:
     """An annotated video written through a temporary name, renamed when finished.
 
@@ -271,11 +283,22 @@ class VideoSink:
 
         Returns:
           True when ``path`` now holds the video.
+
+        Raises:
+          UserError: the finished file is not a readable video (OpenCV's writer
+            reports no write error, e.g. on a full disk); the temporary file is
+            removed and ``path`` left as it was.
         """
         if self._writer is not None:
             self._writer.release()
             self._writer = None
         if keep and self.frames > 0 and self.tmp.exists():
+            if not readable_video(self.tmp):
+                self._remove_tmp()
+                raise UserError(
+                    f"video '{self.path}' could not be written: the writer produced no readable video "
+                    f"({self.frames} frames sent; disk full?); '{self.path}' left as it was"
+                )
             os.replace(self.tmp, self.path)
             return True
         self._remove_tmp()

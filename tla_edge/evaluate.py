@@ -28,6 +28,8 @@ import argparse
 import csv
 import io
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -580,11 +582,27 @@ def format_summary(report: dict[str, Any], out: Path | str) -> str:
 
 
 def write_report(out: Path, ev: Evaluated, report: dict[str, Any], worst: int = 12) -> None:
-    """Writes every file of :data:`OUTPUT_FILES` through temporary names and renames."""
-    from tla_edge import plots
+    """Writes every file of :data:`OUTPUT_FILES` into a staging folder, then renames them into ``out``.
 
+    An interruption (Ctrl-C, SIGTERM, SIGHUP) or a failure while writing
+    removes the staging folder and leaves ``out`` as it was: never half a
+    report. The renames themselves run with those signals blocked.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".evaluate.", suffix=".tmp", dir=out))
+    try:
+        _write_report_files(stage, ev, report, worst, final=out)
+        with fileio.signals_blocked():
+            for name in OUTPUT_FILES:
+                os.replace(stage / name, out / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _write_report_files(out: Path, ev: Evaluated, report: dict[str, Any], worst: int, final: Path) -> None:
+    from tla_edge import plots
+
     scores, labels, species = ev.arrays()
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -594,7 +612,7 @@ def write_report(out: Path, ev: Evaluated, report: dict[str, Any], worst: int = 
                     ev.sessions[i], "" if np.isnan(scores[i]) else f"{scores[i]:.6f}", ev.decisions[i]])
     fileio.write_text_atomic(out / "scores.csv", buf.getvalue())
     fileio.write_json_atomic(out / "metrics.json", report)
-    fileio.write_text_atomic(out / "report.md", "# Liveness evaluation\n\n" + format_summary(report, out) + "\n")
+    fileio.write_text_atomic(out / "report.md", "# Liveness evaluation\n\n" + format_summary(report, final) + "\n")
     title = Path(report["models"][0]["path"]).name + (" + ..." if len(report["models"]) > 1 else "")
     done = ev.processed()
     plots.evaluation_plots(out, scores[done], labels[done], [sp for sp, d in zip(species, done) if d],

@@ -188,6 +188,24 @@ def fused_threshold(models: Sequence[tuple[str | Path, "ModelMetadata"]]) -> flo
     return check_threshold(records[0].get("threshold"), "fusion threshold")
 
 
+def portable_path(path: str | Path, base: str | Path | None = None) -> str:
+    """A path fit to store in a model or a committed report: never machine-specific.
+
+    A relative path stays as given; an absolute one becomes relative to
+    ``base`` (default: the current folder) when it lies inside it, else
+    ``<DIR>/<its name>``, a placeholder that names the folder without the
+    machine's layout (``/home/alice/...``, ``/tmp/...``).
+    """
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    root = Path(base) if base is not None else Path.cwd()
+    try:
+        return p.resolve().relative_to(root.resolve()).as_posix() or "."
+    except ValueError:
+        return f"<DIR>/{p.name}"
+
+
 def model_file(path: str | Path) -> Path:
     """A model path as given, or ``DIR/model.keras`` for a folder written by ``tla-edge train``.
 
