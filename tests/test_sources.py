@@ -297,6 +297,81 @@ def test_camera_whose_first_read_blocks_times_out():
         release.set()
 
 
+@pytest.mark.parametrize("url", ["rtsp://192.0.2.1/stream", "http://192.0.2.1/video.mjpg"])
+def test_stalled_network_stream_times_out_at_the_first_frame(url):
+    release = threading.Event()
+    cap = FakeCapture(good=0, block=release)
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(UserError) as info:
+            sources.CaptureSource(url, capture=cap, read_timeout_s=0.3)
+        assert time.perf_counter() - t0 < 2.0
+        assert str(info.value).startswith(f"stream '{url}' opened but delivered no frame within 0.3 s;")
+    finally:
+        release.set()
+
+
+def test_stream_that_stalls_mid_way_ends_with_an_error_not_a_hang():
+    release = threading.Event()
+    cap = FakeCapture(good=2, block=release)
+    url = "rtsp://192.0.2.1/stream"
+    src = sources.CaptureSource(url, capture=cap, read_timeout_s=0.5)
+    got = []
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(UserError) as info:
+            for frame in src:
+                got.append(frame)
+        assert len(got) == 2 and time.perf_counter() - t0 < 3.0
+        assert str(info.value).startswith(f"stream '{url}' stopped delivering frames after 2 frames")
+        assert [f.name for f in got] == [url, url] and got[1].timestamp_ms > got[0].timestamp_ms
+    finally:
+        release.set()
+        src.close()
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_picamera2_frames_are_converted_to_rgb(monkeypatch, channels):
+    """A fake Picamera2: 'RGB888' (and XRGB8888) arrays are B, G, R(, X) in memory."""
+    import sys
+    import types
+
+    configured = {}
+
+    class FakePicamera2:
+        def create_preview_configuration(self, main):
+            return {"main": main}
+
+        def configure(self, config):
+            configured.update(config["main"])
+
+        def start(self):
+            pass
+
+        def capture_array(self):
+            img = np.zeros((6, 8, channels), np.uint8)
+            img[..., 2] = 255  # red, in B, G, R(, X) order
+            img[0, 0, :3] = (10, 20, 30)  # B=10, G=20, R=30
+            return img
+
+        def stop(self):
+            configured["stopped"] = True
+
+        def close(self):
+            configured["closed"] = True
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    with open_source("picamera2", width=320, height=240) as src:
+        frames = list(itertools.islice(src, 2))
+    assert configured["size"] == (320, 240) and configured["format"] == "RGB888"
+    assert configured["stopped"] and configured["closed"]
+    for f in frames:
+        assert f.rgb.shape == (6, 8, 3) and f.rgb.dtype == np.uint8 and f.rgb.flags["C_CONTIGUOUS"]
+        np.testing.assert_array_equal(f.rgb[1, 1], [255, 0, 0])
+        np.testing.assert_array_equal(f.rgb[0, 0], [30, 20, 10])
+    assert frames[1].timestamp_ms > frames[0].timestamp_ms and src.kind == "picamera2"
+
+
 def test_picamera2_missing_is_a_clear_error():
     try:
         import picamera2  # noqa: F401

@@ -258,8 +258,9 @@ class CaptureSource(FrameSource):
       loop: restart a video at its end (ignored for cameras).
       width, height: requested capture size (cameras only; the driver may pick another).
       capture: an already opened ``cv2.VideoCapture``-like object (tests, custom backends).
-      max_failed_reads: consecutive failed camera reads that end the stream.
-      read_timeout_s: longest wait for one camera frame.
+      max_failed_reads: consecutive failed camera or stream reads that end it.
+      read_timeout_s: longest wait for one camera or network-stream frame
+        (``rtsp://``, ``http://``, ...): a stalled source ends in one clear error.
     """
 
     def __init__(
@@ -276,17 +277,26 @@ class CaptureSource(FrameSource):
         import cv2
 
         self.is_camera = isinstance(spec, int)
-        super().__init__(str(spec), loop and not self.is_camera)
+        self.is_stream = not self.is_camera and "://" in str(spec)
+        super().__init__(str(spec), loop and not self.is_camera and not self.is_stream)
         self.kind = "camera" if self.is_camera else "video"
         self.max_failed_reads = max_failed_reads
         self.read_timeout_s = read_timeout_s
         self._label = f"camera {spec}" if self.is_camera else f"video '{spec}'"
+        self._reader = None
         self._cap = capture
         if self._cap is None:
             with _quiet_opencv():  # its multi-line backend warnings would bury our one line
-                self._cap = (
-                    cv2.VideoCapture(spec) if self.is_camera else cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG)
-                )
+                if self.is_camera:
+                    self._cap = cv2.VideoCapture(spec)
+                elif self.is_stream:
+                    # FFmpeg's own open and read timeouts, where this OpenCV has them
+                    ms = int(read_timeout_s * 1000)
+                    params = [p for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC")
+                              if hasattr(cv2, name) for p in (getattr(cv2, name), ms)]
+                    self._cap = cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG, params)
+                else:
+                    self._cap = cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG)
         if not self._cap.isOpened():
             self._release()
             if self.is_camera:
@@ -307,7 +317,8 @@ class CaptureSource(FrameSource):
         if not self.is_camera:
             count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             self.length = count if count > 0 else None
-        self._reader = _TimedReader(self._cap.read) if self.is_camera else None
+        live = self.is_camera or self.is_stream
+        self._reader = _TimedReader(self._cap.read) if live else None
         # The first frame is read now, so a camera that opens but delivers
         # nothing (or a file that is not really a video) fails here, clearly.
         self._first = self._read_first()
@@ -326,6 +337,11 @@ class CaptureSource(FrameSource):
                 ok = False
             if not ok or image is None:
                 self.close()
+                if self.is_stream:
+                    raise UserError(
+                        f"stream '{self.spec}' opened but delivered no frame within "
+                        f"{self.read_timeout_s:g} s; check the address and that the camera is streaming"
+                    )
                 raise UserError(
                     f"camera {self.spec} opened but delivered no frame within "
                     f"{self.read_timeout_s:g} s; check the camera, its cable and that no other "
@@ -340,11 +356,12 @@ class CaptureSource(FrameSource):
         return image
 
     def _frames(self) -> Iterator[Frame]:
-        return self._camera_frames() if self.is_camera else self._video_frames()
+        return self._camera_frames() if self._reader is not None else self._video_frames()
 
     def _camera_frames(self) -> Iterator[Frame]:
         assert self._reader is not None
-        name = f"camera:{self.spec}"
+        name = f"camera:{self.spec}" if self.is_camera else self.spec
+        what = f"camera {self.spec}" if self.is_camera else f"stream '{self.spec}'"
         start = time.monotonic()
         last_ts = -1
         index = 0
@@ -362,7 +379,7 @@ class CaptureSource(FrameSource):
                     waited = time.perf_counter() - t0
                     if failed >= self.max_failed_reads or waited >= self.read_timeout_s or self._reader.stuck:
                         raise UserError(
-                            f"camera {self.spec} stopped delivering frames after {index} frames "
+                            f"{what} stopped delivering frames after {index} frames "
                             f"({failed} failed reads in {waited:.1f} s)"
                         )
                     if self._closed:
