@@ -183,6 +183,34 @@ def test_image_to_tensor_of_a_grey_frame_at_a_fractional_scale():
     np.testing.assert_allclose(t[0, 172:], -1.0)
 
 
+def test_image_to_tensor_uses_opencvs_fixed_point_bilinear():
+    # One row of 12 pixels, 10 of them onto 3: output u samples x = 10u/3. At
+    # u = 1 (x = 3.33) OpenCV's warp rounds the position to 107/32, i.e. pixel 3
+    # plus 11/32, and weighs (21, 11) * 32 * 32 of 2**15: (11 * 1024 * 255 + 2**14) >> 15
+    # = 88, where exact bilinear would give 85. At u = 2 (x = 6.67): 213/32,
+    # pixel 6 plus 21/32: (11 * 1024 * 30 + 21 * 1024 * 90 + 2**14) >> 15 = 69.
+    row = np.zeros((1, 12, 3), np.uint8)
+    row[0, 0] = 7
+    row[0, 4] = 255
+    row[0, 6], row[0, 7] = 30, 90
+    t = bf.image_to_tensor(row, bf.Roi(5.0, 0.5, 10.0, 1.0), 3, 1)
+    np.testing.assert_allclose((t[0, 0, :, 0] + 1.0) * 255.0 / 2.0, [7, 88, 69], atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(480, 640), (600, 800), (720, 1280), (640, 480), (37, 53)])
+@pytest.mark.parametrize("size", [128, 192])
+def test_opencv_remap_gives_the_numpy_warps_pixels(shape, size):
+    pytest.importorskip("cv2")
+    rgb = np.random.default_rng(sum(shape) + size).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    roi = bf.letterbox_roi(shape[1], shape[0], size, size)
+    maps = bf.remap_maps(roi, size, size)
+    np.testing.assert_array_equal(bf.image_to_tensor_remap(rgb, maps), bf.image_to_tensor(rgb, roi, size, size))
+
+
+def test_remap_maps_refuse_positions_beyond_int16():
+    assert bf.remap_maps(bf.Roi(20000.0, 20000.0, 40000.0, 40000.0), 128, 128) is None
+
+
 # --- backend choice ------------------------------------------------------------------
 
 
@@ -275,8 +303,7 @@ def test_litert_backend_agrees_with_mediapipe(samples, model):
             for fa, fb in zip(a, b):
                 assert fa.iou(fb) >= 0.98, (name, fa, fb)
                 assert np.abs(np.subtract(fa.keypoints, fb.keypoints)).max() <= 1.0, (name, fa, fb)
-                if model == "short":  # same pixels, same kernels: the same integer box
-                    assert fa[:4] == fb[:4], (name, fa, fb)
+                assert fa[:4] == fb[:4], (name, fa, fb)  # same pixels, same kernels: the same integer box
 
 
 def test_litert_video_mode_keeps_mediapipe_timestamp_rules(samples):
