@@ -292,3 +292,24 @@ def test_sigterm_while_writing_the_report_leaves_no_half_report(crops, tiny_tfli
     fresh = tmp_path / "fresh"
     assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", fresh) == 130
     assert not fresh.exists() or list(fresh.iterdir()) == []
+
+
+def test_evaluate_releases_its_models(crops, tiny_tflite, tmp_path, monkeypatch):
+    from tla_edge.interpreter import LivenessModel
+
+    opened, closed = [], []
+    real_init, real_close = LivenessModel.__init__, LivenessModel.close
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        opened.append(self)
+
+    def close(self):
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(LivenessModel, "__init__", init)
+    monkeypatch.setattr(LivenessModel, "close", close)
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--model", tiny_tflite["float"], "--threshold", "0.5",
+                   "--out", tmp_path / "r") == 0
+    assert len(opened) == 2 and all(m in closed and m.interpreter is None for m in opened)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -319,3 +320,47 @@ def test_video_mode_on_a_sequence(nuaa_dir, short_detector):
             _check_face(tracked[0], rgb.shape, path.name, kp_margin=0.1)
             assert tracked[0].iou(still[0]) > 0.9, path.name
             assert auto[0].iou(still[0]) > 0.9, path.name
+
+
+def test_quiet_native_logs_silences_fd2_only_not_python(tmp_path):
+    """Native writes to fd 2 vanish; Python's own stderr (this thread or another) still shows."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import os, sys, threading
+        from tla_edge.native import quiet_native_logs
+        with quiet_native_logs():
+            os.write(2, b"NATIVE-LINE\\n")
+            print("PYTHON-LINE", file=sys.stderr)
+            t = threading.Thread(target=lambda: print("THREAD-LINE", file=sys.stderr)); t.start(); t.join()
+            with quiet_native_logs():  # nested: still fine
+                os.write(2, b"NATIVE-NESTED\\n")
+        os.write(2, b"AFTER-LINE\\n")
+        """
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TLA_EDGE_VERBOSE"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "NATIVE-LINE" not in r.stderr and "NATIVE-NESTED" not in r.stderr
+    assert "PYTHON-LINE" in r.stderr and "THREAD-LINE" in r.stderr and "AFTER-LINE" in r.stderr
+
+
+def test_detector_finalizer_does_not_redirect_stderr(monkeypatch):
+    from tla_edge import faces
+
+    pytest.importorskip("mediapipe")
+    det = faces.FaceDetector("short", backend="mediapipe")
+    assert det._task is not None
+    calls = []
+
+    @contextlib.contextmanager
+    def recorder():
+        calls.append(1)
+        yield
+
+    monkeypatch.setattr(faces, "quiet_native_logs", recorder)
+    det.__del__()
+    assert calls == [] and det._task is None

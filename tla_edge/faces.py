@@ -543,8 +543,12 @@ class FaceDetector:
         self._last_timestamp_ms = ts
         return ts
 
-    def close(self) -> None:
-        """Releases the backend; further :meth:`detect` calls raise. Safe to call twice."""
+    def close(self, quiet: bool = True) -> None:
+        """Releases the backend; further :meth:`detect` calls raise. Safe to call twice.
+
+        Args:
+          quiet: silence MediaPipe's closing lines on fd 2 (never from a finalizer).
+        """
         litert, self._litert = getattr(self, "_litert", None), None
         if litert is not None:
             _OPEN_DETECTORS.discard(self)
@@ -552,7 +556,7 @@ class FaceDetector:
         task, self._task = getattr(self, "_task", None), None
         if task is not None:
             _OPEN_DETECTORS.discard(self)
-            with quiet_native_logs():
+            with quiet_native_logs() if quiet else contextlib.nullcontext():
                 task.close()
 
     def __enter__(self) -> "FaceDetector":
@@ -563,9 +567,10 @@ class FaceDetector:
 
     def __del__(self) -> None:
         # During normal runtime, release the native task with the object;
-        # at exit _close_open_detectors has already done it.
+        # at exit _close_open_detectors has already done it. A finalizer runs
+        # at any moment in any thread: it never redirects standard error.
         try:
-            self.close()
+            self.close(quiet=False)
         except Exception:  # noqa: BLE001 - nothing to report to during teardown
             pass
 
