@@ -355,8 +355,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="CALIBRATED.tflite",
                         help="the calibrated copy (its metadata sidecar is written beside it)")
     rule = parser.add_mutually_exclusive_group()
-    rule.add_argument("--target-bpcer", type=argtypes.probability, default=None, metavar="B",
-                      help=f"strictest threshold rejecting at most B of the bona fide frames (default {DEFAULT_TARGET_BPCER:g})")
+    rule.add_argument("--target-bpcer", type=argtypes.probability, default=DEFAULT_TARGET_BPCER, metavar="B",
+                      help="strictest threshold rejecting at most B of the bona fide frames")
     rule.add_argument("--target-apcer", type=argtypes.probability, default=None, metavar="A",
                       help="most permissive threshold accepting at most A of each attack species (needs attacks)")
     rule.add_argument("--at", type=str, choices=("eer",), default=None,
@@ -384,7 +384,7 @@ def resolve_rule(args: argparse.Namespace) -> tuple[str, float | None]:
         return "eer", None
     if args.target_apcer is not None:
         return "apcer", float(args.target_apcer)
-    target = DEFAULT_TARGET_BPCER if args.target_bpcer is None else float(args.target_bpcer)
+    target = DEFAULT_TARGET_BPCER if getattr(args, "target_bpcer", None) is None else float(args.target_bpcer)
     if target >= 1.0:
         raise UserError(f"--target-bpcer {target:g} is not below 1; expected e.g. 0.01")
     return "bpcer", target
