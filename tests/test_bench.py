@@ -64,6 +64,22 @@ def test_configurations_cover_every_pair_once(tmp_path):
     assert bench.configurations([a], [4], edgetpu=True)[0].id == "a_int8/4t+edgetpu"
 
 
+def test_configurations_with_detector_backends_side_by_side(tmp_path):
+    a = tmp_path / "a_int8.tflite"
+    configs = bench.configurations([a], [1, 2], False, ["mediapipe", "litert", "mediapipe"])
+    assert [c.id for c in configs] == ["a_int8/1t@mediapipe", "a_int8/1t@litert", "a_int8/2t@mediapipe",
+                                       "a_int8/2t@litert"]
+    assert [c.detector_backend for c in configs] == ["mediapipe", "litert"] * 2
+
+
+def test_display_path_is_relative_under_the_working_directory(tmp_path, monkeypatch):
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert bench.display_path(tmp_path / "models" / "m.tflite") == "models/m.tflite"
+    assert bench.display_path("/elsewhere/m.tflite") == "/elsewhere/m.tflite"
+    assert bench.display_path("0") == "0"  # a camera index stays as given
+
+
 def test_peak_rss_is_positive():
     bench.reset_peak_rss()
     assert bench.peak_rss_mb() > 1.0

@@ -269,10 +269,26 @@ def peak_rss_mb() -> float:
     return round(peak / (1024.0 * 1024.0 if sys.platform == "darwin" else 1024.0), 1)
 
 
+def display_path(path: str | Path) -> str:
+    """A path as the JSON records it: relative to the working directory when under it.
+
+    Results are committed and compared across machines; an absolute path
+    names one machine's folders and says nothing the relative one does not.
+    """
+    text = str(path)
+    try:
+        p = Path(text)
+        if p.is_absolute():
+            return str(p.resolve().relative_to(Path.cwd().resolve()))
+    except (ValueError, OSError):
+        pass
+    return text
+
+
 def file_facts(path: Path) -> dict[str, Any]:
-    """Path, size and SHA-256 of a file."""
+    """Path (see :func:`display_path`), size and SHA-256 of a file."""
     data = path.read_bytes()
-    return {"path": str(path), "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"path": display_path(path), "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def model_facts(path: Path) -> dict[str, Any]:
@@ -313,7 +329,7 @@ def read_frames(spec: str, count: int) -> FrameSet:
     from tla_edge.sources import open_source
 
     src = open_source(spec)
-    info: dict[str, Any] = {"spec": str(spec), "kind": src.kind, "live": src.kind in LIVE_KINDS}
+    info: dict[str, Any] = {"spec": display_path(spec), "kind": src.kind, "live": src.kind in LIVE_KINDS}
     if info["live"]:
         return FrameSet([], src, info)
     frames = []
