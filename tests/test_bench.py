@@ -72,6 +72,14 @@ def test_configurations_with_detector_backends_side_by_side(tmp_path):
     assert [c.detector_backend for c in configs] == ["mediapipe", "litert"] * 2
 
 
+def test_a_fused_set_is_one_configuration(tmp_path):
+    a, b = tmp_path / "a_int8.tflite", tmp_path / "b_int8.tflite"
+    configs = bench.configurations([a, f"{a}+{b}", (a, b)], [1], edgetpu=False)
+    assert [c.id for c in configs] == ["a_int8/1t", "a_int8+b_int8/1t"]
+    assert configs[1].models == [a, b] and configs[1].model == a and configs[0].models == [a]
+    assert bench.model_set(f"{a}+{b}") == (a, b) and bench.model_set(a) == (a,)
+
+
 def test_display_path_is_relative_under_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path)
@@ -171,6 +179,25 @@ def test_bench_numbers_are_positive_and_consistent(bench_run, tiny_tflite):
     assert len({json.dumps(c["stages"]["decode"]) for c in configs}) == 1
     assert len({c["frames_scored"] for c in configs}) == 1
     assert [c["threads"] for c in configs] == [1, 2, 1, 2]
+
+
+def test_bench_times_a_fused_set_as_one_row(frames_dir, tiny_tflite, tmp_path, monkeypatch):
+    """A+B runs both models on every face, as the pipeline fuses them: one row, both invokes in it."""
+    out = tmp_path / "fused.json"
+    fused = f"{tiny_tflite['int8']}+{tiny_tflite['float']}"
+    argv = ["bench", "--source", str(frames_dir), "--model", fused, "--threads", "1",
+            "--frames", "4", "--warmup", "1", "--json", str(out), "--quiet"]
+    assert run_cli(argv, monkeypatch) == 0
+    (c,) = json.loads(out.read_text())["configurations"]
+    assert c["id"] == "tiny_int8+tiny_float/1t"
+    assert c["model"]["name"] == "tiny_int8+tiny_float" and c["model"]["dtype"] == "int8"
+    assert [m["name"] for m in c["model"]["fused_with"]] == ["tiny_float"]
+    assert c["model"]["fused_with"][0]["dtype"] == "float32"
+    assert sum(c["decisions"].values()) == 4
+    assert c["stages"]["invoke"]["n"] == c["frames_scored"] > 0
+    assert c["raw_invoke_ms"]["liveness"]["n"] == 4
+    # the tiny models carry no fusion record: the decisions are said not to mean anything
+    assert "no stored fusion threshold" in c["threshold_note"]
 
 
 def test_bench_plot_and_table(bench_run):

@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="M.tflite",
-        help="liveness model; repeat to compare several (None: the bundled int8 model)",
+        help="liveness model; repeat to compare several; A.tflite+B.tflite times a fused set as one row, "
+        "the way the pipeline runs it (None: the bundled int8 model)",
     )
     parser.add_argument(
         "--threads",
@@ -156,29 +157,46 @@ class Configuration(NamedTuple):
     """One combination the benchmark runs."""
 
     model: Path
-    """The liveness ``.tflite``."""
+    """The liveness ``.tflite`` (the first of a fused set)."""
     threads: int
     """Liveness interpreter threads."""
     edgetpu: bool = False
     """Whether the liveness model runs on the Edge TPU delegate."""
     detector_backend: str | None = None
     """Face detector backend asked for (``mediapipe``, ``litert``, ``auto``); None: auto, unnamed."""
+    partners: tuple[Path, ...] = ()
+    """The other models of a fused set (scores averaged), run with ``model`` on every face."""
+
+    @property
+    def models(self) -> list[Path]:
+        """Every liveness model of the configuration: one, or the fused set."""
+        return [self.model, *self.partners]
 
     @property
     def id(self) -> str:
-        """A short unique name: ``<model stem>/<threads>t`` (``+edgetpu``) (``@<backend>``)."""
-        return (f"{self.model.stem}/{self.threads}t" + ("+edgetpu" if self.edgetpu else "")
+        """A short unique name: ``<model stem>[+<stem>...]/<threads>t`` (``+edgetpu``) (``@<backend>``)."""
+        stems = "+".join(m.stem for m in self.models)
+        return (f"{stems}/{self.threads}t" + ("+edgetpu" if self.edgetpu else "")
                 + (f"@{self.detector_backend}" if self.detector_backend else ""))
 
 
+def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
+    """One ``--model`` value as its models: ``A.tflite`` or a fused set ``A.tflite+B.tflite``."""
+    if isinstance(value, (list, tuple)):
+        return tuple(Path(v) for v in value)
+    return tuple(Path(part) for part in str(value).split("+") if part)
+
+
 def configurations(
-    models: Sequence[Path], threads: Sequence[int], edgetpu: bool,
+    models: Sequence[Path | Sequence[Path]], threads: Sequence[int], edgetpu: bool,
     detector_backends: Sequence[str | None] = (None,),
 ) -> list[Configuration]:
-    """Every (model, threads, detector backend) combination, duplicates dropped, in the order given."""
-    seen: dict[tuple[str, int, str | None], Configuration] = {}
+    """Every (model or fused set, threads, detector backend) combination, duplicates dropped, in the order given."""
+    seen: dict[tuple[tuple[str, ...], int, str | None], Configuration] = {}
     for m, t, b in itertools.product(models, threads, detector_backends):
-        seen.setdefault((str(Path(m).resolve()), t, b), Configuration(Path(m), int(t), edgetpu, b))
+        first, *rest = model_set(m)
+        key = (tuple(str(p.resolve()) for p in (first, *rest)), t, b)
+        seen.setdefault(key, Configuration(first, int(t), edgetpu, b, tuple(rest)))
     return list(seen.values())
 
 
@@ -306,6 +324,15 @@ def model_facts(path: Path) -> dict[str, Any]:
     }
 
 
+def fused_facts(paths: Sequence[Path]) -> dict[str, Any]:
+    """:func:`model_facts` of one model; of a fused set, the first's with the set's name and the others' facts."""
+    facts = model_facts(paths[0])
+    if len(paths) > 1:
+        facts["name"] = "+".join(p.stem for p in paths)
+        facts["fused_with"] = [model_facts(p) for p in paths[1:]]
+    return facts
+
+
 # --- frames ---------------------------------------------------------------------
 
 
@@ -407,19 +434,21 @@ def raw_invoke_times(pipe: Any, frames: Sequence[Any], faces: Sequence[Any], war
     else:
         detector_ms = _raw_mediapipe_detector_ms(det, frames, warmup, count)
 
-    model = pipe.model
-    interpreter = model.interpreter
-    index = interp_lib.input_details(interpreter)["index"]
-    tensors = [model.input_tensor(model.crop(frames[i].rgb, face)) for i, face in faces]
-    if not tensors:
+    # Every model of a fused set runs on each face: a call's time is their sum.
+    prepared = []
+    for model in pipe.models:
+        interpreter = model.interpreter
         d = interp_lib.input_details(interpreter)
-        tensors = [np.zeros(d["shape"], d["dtype"])]
+        tensors = [model.input_tensor(model.crop(frames[i].rgb, face)) for i, face in faces]
+        prepared.append((interpreter, d["index"], tensors or [np.zeros(d["shape"], d["dtype"])]))
     liveness_ms = []
     for i in range(warmup + count):
-        interpreter.set_tensor(index, tensors[i % len(tensors)])
-        t0 = time.perf_counter()
-        interpreter.invoke()
-        dt = (time.perf_counter() - t0) * 1e3
+        dt = 0.0
+        for interpreter, index, tensors in prepared:
+            interpreter.set_tensor(index, tensors[i % len(tensors)])
+            t0 = time.perf_counter()
+            interpreter.invoke()
+            dt += (time.perf_counter() - t0) * 1e3
         if i >= warmup:
             liveness_ms.append(dt)
     return {"detector": detector_ms, "liveness": liveness_ms}
@@ -500,8 +529,18 @@ def bench_configuration(
     from tla_edge.progress import Progress
 
     rss_scope = "configuration" if reset_peak_rss() else "process"
+    threshold, threshold_note = None, None
+    if config.partners:
+        from tla_edge import metadata as metadata_lib
+
+        try:
+            metadata_lib.fused_threshold([(m, metadata_lib.load(m)) for m in config.models])
+        except (ValueError, TypeError):
+            # Timing does not depend on the threshold; the decision counts then do.
+            threshold, threshold_note = 0.5, "no stored fusion threshold: decisions at 0.5, not meaningful"
     pipe = Pipeline(
-        config.model, num_threads=config.threads, edgetpu=config.edgetpu, detector_model=detector, video=True,
+        config.models if config.partners else config.model, threshold=threshold, num_threads=config.threads,
+        edgetpu=config.edgetpu, detector_model=detector, video=True,
         detector_backend=config.detector_backend or "auto",
     )
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
@@ -538,13 +577,14 @@ def bench_configuration(
     scored = stage_stats(scored_total)
     result = {
         "id": config.id,
-        "model": model_facts(config.model),
+        "model": fused_facts(config.models),
         "threads": config.threads,
         "edgetpu": config.edgetpu,
         "detector_backend": pipe.detector.backend if pipe.detector is not None else None,
         "frames": frames,
         "frames_scored": len(scored_total),
         "decisions": dict(sorted(decisions.items())),
+        **({"threshold_note": threshold_note} if threshold_note else {}),
         "stages": stages,
         "total_scored": scored,
         "raw_invoke_ms": raw_stats,
@@ -677,7 +717,8 @@ def run_benchmark(
 
     np.random.seed(SEED)
     for m in models:
-        check_tflite_file(m)
+        for path in model_set(m):
+            check_tflite_file(path)
     detector_path = faces_lib.resolve_model(detector)
     runtime = import_runtime()
     host = host_info(runtime.name)
