@@ -178,6 +178,7 @@ cat >"$TMP/run_frames.py" <<'PY'
 """Runs the bundled detector (+ liveness model) on a folder of frames; JSON lines on stdout."""
 import importlib.metadata as md
 import json
+import os
 import platform
 import sys
 from pathlib import Path
@@ -198,6 +199,12 @@ def version(name):
         return None
 
 
+def where(path):
+    """A path inside the venv as <venv>/...: the report names no machine's folders."""
+    path = str(path)
+    return "<venv>/" + os.path.relpath(path, sys.prefix) if path.startswith(sys.prefix + os.sep) else path
+
+
 def wheel_tags():
     """name==version -> the wheel tags pip installed it from (shows which are arm64 binaries)."""
     tags = {}
@@ -213,12 +220,14 @@ print(json.dumps({
     "machine": platform.machine(),
     "python": platform.python_version(),
     "mode": mode,
-    "frames_dir": str(frames_dir),
-    "model": str(model or assets.DEFAULT_LIVENESS_MODEL) if mode == "pipeline" else None,
-    "tla_edge_file": __import__("tla_edge").__file__,
+    "frames_dir": where(frames_dir),
+    "model": where(model or assets.DEFAULT_LIVENESS_MODEL) if mode == "pipeline" else None,
+    "tla_edge_file": where(__import__("tla_edge").__file__),
     "packages": {n: version(n) for n in (
         "tla-edge", "numpy", "mediapipe", "ai-edge-litert", "opencv-contrib-python", "opencv-python")},
     "wheels": wheel_tags(),
+    # which face detector backend "auto" takes on this CPU, and why
+    "detector_backend_auto": list(__import__("tla_edge.faces", fromlist=["auto_backend"]).auto_backend()),
 }), flush=True)
 
 
@@ -240,6 +249,7 @@ if mode == "pipeline":
                 print(json.dumps({
                     "frame": frame.name,
                     "detector": detector,
+                    "backend": pipe.detector.backend,
                     "decision": r.decision,
                     "score": None if r.raw_score is None else round(r.raw_score, 4),
                     "box": box(r.face),
@@ -258,6 +268,7 @@ else:
                     print(json.dumps({
                         "frame": frame.name,
                         "detector": name,
+                        "backend": detector.backend,
                         "decision": "face" if face else "no_face",
                         "score": None if face is None else round(float(face.score), 4),
                         "box": box(face),
