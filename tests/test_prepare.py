@@ -290,3 +290,60 @@ def test_sigterm_and_sighup_are_handled_like_ctrl_c(nuaa_dir, tmp_path, monkeypa
     monkeypatch.setattr(ds, "read_image_rgb", real_read)
     assert cli.main(args) == 0  # resumes
     assert len({r["source"] for r in manifest_rows(out)}) == 8
+
+
+def test_file_name_that_is_not_utf8_is_named_skipped_and_resumable(nuaa_dir, tmp_path, capsys):
+    import os
+
+    data = tmp_path / "data"
+    (data / "real").mkdir(parents=True)
+    (data / "attack" / "print").mkdir(parents=True)
+    real = sorted((nuaa_dir / "ClientRaw" / "0001").glob("*.jpg"))[0].read_bytes()
+    (data / "real" / "a.jpg").write_bytes(real)
+    (data / "attack" / "print" / "b.jpg").write_bytes(sorted((nuaa_dir / "ImposterRaw" / "0001").glob("*.jpg"))[0].read_bytes())
+    with open(os.path.join(os.fsencode(data / "real"), b"bad\xff.jpg"), "wb") as f:
+        f.write(real)
+    out = tmp_path / "crops"
+    args = ["prepare", str(data), "--out", str(out), "--scales", "2.0", "--quiet"]
+    assert cli.main(args) == 0
+    err = capsys.readouterr().err
+    assert "tla-edge prepare: warning: skipping '" in err and "bad\\xff.jpg': its file name is not valid UTF-8" in err
+    assert {r["source"] for r in manifest_rows(out)} == {"real/a.jpg", "attack/print/b.jpg"}
+    assert prepare_json(out)["data"]["names_not_utf8"] == [str(data / "real") + "/bad\\xff.jpg"]
+    assert cli.main(args) == 0  # resumes
+    assert len(manifest_rows(out)) == 2
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--size", "100000"], "argument --size: '100000' is not in [16, 1024] pixels"),
+        (["--size", "8"], "argument --size: '8' is not in [16, 1024] pixels"),
+        (["--scales", "0.01"], "argument --scales: scale '0.01' is not in [0.5, 10]"),
+        (["--scales", "2.7,1000"], "argument --scales: scale '1000' is not in [0.5, 10]"),
+    ],
+)
+def test_size_and_scales_outside_sane_bounds(tmp_path, capsys, flags, message):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["prepare", str(tmp_path), "--out", str(tmp_path / "c"), *flags])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_missing_files_named_by_nuaa_lists_are_said_on_the_console(nuaa_dir, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "nuaa"
+    for folder in ("ClientRaw", "ImposterRaw"):
+        (data / folder / "0001").mkdir(parents=True)
+        for p in sorted((nuaa_dir / folder / "0001").glob("*.jpg"))[:2]:
+            shutil.copy(p, data / folder / "0001" / p.name)
+    for name in ("client_train_raw.txt", "imposter_train_raw.txt"):
+        shutil.copy(nuaa_dir / name, data / name)
+    out = tmp_path / "crops"
+    assert cli.main(["prepare", str(data), "--out", str(out), "--scales", "2.0", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    listed = sum(1 for n in ("client_train_raw.txt", "imposter_train_raw.txt")
+                 for line in (nuaa_dir / n).read_text().splitlines() if line.strip())
+    assert f"tla-edge prepare: warning: {listed - 4} files named by the dataset's lists are missing" in err
+    assert len(prepare_json(out)["data"]["missing_files"]) == 20

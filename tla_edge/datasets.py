@@ -98,6 +98,10 @@ class Record(NamedTuple):
     """``"train"``, ``"test"``, ... ; ``""`` when the dataset does not say."""
 
 
+MISSING_NAMED = 20
+"""Missing files named in a dataset's summary (the rest are counted)."""
+
+
 class Dataset(list):
     """A ``list[Record]`` that also says how it was read.
 
@@ -106,6 +110,7 @@ class Dataset(list):
       layout: ``"nuaa"``, ``"folder"`` or ``"csv"``.
       unlisted: images on disk that no list names (ignored).
       missing: list or CSV entries whose file is not on disk (skipped).
+      missing_paths: the first :data:`MISSING_NAMED` of them, to name on the console.
       notes: human-readable remarks about the reading, for summaries.
     """
 
@@ -115,7 +120,14 @@ class Dataset(list):
         self.layout = layout
         self.unlisted = 0
         self.missing = 0
+        self.missing_paths: list[Path] = []
         self.notes: list[str] = []
+
+    def note_missing(self, path: Path) -> None:
+        """Counts one listed file that is not on disk (and keeps the first few names)."""
+        self.missing += 1
+        if len(self.missing_paths) < MISSING_NAMED:
+            self.missing_paths.append(path)
 
     def summary(self) -> dict:
         """Counts per label, species, session and split, plus unlisted and missing files."""
@@ -312,7 +324,7 @@ def _load_nuaa(path: Path) -> Dataset:
             if img in listed:
                 continue
             if not img.is_file():
-                data.missing += 1
+                data.note_missing(img)
                 continue
             listed.add(img)
             parsed = parse_nuaa_name(img.name)
@@ -408,7 +420,7 @@ def _load_csv(path: Path) -> Dataset:
             img = Path(row["path"].replace("\\", "/"))
             img = img if img.is_absolute() else base / img
             if not img.is_file():
-                data.missing += 1
+                data.note_missing(img)
                 continue
             data.append(
                 Record(img, label, species, row.get("subject", ""), row.get("session", ""), row.get("split", ""))

@@ -21,6 +21,8 @@ import csv
 import hashlib
 import io
 import itertools
+import os
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +41,24 @@ MANIFEST_FLUSH_S = 30.0
 NO_FACE = "no_face"
 CORRUPT = "corrupt"
 ERROR = "error"
+
+
+MIN_SCALE, MAX_SCALE = 0.5, 10.0
+"""Sane crop scales: under half the face box loses the face, over 10x is the whole scene."""
+MIN_SIZE, MAX_SIZE = 16, 1024
+"""Sane crop sides in pixels."""
+
+
+def parse_size(text: str) -> int:
+    """A crop side in pixels within [MIN_SIZE, MAX_SIZE].
+
+    Raises:
+      argparse.ArgumentTypeError: with the value received and what is expected.
+    """
+    value = argtypes.positive_int(text)
+    if not MIN_SIZE <= value <= MAX_SIZE:
+        raise argparse.ArgumentTypeError(f"{text!r} is not in [{MIN_SIZE}, {MAX_SIZE}] pixels")
+    return value
 
 
 def parse_scales(text: str) -> list[float]:
@@ -60,6 +80,10 @@ def parse_scales(text: str) -> list[float]:
             ) from None
         if not value > 0 or not np.isfinite(value):
             raise argparse.ArgumentTypeError(f"scale {part!r} is not > 0")
+        if not MIN_SCALE <= value <= MAX_SCALE:
+            raise argparse.ArgumentTypeError(
+                f"scale {part!r} is not in [{MIN_SCALE:g}, {MAX_SCALE:g}] (crop side over the face box's side)"
+            )
         if all(abs(value - v) > 1e-9 for v in out):
             out.append(value)
     if not out:
@@ -85,7 +109,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S[,S...]",
         help="crop side over the face box's longer side; several values write one subfolder each",
     )
-    parser.add_argument("--size", type=argtypes.positive_int, default=preprocess.DEFAULT_INPUT_SIZE, help="crop side in pixels")
+    parser.add_argument("--size", type=parse_size, default=preprocess.DEFAULT_INPUT_SIZE,
+                        help=f"crop side in pixels, {MIN_SIZE} to {MAX_SIZE}")
     parser.add_argument(
         "--detector", type=str, default="short", metavar="short|full|PATH", help="face detector model"
     )
@@ -111,7 +136,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs ``tla-edge prepare``; returns 0."""
     records = datasets.load_dataset(args.data, args.layout)
+    summary = records.summary()
+    if records.missing:
+        shown = ", ".join(f"'{_shown(p)}'" for p in records.missing_paths[:3])
+        print(f"tla-edge prepare: warning: {records.missing} files named by the dataset's lists are missing "
+              f"on disk and were skipped, e.g. {shown} (listed in prepare.json)", file=sys.stderr)
     picked = select_records(records, split=args.split, limit=args.limit)
+    picked, bad_names = split_undecodable(picked)
+    for rec in bad_names:
+        print(f"tla-edge prepare: warning: skipping '{_shown(rec.path)}': its file name is not valid UTF-8; "
+              "rename it to include it", file=sys.stderr)
     what = f"dataset '{args.data}'" + (f" split {args.split!r}" if args.split else "")
     if args.split is not None and not picked:
         splits = sorted({r.split for r in records})
@@ -132,12 +166,36 @@ def run(args: argparse.Namespace) -> int:
             "layout": records.layout,
             "split": args.split,
             "limit": args.limit,
-            **{k: v for k, v in records.summary().items() if k in ("unlisted", "missing", "notes")},
+            **{k: v for k, v in summary.items() if k in ("unlisted", "missing", "notes")},
+            "missing_files": [_shown(p) for p in records.missing_paths],
+            "names_not_utf8": [_shown(r.path) for r in bad_names],
         },
         show_progress=not args.quiet,
     )
     print(format_summary(result["summary"], args.out))
     return 0
+
+
+def _shown(path: Path | str) -> str:
+    """A path printable anywhere: bytes that are not UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(str(path)).decode("utf-8", errors="backslashreplace")
+
+
+def split_undecodable(records: Sequence[datasets.Record]) -> tuple[list[datasets.Record], list[datasets.Record]]:
+    """``(usable, not_utf8)``: records whose path is valid UTF-8, and those whose name is not.
+
+    A name that is not UTF-8 cannot be written to the UTF-8 manifest, so it is
+    skipped, named on the console and in ``prepare.json``; the run stays resumable.
+    """
+    good, bad = [], []
+    for r in records:
+        try:
+            str(r.path).encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(r)
+        else:
+            good.append(r)
+    return good, bad
 
 
 def select_records(
