@@ -242,3 +242,46 @@ def test_load_crops_errors(tmp_path):
     (root / "s2.7/real/0.png").unlink()
     with pytest.raises(FileNotFoundError, match="named in the manifest is missing"):
         datasets.load_crops(root, scale=2.7)
+
+
+def _csv_dataset(tmp_path, body: bytes):
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"x")
+    path = tmp_path / "m.csv"
+    path.write_bytes(body)
+    return path
+
+
+def test_same_image_with_two_labels_names_the_rows(tmp_path):
+    path = _csv_dataset(tmp_path, b"path,label,species\na.jpg,real,\nb.jpg,attack,print\na.jpg,attack,print\n")
+    with pytest.raises(UserError) as info:
+        datasets.load_dataset(path, "csv")
+    assert str(info.value) == (f"CSV '{path}' lines 2 and 4 list 'a.jpg' as real and as attack; "
+                               "expected one label per image")
+
+
+def test_the_same_image_in_two_class_folders_of_any_layout(tmp_path):
+    from tla_edge.datasets import Record
+
+    recs = [Record(tmp_path / "a.jpg", "real", "", "", "", ""), Record(tmp_path / "a.jpg", "attack", "print", "", "", "")]
+    with pytest.raises(UserError, match=r"lists 1 image\(s\) as both real and attack, e.g. '.*a.jpg'"):
+        datasets.check_conflicting_labels(recs, "d")
+
+
+def test_unknown_label_names_the_row(tmp_path):
+    path = _csv_dataset(tmp_path, b"path,label\na.jpg,alive\nb.jpg,attack\n")
+    with pytest.raises(UserError, match=r"CSV '.*m.csv' line 2: label 'alive' is not real or attack"):
+        datasets.load_dataset(path, "csv")
+
+
+def test_manifest_that_is_not_utf8_names_the_file(tmp_path):
+    path = _csv_dataset(tmp_path, "path,label\ncafé.jpg,real\nb.jpg,attack\n".encode("latin-1"))
+    with pytest.raises(UserError) as info:
+        datasets.load_dataset(path, "csv")
+    assert str(info.value) == f"CSV '{path}' is not UTF-8 text (byte 0xe9 at offset 14); expected a UTF-8 CSV manifest"
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "manifest.csv").write_bytes("crop,label,scale\ns2.0/café.png,real,2.0\n".encode("latin-1"))
+    for call in (datasets.read_manifest, datasets.is_crops_dir):
+        with pytest.raises(UserError, match=r"crops manifest '.*manifest.csv' is not UTF-8 text"):
+            call(crops)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -242,7 +243,26 @@ def load_dataset(path: str | Path, layout: str = "auto") -> Dataset:
     if layout == "auto":
         layout = detect_layout(path)
     loader = {"nuaa": _load_nuaa, "folder": _load_folder, "csv": _load_csv}[layout]
-    return loader(path)
+    data = loader(path)
+    check_conflicting_labels(data, path)
+    return data
+
+
+def check_conflicting_labels(records: Sequence[Record], where: str | Path) -> None:
+    """Refuses one image listed with two labels (real and attack): its score would count twice, both ways.
+
+    Raises:
+      UserError: names the image and its labels.
+    """
+    labels: dict[Path, set[str]] = {}
+    for r in records:
+        labels.setdefault(Path(os.path.abspath(r.path)), set()).add(r.label)
+    both = [p for p, ls in labels.items() if len(ls) > 1]
+    if both:
+        raise UserError(
+            f"dataset '{where}' lists {len(both)} image(s) as both real and attack, e.g. '{both[0]}'; "
+            "expected one label per image"
+        )
 
 
 def check_two_classes(records: Sequence[Record], what: str = "dataset") -> None:
@@ -398,8 +418,19 @@ def _load_csv(path: Path) -> Dataset:
             f"dataset folder '{path}' holds no single CSV with columns path,label; expected one "
             "CSV manifest with columns path,label[,species,subject,session,split]"
         )
+    try:
+        return _read_csv(csv_path)
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"CSV '{csv_path}' is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "expected a UTF-8 CSV manifest"
+        ) from None
+
+
+def _read_csv(csv_path: Path) -> Dataset:
     base = csv_path.parent
     data = Dataset(root=csv_path, layout="csv")
+    seen: dict[Path, tuple[int, str]] = {}
     with csv_path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         cols = {c: c.strip().lower() for c in reader.fieldnames or []}
@@ -419,6 +450,13 @@ def _load_csv(path: Path) -> Dataset:
                 species = row.get("species") or species or "attack"
             img = Path(row["path"].replace("\\", "/"))
             img = img if img.is_absolute() else base / img
+            key = Path(os.path.abspath(img))
+            if key in seen and seen[key][1] != label:
+                raise UserError(
+                    f"CSV '{csv_path}' lines {seen[key][0]} and {line_no} list '{row['path']}' as "
+                    f"{seen[key][1]} and as {label}; expected one label per image"
+                )
+            seen.setdefault(key, (line_no, label))
             if not img.is_file():
                 data.note_missing(img)
                 continue
@@ -452,14 +490,18 @@ def read_manifest(crops_dir: str | Path) -> list[dict[str, str]]:
         raise FileNotFoundError(
             f"crops manifest '{manifest}' not found; expected a folder written by tla-edge prepare"
         )
-    with manifest.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("crop", "label", "scale") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(
-                f"crops manifest '{manifest}' lacks columns {missing}; expected {','.join(MANIFEST_COLUMNS)}"
-            )
-        return list(reader)
+    try:
+        with manifest.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in ("crop", "label", "scale") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise UserError(
+                    f"crops manifest '{manifest}' lacks columns {missing}; expected {','.join(MANIFEST_COLUMNS)}"
+                )
+            return list(reader)
+    except UnicodeDecodeError as err:
+        raise UserError(f"crops manifest '{manifest}' is not UTF-8 text (offset {err.start}); "
+                        "expected the manifest.csv tla-edge prepare writes") from None
 
 
 def is_crops_dir(path: str | Path) -> bool:
@@ -467,8 +509,12 @@ def is_crops_dir(path: str | Path) -> bool:
     manifest = Path(path) / MANIFEST_NAME
     if not manifest.is_file():
         return False
-    with manifest.open(newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f), [])
+    try:
+        with manifest.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except UnicodeDecodeError as err:
+        raise UserError(f"crops manifest '{manifest}' is not UTF-8 text (offset {err.start}); "
+                        "expected the manifest.csv tla-edge prepare writes") from None
     return "crop" in header and "scale" in header
 
 
