@@ -400,3 +400,14 @@ def test_compare_bad_input(compare_mod, tmp_path, capsys, content, message):
     assert compare_mod.main([str(tmp_path / name), str(ref)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and re.search(message, err), err
+
+
+def test_json_and_plot_on_the_same_file_is_refused(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("matplotlib")
+    same = tmp_path / "x.png"
+    assert run_cli(["bench", "--source", "samples", "--frames", "1", "--json", str(same), "--plot", str(same)],
+                   monkeypatch) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tla-edge bench: error: --json and --plot are both '{same}'; expected two different files"
+    )
+    assert not same.exists()

@@ -69,3 +69,16 @@ def test_console_script_reports_a_user_error_in_one_line(tmp_path):
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("tla-edge info: error:"), out.stderr
     assert "is not a TFLite model" in lines[0]
+
+
+@pytest.mark.parametrize("argv", [["info", "short"], ["bench", "--source", "samples", "--frames", "1"]])
+def test_closed_stdout_is_one_line_exit_2(argv):
+    # the shell's ">&-": fd 1 is closed before Python starts, so sys.stdout is None
+    code = "import sys; from tla_edge import cli; sys.exit(cli.main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       text=True, timeout=120, pass_fds=(), preexec_fn=lambda: __import__("os").close(1))
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.startswith("tla-edge")]
+    assert lines == [f"tla-edge {argv[0]}: error: standard output is closed; expected somewhere to write the "
+                     "results (redirect it to a file, or to /dev/null to discard them)"]
+    assert "Traceback" not in r.stderr

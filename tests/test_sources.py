@@ -393,3 +393,9 @@ def test_samples_spec_opens_the_bundled_frames(tmp_path, monkeypatch):
         names = [f.name for f in src]
     expected = sorted(p.name for p in sample_frames_dir().glob("*.jpg"))
     assert names == expected and len(names) >= 5
+
+
+@pytest.mark.parametrize("spec", [10000, "99999999999999999999", 2**31])
+def test_camera_index_too_large_for_opencv(spec):
+    with pytest.raises(ValueError, match=r"camera index \d+ is larger than 9999; expected the N of /dev/videoN"):
+        open_source(spec)

@@ -217,3 +217,18 @@ def test_train_on_one_session_only(tmp_path):
     assert meta.extra["data"]["val"]["sessions"] == {"02": {"real": 6, "attack": 6}}
     with open(out / "validation_scores.csv") as f:
         assert {(r["session"], r["subject"]) for r in csv.DictReader(f)} == {("02", "0002")}
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--weights", "none"], "--epochs 0 trains nothing; expected at least one epoch"),
+    (["--weights", "base.weights.h5", "--fine-tune-epochs", "0"],
+     "--epochs 0 with --fine-tune-epochs 0 trains nothing; expected at least one epoch"),
+])
+def test_zero_epochs_is_refused_and_writes_nothing(tmp_path, capsys, extra, message):
+    from tla_edge import cli as cli_lib
+
+    out = tmp_path / "models" / "m"
+    code = cli_lib.main(["train", str(tmp_path), "--epochs", "0", *extra, "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"tla-edge train: error: {message}"
+    assert not out.exists() and not out.parent.exists()

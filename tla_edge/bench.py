@@ -774,6 +774,8 @@ def run(args: argparse.Namespace) -> int:
             raise missing_extra("matplotlib", "dev")
         if args.plot.suffix.lower() not in (".png", ".svg", ".pdf"):
             raise ValueError(f"--plot '{args.plot}' has suffix '{args.plot.suffix}'; expected .png, .svg or .pdf")
+        if args.json is not None and os.path.abspath(args.json) == os.path.abspath(args.plot):
+            raise ValueError(f"--json and --plot are both '{args.plot}'; expected two different files")
     if args.model:
         models = list(args.model)
     else:

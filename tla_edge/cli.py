@@ -64,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the CLI; returns the exit code (0 ok, 1 failed check, 2 user error, 130 interrupted)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if sys.stdout is None or _fd_closed(sys.stdout):
+        print(f"tla-edge {args.command}: error: standard output is closed; expected somewhere to write "
+              "the results (redirect it to a file, or to /dev/null to discard them)", file=sys.stderr)
+        return 2
     try:
         with signals_as_interrupt():
             return int(args.func(args) or 0)
@@ -107,6 +111,18 @@ def signals_as_interrupt() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _fd_closed(stream) -> bool:
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # io.UnsupportedOperation: a StringIO, a test capture
+        return False
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
 
 
 def _silence_stdout() -> None:

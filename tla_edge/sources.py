@@ -514,6 +514,25 @@ class PiCameraSource(FrameSource):
                 self._cam = None
 
 
+MAX_CAMERA_INDEX = 9999
+"""Largest camera index passed to OpenCV (which reads larger ones as a backend code, or overflows)."""
+
+
+def _camera_index(index: int) -> int:
+    """Checks a camera index: 0 to :data:`MAX_CAMERA_INDEX`.
+
+    Raises:
+      ValueError: names the index received.
+    """
+    if index < 0:
+        raise ValueError(f"camera index {index} is negative; expected 0, 1, ...")
+    if index > MAX_CAMERA_INDEX:
+        raise ValueError(
+            f"camera index {index} is larger than {MAX_CAMERA_INDEX}; expected the N of /dev/videoN (0, 1, ...)"
+        )
+    return int(index)
+
+
 SAMPLES_SPEC = "samples"
 """Source name of the bundled, freely redistributable sample frames."""
 
@@ -548,14 +567,12 @@ def open_source(
         if value is not None and (not isinstance(value, (int, np.integer)) or value <= 0):
             raise ValueError(f"capture {name} {value!r} is not a positive integer")
     if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-        if spec < 0:
-            raise ValueError(f"camera index {spec} is negative; expected 0, 1, ...")
-        return CaptureSource(int(spec), loop, width, height)
+        return CaptureSource(_camera_index(spec), loop, width, height)
     text = os.fspath(spec) if isinstance(spec, os.PathLike) else str(spec)
     if not text.strip():
         raise ValueError("source '' is empty; expected a camera index, picamera2, a video, a folder or an image")
     if text.isdigit():
-        return CaptureSource(int(text), loop, width, height)
+        return CaptureSource(_camera_index(int(text)), loop, width, height)
     if text.lower() in PICAMERA_SPECS:
         return PiCameraSource(width, height)
     if text == SAMPLES_SPEC and not Path(text).exists():

@@ -396,6 +396,12 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in ("epochs", "fine_tune_epochs", "patience", "fine_tune_at"):
         if getattr(args, name) < 0:
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)} is negative; expected >= 0")
+    from_scratch = str(args.weights).lower() in ("none", "")
+    if args.epochs == 0 and (from_scratch or args.fine_tune_epochs == 0):
+        raise UserError(
+            "--epochs 0" + ("" if from_scratch else " with --fine-tune-epochs 0")
+            + " trains nothing; expected at least one epoch"
+        )
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is not >= 1")
     for name in ("lr", "fine_tune_lr"):
