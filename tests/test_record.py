@@ -193,3 +193,19 @@ def test_record_nuaa_folder_as_a_camera(nuaa_dir, tmp_path, capsys):
     got = datasets.read_image_rgb(out / rows[0]["path"]).astype(int)
     want = datasets.read_image_rgb(real / rows[0]["frame"]).astype(int)
     assert np.abs(got - want).mean() < 3.0
+
+
+def test_refuses_a_crops_folder_and_reads_a_recording_through_its_manifest(tmp_path):
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "manifest.csv").write_text("crop,source,label,scale\ns3.5/a.png,a.jpg,real,3.5\n")
+    with pytest.raises(UserError, match="holds a crops folder written by tla-edge prepare, not a recording"):
+        record.check_out_dir(crops)
+    # real/ + attack/ alone is the folder layout (no session); with a recording's manifest, the CSV layout
+    data = _folder_dataset(tmp_path / "data")
+    assert datasets.detect_layout(data) == "folder"
+    (data / "manifest.csv").write_text(
+        record.manifest_line({c: c for c in record.COLUMNS})
+        + record.manifest_line({"path": "real/a/x.png", "label": "real", "subject": "a", "session": "07"}))
+    assert datasets.detect_layout(data) == "csv"
+    assert [(r.subject, r.session) for r in datasets.load_dataset(data)] == [("a", "07")]
