@@ -347,3 +347,35 @@ def test_missing_files_named_by_nuaa_lists_are_said_on_the_console(nuaa_dir, tmp
                  for line in (nuaa_dir / n).read_text().splitlines() if line.strip())
     assert f"tla-edge prepare: warning: {listed - 4} files named by the dataset's lists are missing" in err
     assert len(prepare_json(out)["data"]["missing_files"]) == 20
+
+
+def test_prepare_crop_equals_the_device_crop_pixel_for_pixel(nuaa_dir, tmp_path):
+    """What training sees (prepare's PNG) is what the device feeds the model on the same frame."""
+    import shutil
+
+    import cv2
+
+    from tla_edge.pipeline import Pipeline
+
+    data = tmp_path / "data"
+    picks = {"real": sorted((nuaa_dir / "ClientRaw" / "0009").glob("*.jpg"))[:2],
+             "attack/print": sorted((nuaa_dir / "ImposterRaw" / "0009").glob("*.jpg"))[:2]}
+    for folder, paths in picks.items():
+        (data / folder).mkdir(parents=True)
+        for p in paths:
+            shutil.copy(p, data / folder / p.name)
+    out = tmp_path / "crops"
+    # the bundled model's crop: scale 3.5, 160 px
+    assert cli.main(["prepare", str(data), "--out", str(out), "--scales", "3.5", "--size", "160", "--quiet"]) == 0
+    rows = manifest_rows(out)
+    assert len(rows) == 4
+    with Pipeline(video=False, live_frames=1) as pipe:
+        assert pipe.model.meta.crop_scale == 3.5 and pipe.model.input_size == (160, 160)
+        for row in rows:
+            frame = cv2.cvtColor(cv2.imread(str(data / row["source"])), cv2.COLOR_BGR2RGB)
+            result = pipe.process(frame)
+            assert result.face is not None
+            device = pipe.model.crop(frame, result.face)
+            written = cv2.cvtColor(cv2.imread(str(out / row["crop"])), cv2.COLOR_BGR2RGB)
+            np.testing.assert_array_equal(written, device)
+            assert float(row["box_x"]) == pytest.approx(result.face.x, abs=0.005)
