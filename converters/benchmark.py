@@ -7,8 +7,8 @@ file size, parity with the Keras model (correlation, agreement, ACER and EER
 change, largest score difference), threshold, Edge TPU readiness, and the
 liveness invoke latency (median, p90) inside the pipeline and alone.
 
-    python -m tla_edge.converters.benchmark /work/models/default \\
-        --calib /work/crops/nuaa --frames /tmp/nuaa200 \\
+    python -m tla_edge.converters.benchmark models/default \\
+        --calib crops/nuaa --frames frames/nuaa200 \\
         --out benchmarks/results/convert_default.json
 """
 

@@ -4,7 +4,7 @@
 # OS Bookworm 64-bit) as on x86-64, under qemu-user emulation.
 #
 #   sudo scripts/arm64_proof.sh                      # bundled samples -> benchmarks/results/arm64_qemu_proof.json
-#   sudo scripts/arm64_proof.sh --frames DIR --out /tmp/proof.json
+#   sudo scripts/arm64_proof.sh --frames DIR --out proof.json
 #
 # Steps: (1) debootstrap a bookworm arm64 root (once; reused after), (2) copy
 # the repository in (git archive of HEAD, so only committed files count),

@@ -17,7 +17,7 @@ The criteria (issue 10): the same frames found, IoU >= 0.98 on every frame
 where both find a face, keypoints within 1 px, decisions identical.
 
     python scripts/detector_agreement.py                          # ../shared/data/nuaa-train
-    python scripts/detector_agreement.py DATA --models short --limit 200 --out /tmp/a.json
+    python scripts/detector_agreement.py DATA --models short --limit 200 --out agreement.json
 
 Writes ``benchmarks/results/detector_agreement.json`` (``--force`` to replace).
 """

@@ -13,7 +13,7 @@ Figures on the check set come from ``tla-edge evaluate --raw`` (the device
 pipeline, image-mode detector, no smoothing) at the threshold written in each
 model; figures on the recording are the calibration's own (in-sample).
 
-  python scripts/own_camera_loop.py --session 02 --work /tmp/own_loop \\
+  python scripts/own_camera_loop.py --session 02 --work runs/own_loop \\
       --json benchmarks/results/own_camera_loop.json
 
 ``--default-model`` / ``--default-weights`` replace the bundled int8 model and
