@@ -313,3 +313,36 @@ def test_evaluate_releases_its_models(crops, tiny_tflite, tmp_path, monkeypatch)
     assert run_cli(crops, "--model", tiny_tflite["int8"], "--model", tiny_tflite["float"], "--threshold", "0.5",
                    "--out", tmp_path / "r") == 0
     assert len(opened) == 2 and all(m in closed and m.interpreter is None for m in opened)
+
+
+def test_store_fusion_derives_the_fused_threshold_and_the_pipeline_uses_it(crops, tiny_tflite, tmp_path, capsys):
+    import hashlib
+
+    from tla_edge import metadata
+    from tla_edge.pipeline import Pipeline
+
+    models = []
+    for kind in ("float", "int8"):
+        path = tmp_path / f"{kind}.tflite"
+        path.write_bytes(tiny_tflite[kind].read_bytes())
+        shutil.copy(str(tiny_tflite[kind]) + ".json", str(path) + ".json")
+        models.append(path)
+    out = tmp_path / "r"
+    assert run_cli(crops, "--model", models[0], "--model", models[1], "--store-fusion", "--out", out) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    rows = read_scores(out)
+    fused = np.array([float(r["score"]) for r in rows])
+    labels = np.array([1 if r["label"] == "real" else 0 for r in rows])
+    # independent: the EER threshold of the fused scores, recomputed from scores.csv
+    assert m["threshold"] == pytest.approx(metrics.eer(fused, labels)[1], abs=1e-6)
+    record = {"partners": sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in models),
+              "threshold": m["threshold"]}
+    assert m["fusion_record"] == record
+    for p in models:
+        assert metadata.load(p).extra["fusion"] == record
+    with Pipeline(models, detector=object()) as pipe:
+        assert pipe.threshold == pytest.approx(m["threshold"])
+    assert all(r["decision"] == ("live" if float(r["score"]) >= m["threshold"] else "spoof") for r in rows)
+    # a third model, or one of them alone, is not that pair
+    assert run_cli(crops, "--model", models[0], "--store-fusion", "--out", tmp_path / "x") == 2
+    assert "--store-fusion needs two or more .tflite --model" in capsys.readouterr().err

@@ -85,6 +85,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="decision threshold, strictly between 0 and 1 (None: the model metadata's; required for a .tflite "
         "without tla-edge metadata and for several --model without a stored fusion threshold)"
     )
+    parser.add_argument(
+        "--store-fusion", action="store_true",
+        help="several .tflite --model: derive their fused threshold at the EER of the fused scores on DATA, "
+        "report at it, and store it in each model's metadata (extra.fusion) for the runtime",
+    )
     parser.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report files")
     parser.add_argument("--force", action="store_true", help="overwrite report files in REPORT_DIR")
     parser.add_argument("--limit", type=argtypes.positive_int, default=None, metavar="N", help="evaluate N images, evenly spread (None: all)")
@@ -110,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
             f"'{args.data}' is not a crops folder (no manifest.csv written by tla-edge prepare); "
             "expected a crops folder, or pass --raw to run the device pipeline on a raw dataset"
         )
+    store_fusion = getattr(args, "store_fusion", False)
+    if store_fusion:
+        if len(model_paths) < 2 or any(metadata_lib.model_file(p).suffix.lower() != ".tflite" for p in model_paths):
+            raise UserError(f"--store-fusion needs two or more .tflite --model; got {len(model_paths)} "
+                            f"({', '.join(str(p) for p in model_paths)})")
+        if args.threshold is not None:
+            raise UserError(f"--store-fusion derives the threshold; got also --threshold {args.threshold:g}")
     scorers: list[Scorer] = []
     try:
         for p in model_paths:
@@ -123,7 +135,13 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for sc in scorers:
             sc.close()
+    if store_fusion:
+        threshold = _derive_fused_threshold(ev)
     report = build_report(ev, threshold, scorers, args, raw)
+    if store_fusion:
+        report["threshold_source"] = "fused EER on this data (--store-fusion)"
+        report["fusion_record"] = metadata_lib.store_fusion([s.path for s in scorers], threshold)
+        print(f"stored fused threshold {threshold:.4f} in " + ", ".join(f"'{s.path}'" for s in scorers))
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     write_report(args.out, ev, report, args.worst)
     print(format_summary(report, args.out))
@@ -364,8 +382,25 @@ def evaluate_crops(args: argparse.Namespace, scorers: Sequence[Scorer]) -> Evalu
     return ev
 
 
+def _derive_fused_threshold(ev: "Evaluated") -> float:
+    """The EER threshold of the fused scores over processed presentations; the decisions follow it."""
+    scores, labels, _ = ev.arrays()
+    done = ev.processed()
+    if len(set(labels[done].tolist())) < 2:
+        raise UserError("--store-fusion needs processed bona fide and attack presentations to derive a threshold")
+    threshold = metadata_lib.check_threshold(metrics.eer(scores[done], labels[done])[1], "fused EER threshold")
+    ev.decisions = [(LIVE if scores[i] >= threshold else SPOOF) if d else ev.decisions[i]
+                    for i, d in enumerate(done)]
+    return threshold
+
+
 def _threshold_of(args: argparse.Namespace, scorers: Sequence[Scorer]) -> float:
-    """--threshold, else the model's own, else the fused threshold stored with several models."""
+    """--threshold, else the model's own, else the fused threshold stored with several models.
+
+    With --store-fusion, 0.5 for the scoring pass: the threshold is derived afterwards.
+    """
+    if getattr(args, "store_fusion", False):
+        return 0.5
     if args.threshold is not None:
         return metadata_lib.check_threshold(args.threshold, "--threshold")
     if len(scorers) == 1:

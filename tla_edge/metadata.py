@@ -158,6 +158,36 @@ def fusion_record(model_paths: Sequence[str | Path], threshold: float) -> dict[s
     }
 
 
+def store_fusion(model_paths: Sequence[str | Path], threshold: float) -> dict[str, Any]:
+    """Stores the fused threshold in every model's metadata (``extra.fusion``).
+
+    A ``.tflite`` with embedded metadata gets it re-embedded (the flatbuffer,
+    hence its hash, is unchanged) and its sidecar rewritten; one with only a
+    sidecar gets the sidecar. Each file is written through a temporary name.
+
+    Returns:
+      The record stored.
+
+    Raises:
+      ValueError: a model without tla-edge metadata, fewer than two models, or
+        a threshold outside (0, 1).
+    """
+    from tla_edge import fileio
+
+    record = fusion_record(model_paths, threshold)
+    updates = []
+    for path in map(Path, model_paths):
+        meta = load(path)
+        if meta is None:
+            raise ValueError(f"model '{path}' has no tla-edge metadata to store a fusion threshold in")
+        updates.append((path, meta.replace(extra={**meta.extra, "fusion": record})))
+    for path, meta in updates:
+        if path.suffix.lower() == ".tflite" and read_embedded(path) is not None:
+            fileio.write_bytes_atomic(path, embed(path.read_bytes(), meta))
+        fileio.write_text_atomic(sidecar_path(path), json.dumps(meta.to_dict(), indent=2) + "\n")
+    return record
+
+
 def fused_threshold(models: Sequence[tuple[str | Path, "ModelMetadata"]]) -> float:
     """The stored threshold of several models fused by averaging their scores.
 
