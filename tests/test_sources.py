@@ -399,3 +399,16 @@ def test_samples_spec_opens_the_bundled_frames(tmp_path, monkeypatch):
 def test_camera_index_too_large_for_opencv(spec):
     with pytest.raises(ValueError, match=r"camera index \d+ is larger than 9999; expected the N of /dev/videoN"):
         open_source(spec)
+
+
+def test_stream_that_cannot_be_opened_is_one_line(capfd):
+    import socket
+
+    with socket.socket() as sock:  # a local port nobody listens on: refused at once
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"rtsp://127.0.0.1:{port}/stream"
+    with pytest.raises(UserError) as info:
+        open_source(url)
+    assert str(info.value).startswith(f"cannot open stream '{url}' (no answer or refused within")
+    assert "Connection" not in capfd.readouterr().err  # FFmpeg's own line stays quiet

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
+from tla_edge.native import quiet_native_logs
 from tla_edge.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -294,7 +295,9 @@ class CaptureSource(FrameSource):
                     ms = int(read_timeout_s * 1000)
                     params = [p for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC")
                               if hasattr(cv2, name) for p in (getattr(cv2, name), ms)]
-                    self._cap = cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG, params)
+                    # FFmpeg prints its own connection errors on fd 2; our one line says it
+                    with quiet_native_logs():
+                        self._cap = cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG, params)
                 else:
                     self._cap = cv2.VideoCapture(str(spec), cv2.CAP_FFMPEG)
         if not self._cap.isOpened():
@@ -303,6 +306,11 @@ class CaptureSource(FrameSource):
                 raise UserError(
                     f"camera {spec} did not open; check that it is plugged in, not used by "
                     "another program, and that the index is right (ls /dev/video*)"
+                )
+            if self.is_stream:
+                raise UserError(
+                    f"cannot open stream '{spec}' (no answer or refused within {read_timeout_s:g} s); "
+                    "check the address, the port and that the camera is streaming"
                 )
             raise UserError(
                 f"cannot open video '{spec}'; expected a video file OpenCV can decode "
