@@ -30,6 +30,29 @@ def default_liveness_model() -> Path:
     return DEFAULT_LIVENESS_MODEL
 
 
+def default_liveness_models() -> list[Path]:
+    """The bundled liveness model and the partners it is fused with (scores averaged), if any.
+
+    The primary model's metadata names its partners (``extra.fusion.models``,
+    written by ``scripts/fuse_models.py`` with the fused threshold); a model
+    without a fusion record runs alone.
+
+    Raises:
+      FileNotFoundError: the package was installed without its assets.
+    """
+    from tla_edge import metadata
+
+    primary = default_liveness_model()
+    meta = metadata.load(primary)
+    names = ((meta.extra or {}).get("fusion") or {}).get("models", []) if meta is not None else []
+    partners = [ASSETS_DIR / n for n in names if n != primary.name]
+    for p in partners:
+        if not p.is_file():
+            raise FileNotFoundError(f"bundled liveness model '{p}' (fused with '{primary.name}') not found; "
+                                    "reinstall tla-edge or pass --model")
+    return [primary, *partners]
+
+
 def default_liveness_weights() -> tuple[Path, "ModelMetadata"]:
     """The default model's float weights and the bundled model's metadata.
 

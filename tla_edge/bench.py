@@ -779,9 +779,9 @@ def run(args: argparse.Namespace) -> int:
     if args.model:
         models = list(args.model)
     else:
-        from tla_edge.assets import default_liveness_model
+        from tla_edge.assets import default_liveness_models
 
-        models = [default_liveness_model()]
+        models = [tuple(default_liveness_models())]  # a fused default is one row, as the pipeline runs it
     if args.source is None:
         from tla_edge.assets import sample_frames_dir
 

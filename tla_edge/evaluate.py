@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``tla-edge evaluate``; returns 0."""
     t0 = time.perf_counter()
     check_outputs(args.out, args.force)
-    model_paths = [Path(p) for p in args.model] if args.model else [_default_model()]
+    model_paths = [Path(p) for p in args.model] if args.model else _default_models()
     raw = args.raw or args.layout in datasets.LAYOUTS
     if not raw and args.layout in ("auto", CROPS) and not datasets.is_crops_dir(args.data):
         if not args.data.exists():
@@ -148,10 +148,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_model() -> Path:
-    from tla_edge.assets import default_liveness_model
+def _default_models() -> list[Path]:
+    from tla_edge.assets import default_liveness_models
 
-    return default_liveness_model()
+    return default_liveness_models()
 
 
 def check_outputs(out: Path, force: bool) -> None:

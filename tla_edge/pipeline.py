@@ -189,9 +189,9 @@ class Pipeline:
             threshold = check_threshold(threshold, "threshold")
         self.smoother = Smoother(smoothing, live_frames=live_frames)
         if model is None:
-            from tla_edge.assets import default_liveness_model
+            from tla_edge.assets import default_liveness_models
 
-            model = default_liveness_model()
+            model = default_liveness_models()
         specs = list(model) if isinstance(model, (list, tuple)) else [model]
         if not specs:
             raise ValueError("no liveness model given; expected at least one .tflite")
