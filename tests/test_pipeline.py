@@ -185,6 +185,19 @@ def test_two_models_are_fused_by_mean(tiny_tflite):
     assert r.timings["invoke"] == pytest.approx(0.2)
 
 
+def test_fused_models_of_one_crop_scale_share_the_crop(tiny_tflite, monkeypatch):
+    """Same crop scale and input size: one crop per frame for both; another scale gets its own."""
+    import dataclasses
+
+    a, b, c = (FixedModel(tiny_tflite["float"], logit=v) for v in (1.0, 1.0, 1.0))
+    c.meta = dataclasses.replace(c.meta, crop_scale=c.meta.crop_scale + 1.0)
+    calls = []
+    for m in (a, b, c):
+        monkeypatch.setattr(m, "crop", lambda rgb, box, m=m: calls.append(m) or LivenessModel.crop(m, rgb, box))
+    r = Pipeline([a, b, c], FakeDetector([FACE]), threshold=0.5, live_frames=1).process(FRAME)
+    assert r.decision == "live" and calls == [a, c]
+
+
 def _pair_with_thresholds(tiny_tflite, tmp_path, fusion=None):
     """Copies of two different tiny models, own thresholds 0.3 and 0.5 (mean 0.4)."""
     import json

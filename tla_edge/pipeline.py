@@ -270,9 +270,13 @@ class Pipeline:
 
         try:
             raw_scores = []
+            crops: dict[tuple, np.ndarray] = {}  # fused models of one crop scale and size share the crop
             for m in self.models:
                 tc = time.perf_counter()
-                x = m.input_tensor(m.crop(rgb, face))
+                key = (m.meta.crop_scale, m.input_size)
+                if key not in crops:
+                    crops[key] = m.crop(rgb, face)
+                x = m.input_tensor(crops[key])
                 timings["crop"] += (time.perf_counter() - tc) * 1e3
                 out = m.invoke_tensor(x)
                 timings["invoke"] += m.last_invoke_ms
