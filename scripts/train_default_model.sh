@@ -27,9 +27,9 @@ OUT=${OUT:-build/default-model}
 VAL_SUBJECTS=${VAL_SUBJECTS:-0008,0009}
 # The chosen recipe (benchmarks/README.md, "Recipe"): MEMBERS lists alpha:scale of
 # each model; two members are fused (mean score, one threshold derived on the
-# fused validation scores by scripts/fuse_models.py). The first is the primary
+# fused validation scores by tla-edge evaluate --store-fusion). The first is the primary
 # model (its float weights are what `tla-edge train --weights default` starts from).
-MEMBERS=${MEMBERS:-0.35:2.7 0.35:2.0}
+MEMBERS=${MEMBERS:-0.35:2.7 1.0:2.7}
 RECIPE=${RECIPE:---epochs 10 --fine-tune-epochs 3 --fine-tune-at 100 --fine-tune-lr 1e-5 --patience 3 --monitor val_loss}
 
 scales=$(tr ' ' '\n' <<<"$MEMBERS" | cut -d: -f2 | paste -sd, -)
@@ -58,7 +58,7 @@ for member in $MEMBERS; do
   "$PY" -m tla_edge.cli train "$CROPS" --out "$OUT/$name" --arch mobilenetv2 --alpha "$alpha" \
     --input-size 160 --weights imagenet --scale "$scale" --val-subjects "$VAL_SUBJECTS" --seed 0 $RECIPE "$@"
   if [ -z "$primary" ]; then primary=$name; tflite="$OUT/liveness_mnv2_int8.tflite"
-  else tflite="$OUT/liveness_mnv2_s${scale}_int8.tflite"; fi
+  else tflite="$OUT/liveness_mnv2_a${alpha}_s${scale}_int8.tflite"; fi
   echo "[default-model] int8 conversion (calibration: training subjects; parity: held-out subjects) -> $tflite" >&2
   "$PY" -m tla_edge.cli convert "$OUT/$name" --int8 --calib "$CROPS" --val-subjects "$VAL_SUBJECTS" \
     --out "$tflite" --report "$OUT/convert_$name.json" --force
@@ -66,8 +66,10 @@ for member in $MEMBERS; do
 done
 
 if [ "${#models[@]}" -gt 1 ]; then
-  "$PY" scripts/fuse_models.py "${models[@]}" --crops "$CROPS" --val-subjects "$VAL_SUBJECTS" \
-    --report "$OUT/fusion.json" --force
+  echo "[default-model] fused threshold: EER of the mean int8 score on the held-out subjects" >&2
+  model_args=(); for m in "${models[@]}"; do model_args+=(--model "$m"); done
+  "$PY" -m tla_edge.cli evaluate "$CROPS" "${model_args[@]}" --subjects "$VAL_SUBJECTS" --store-fusion \
+    --out "$OUT/fusion_validation" --force
 fi
 
 "$PY" - "$OUT/$primary/model.keras" "$OUT/liveness_default.weights.h5" <<'EOF'

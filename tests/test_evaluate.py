@@ -335,7 +335,8 @@ def test_store_fusion_derives_the_fused_threshold_and_the_pipeline_uses_it(crops
     labels = np.array([1 if r["label"] == "real" else 0 for r in rows])
     # independent: the EER threshold of the fused scores, recomputed from scores.csv
     assert m["threshold"] == pytest.approx(metrics.eer(fused, labels)[1], abs=1e-6)
-    record = {"partners": sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in models),
+    record = {"models": ["float.tflite", "int8.tflite"],  # the order given: the first is the primary
+              "partners": sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in models),
               "threshold": m["threshold"]}
     assert m["fusion_record"] == record
     for p in models:

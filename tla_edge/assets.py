@@ -34,7 +34,7 @@ def default_liveness_models() -> list[Path]:
     """The bundled liveness model and the partners it is fused with (scores averaged), if any.
 
     The primary model's metadata names its partners (``extra.fusion.models``,
-    written by ``scripts/fuse_models.py`` with the fused threshold); a model
+    written by ``tla-edge evaluate --store-fusion`` with the fused threshold); a model
     without a fusion record runs alone.
 
     Raises:

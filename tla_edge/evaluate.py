@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sessions", type=str, default=None, help="keep only these sessions, comma-separated, e.g. 02 (None: every session)"
     )
     parser.add_argument(
+        "--subjects", type=str, default=None,
+        help="keep only these subjects, comma-separated, e.g. 0008,0009 (the held-out ones; None: every subject)"
+    )
+    parser.add_argument(
         "--threshold", type=argtypes.threshold, default=None,
         help="decision threshold, strictly between 0 and 1 (None: the model metadata's; required for a .tflite "
         "without tla-edge metadata and for several --model without a stored fusion threshold)"
@@ -345,7 +349,8 @@ def evaluate_crops(args: argparse.Namespace, scorers: Sequence[Scorer]) -> Evalu
                 f"model '{sc.path}' expects crops at scale {want:g} but '{args.data}' holds scales "
                 f"{', '.join(f'{s:g}' for s in scales)}; prepare them with --scales {want:g}"
             )
-        cs = datasets.load_crops(args.data, scale=want, split=args.split, sessions=args.sessions)
+        cs = datasets.load_crops(args.data, scale=want, split=args.split, sessions=args.sessions,
+                                 subjects=getattr(args, "subjects", None))
         h, w = cs.images.shape[1:3]
         if (h, w) != tuple(sc.meta.input_size):
             raise UserError(
@@ -414,6 +419,8 @@ def _filters_text(args: argparse.Namespace) -> str:
         parts.append(f"split {args.split!r}")
     if args.sessions:
         parts.append(f"sessions {args.sessions}")
+    if getattr(args, "subjects", None):
+        parts.append(f"subjects {args.subjects}")
     return (" (" + ", ".join(parts) + ")") if parts else ""
 
 
@@ -426,11 +433,13 @@ def evaluate_raw(args: argparse.Namespace, scorers: Sequence[Scorer]) -> Evaluat
     layout = "auto" if args.layout in ("auto", CROPS) else args.layout
     records = datasets.load_dataset(args.data, layout)
     wanted = datasets.id_list(args.sessions)
+    people = datasets.id_list(getattr(args, "subjects", None))
     records = [
         r
         for r in records
         if (args.split is None or r.split == args.split)
         and (wanted is None or any(datasets.same_id(r.session, s) for s in wanted))
+        and (people is None or any(datasets.same_id(r.subject, s) for s in people))
     ]
     records = [records[i] for i in _spread(len(records), args.limit)]
     datasets.check_two_classes(records, f"dataset '{args.data}'" + _filters_text(args))
@@ -541,6 +550,7 @@ def build_report(ev: Evaluated, threshold: float, scorers: Sequence[Scorer], arg
         "mode": "raw (device pipeline, image-mode detector, no smoothing)" if raw else "crops",
         "split": args.split,
         "sessions": args.sessions,
+        "subjects": getattr(args, "subjects", None),
         "limit": args.limit,
         "per_session": _group_metrics(ev, ev.sessions, threshold),
         "per_subject": _group_metrics(ev, ev.subjects, threshold),

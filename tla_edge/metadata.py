@@ -153,6 +153,7 @@ def fusion_record(model_paths: Sequence[str | Path], threshold: float) -> dict[s
     if len(model_paths) < 2:
         raise ValueError(f"fusion needs at least two models; got {len(model_paths)}")
     return {
+        "models": [Path(p).name for p in model_paths],  # file names, the first the primary (as given)
         "partners": sorted(model_sha256(p) for p in model_paths),
         "threshold": check_threshold(threshold, "fused threshold"),
     }
