@@ -22,8 +22,8 @@ from tla_edge.pipeline import Pipeline
 OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "bundled_samples.json"
 
 
-def judge(backend: str) -> dict[str, dict]:
-    """Decision and own score of every bundled sample frame, through the default pipeline."""
+def judge(backend: str) -> tuple[float, dict[str, dict]]:
+    """The pipeline's threshold, and the decision and own score of every bundled sample frame."""
     out = {}
     with Pipeline(video=False, smoothing=1, live_frames=1, detector_backend=backend) as pipe:
         for path in sorted(assets.sample_frames_dir().glob("*.jpg")):
@@ -31,7 +31,7 @@ def judge(backend: str) -> dict[str, dict]:
             r = pipe.process(sources.bgr_to_rgb(sources.read_image_bgr(path)))
             out[path.name] = {"decision": r.decision,
                               "score": None if r.raw_score is None else round(float(r.raw_score), 6)}
-    return out
+        return pipe.threshold, out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     fileio.check_writable(OUT, args.force)
     from tla_edge import metadata
 
-    model = assets.default_liveness_model()
-    golden = {"model": model.name, "model_sha256": metadata.model_sha256(model),
-              "threshold": metadata.load(model).threshold, "frames": judge("auto")}
+    models = assets.default_liveness_models()
+    threshold, frames = judge("auto")
+    golden = {"models": {m.name: metadata.model_sha256(m) for m in models}, "threshold": threshold,
+              "frames": frames}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     fileio.write_json_atomic(OUT, golden)
     print(f"wrote {OUT}")
