@@ -141,6 +141,7 @@ def test_bench_json_schema(bench_run, frames_dir):
     ids = [c["id"] for c in report["configurations"]]
     assert ids == ["tiny_int8/1t", "tiny_int8/2t", "tiny_float/1t", "tiny_float/2t"]
     for c in report["configurations"]:
+        assert c["detector_backend"] in ("mediapipe", "litert")  # what ran, "auto" resolved
         assert set(c["stages"]) == set(bench.STAGES)
         assert set(c["raw_invoke_ms"]) == {"detector", "liveness"}
         for stat in c["stages"].values():

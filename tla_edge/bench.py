@@ -543,6 +543,7 @@ def bench_configuration(
         edgetpu=config.edgetpu, detector_model=detector, video=True,
         detector_backend=config.detector_backend or "auto",
     )
+    backend = pipe.detector.backend  # read now: close() drops the detector
     samples: dict[str, list[float]] = {s: [] for s in STAGES}
     decisions: collections.Counter[str] = collections.Counter()
     used = []
@@ -580,7 +581,7 @@ def bench_configuration(
         "model": fused_facts(config.models),
         "threads": config.threads,
         "edgetpu": config.edgetpu,
-        "detector_backend": pipe.detector.backend if pipe.detector is not None else None,
+        "detector_backend": backend,
         "frames": frames,
         "frames_scored": len(scored_total),
         "decisions": dict(sorted(decisions.items())),
