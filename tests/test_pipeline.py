@@ -223,7 +223,7 @@ def test_fused_threshold_is_the_stored_one_not_the_mean(tiny_tflite, tmp_path):
     import hashlib
 
     own = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)  # no embedded zip here
-    assert record == {"partners": own, "threshold": 0.7}
+    assert record == {"models": [p.name for p in paths], "partners": own, "threshold": 0.7}
     with Pipeline(paths, FakeDetector([FACE])) as pipe:
         assert pipe.threshold == pytest.approx(0.7)  # not (0.3 + 0.5) / 2
     with Pipeline(paths[::-1], FakeDetector([FACE]), threshold=0.45) as pipe:
