@@ -139,6 +139,7 @@ def test_calibrate_bundled_model_on_a_recording(recording, tmp_path, capsys):
     assert meta.extra["device_calibration"]["previous_threshold"] == pytest.approx(
         metadata_lib.load(DEFAULT_LIVENESS_MODEL).threshold)
     assert metadata_lib.strip_embedded(out.read_bytes()) == metadata_lib.strip_embedded(before)
+    assert "fusion" not in meta.extra  # calibrated alone: no stale fused threshold
     # ... and the device pipeline with it rejects at most 10 % of the recording's bona fide frames
     with Pipeline(LivenessModel(out), smoothing=1, live_frames=1, video=False) as pipe:
         live = []

@@ -351,7 +351,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``calibrate`` flags."""
     parser.add_argument("data", type=Path, metavar="DATA", help="a recording (tla-edge record) or any dataset")
     parser.add_argument("--model", type=Path, default=None, metavar="MODEL.tflite",
-                        help="the .tflite to calibrate, with tla-edge metadata (None: the bundled int8 model)")
+                        help="the .tflite to calibrate, with tla-edge metadata (None: the bundled int8 model, "
+                        "alone: the calibrated copy runs without a fusion partner)")
     parser.add_argument("--out", type=Path, required=True, metavar="CALIBRATED.tflite",
                         help="the calibrated copy (its metadata sidecar is written beside it)")
     rule = parser.add_mutually_exclusive_group()
@@ -469,6 +470,8 @@ def run(args: argparse.Namespace) -> int:
 def calibrated_metadata(meta: metadata_lib.ModelMetadata, report: dict[str, Any]) -> metadata_lib.ModelMetadata:
     """The model's metadata with the chosen threshold and a summary of how it was chosen."""
     extra = dict(meta.extra)
+    # A fused pair's threshold was derived on the pair's mean score; this file is calibrated alone.
+    extra.pop("fusion", None)
     key = f"device_{report['rule']}" + (f"_{report['target']:g}" if report["target"] is not None else "")
     extra["thresholds"] = {**dict(extra.get("thresholds") or {}), key: report["threshold"]}
     extra["device_calibration"] = {
