@@ -35,15 +35,13 @@ def test_no_machine_specific_paths():
 
 
 def test_bundled_model_metadata_has_no_machine_path():
-    from tla_edge import metadata
-    from tla_edge.assets import default_liveness_model
-
     import json
 
-    path = default_liveness_model()
-    side = metadata.sidecar_path(path).read_text()
-    assert not MACHINE_PATH.search(side)
-    embedded = metadata.read_embedded(path)
-    if embedded is not None and MACHINE_PATH.search(json.dumps(embedded.to_dict())):
-        pytest.xfail("the bundled .tflite still embeds its calibration folder; the next re-bundle "
-                     "(converter fixed: metadata.portable_path) drops it")
+    from tla_edge import metadata
+    from tla_edge.assets import default_liveness_models
+
+    for path in default_liveness_models():
+        assert not MACHINE_PATH.search(metadata.sidecar_path(path).read_text()), path
+        embedded = metadata.read_embedded(path)
+        assert embedded is not None, f"{path} has no embedded metadata"
+        assert not MACHINE_PATH.search(json.dumps(embedded.to_dict())), path
