@@ -152,13 +152,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. fine-tune from the default weights on the recording, convert, calibrate again
     crops, model_dir, int8 = args.work / "crops", args.work / "model", args.work / "fine_tuned_int8.tflite"
-    wall = sh(["prepare", str(rec), "--out", str(crops), "--quiet"], log)
+    from tla_edge import metadata
+
+    scale = metadata.load(default_model).crop_scale  # crops at the default model's scale
+    wall = sh(["prepare", str(rec), "--out", str(crops), "--scales", f"{scale:g}", "--quiet"], log)
     steps["prepare"] = {"wall_s": round(wall, 1)}
     if args.default_weights is None:
         weights = ["--weights", "default"]
     else:  # the same settings and recipe as --weights default, from another file
-        from tla_edge import metadata
-
         meta = metadata.load(default_model)
         weights = ["--weights", str(args.default_weights), "--arch", meta.architecture,
                    "--alpha", str(meta.extra["alpha"]), "--input-size", str(meta.input_size[0]),

@@ -114,16 +114,25 @@ def test_own_camera_loop_on_nuaa(nuaa_dir, tmp_path, monkeypatch, capsys):
     assert metadata_lib.read_embedded(cal0).extra["device_calibration"]["n_real"] == n_real
 
     # 3. fine-tune from the default weights (a stand-in file) on crops of the recording
-    crops = tmp_path / "crops"
-    assert cli.main(["prepare", str(rec), "--out", str(crops), "--quiet"]) == 0
+    crops, crops_other = tmp_path / "crops", tmp_path / "crops_other"
     scale = metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL).crop_scale
+    other = 4.0 if scale != 4.0 else 3.0
+    assert cli.main(["prepare", str(rec), "--out", str(crops), "--scales", f"{scale:g}", "--quiet"]) == 0
+    assert cli.main(["prepare", str(rec), "--out", str(crops_other), "--scales", f"{other:g}", "--quiet"]) == 0
     weights = throwaway_default_weights(crops, scale, tmp_path / "default.weights.h5")
     monkeypatch.setattr(assets, "DEFAULT_LIVENESS_WEIGHTS", weights)
+    capsys.readouterr()
+    # crops at another scale than the default model's: one line saying which to prepare
+    assert cli.main(["train", str(crops_other), "--weights", "default", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"tla-edge train: error: crops folder '{crops_other}' holds scales {other:g}; --weights "
+                   f"default fine-tunes a model of crop scale {scale:g}: prepare them with --scales {scale:g}")
     model_dir = tmp_path / "model"
     assert cli.main(["train", str(crops), "--weights", "default", "--epochs", "1", "--fine-tune-epochs", "1",
                      "--fine-tune-at", "140", "--batch-size", "8", "--out", str(model_dir)]) == 0
     meta = metadata_lib.load(model_dir / "model.keras")
-    assert meta.extra["weights"] == str(weights) and meta.extra["alpha"] == 0.35
+    assert meta.extra["weights"] == str(weights)
+    assert meta.extra["alpha"] == metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL).extra["alpha"]
     assert meta.extra["data"]["crops_dir"] == str(crops)
     assert "session 02" in meta.extra["validation"]["split"]  # a held-out recorded session
 

@@ -383,6 +383,15 @@ def resolve_default_weights(args: argparse.Namespace) -> None:
     args.input_size = int(meta.input_size[0])
     if args.scale is None:
         args.scale = float(meta.crop_scale)
+    from tla_edge import datasets
+
+    if datasets.is_crops_dir(args.crops):
+        scales = sorted({float(r["scale"]) for r in datasets.read_manifest(args.crops)})
+        if all(abs(s - args.scale) > 1e-6 for s in scales):
+            raise UserError(
+                f"crops folder '{args.crops}' holds scales {', '.join(f'{s:g}' for s in scales)}; --weights "
+                f"default fine-tunes a model of crop scale {args.scale:g}: prepare them with --scales {args.scale:g}"
+            )
     print(
         f"tla-edge train: --weights default: {meta.architecture} alpha {args.alpha:g}, input "
         f"{args.input_size}, crop scale {args.scale:g}, {args.epochs} + {args.fine_tune_epochs} epochs",
