@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 
 def ms_key(recipe: dict) -> str:
-    """The architecture a recipe's latency depends on: 'mobilenetv2_<alpha>' or 'resnet34', '+' for fusions."""
-    def one(args: list[str]) -> str:
-        arch = args[args.index("--arch") + 1] if "--arch" in args else "mobilenetv2"
-        return f"mobilenetv2_{float(args[args.index('--alpha') + 1]):g}" if arch == "mobilenetv2" else arch
-    key = one(recipe["train_args"])
-    return key + (f"+{recipe['fused_key']}" if recipe.get("fused_key") else "")
+    """The architectures a recipe's latency depends on, from its name (``a<alpha>_...``, ``resnet34_...``), '+' for fusions."""
+    def one(name: str) -> str:
+        m = re.match(r"a([0-9.]+)_", name)
+        return f"mobilenetv2_{float(m.group(1)):g}" if m else name.split("_")[0]
+    return "+".join(one(part) for part in recipe["recipe"].split("+"))
 
 
 def cell(stats: dict, key: str, pct: bool = True) -> str:
@@ -44,11 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for f in sorted(args.results.glob("*.json")):
         r = json.loads(f.read_text())
-        if r.get("fused_with"):
-            other = json.loads((args.results / f"{r['fused_with']}.json").read_text())
-            r["fused_key"] = ms_key(other)
         rows.append(r)
-    rows.sort(key=lambda r: r["test_mean"]["acer"]["mean"])
+    rows.sort(key=lambda r: r["test_mean"]["eer"]["mean"])  # the choice: lowest mean cross-session EER
     print("| recipe | runs | val EER % | test ACER % (val EER thr.) | test ACER % (val APCER 5 % thr.) "
           "| test EER % | test AUC | unseen-subject test ACER % | int8 ms / face |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
