@@ -365,12 +365,16 @@ def test_prepare_crop_equals_the_device_crop_pixel_for_pixel(nuaa_dir, tmp_path)
         for p in paths:
             shutil.copy(p, data / folder / p.name)
     out = tmp_path / "crops"
-    # the bundled model's crop: scale 3.5, 160 px
-    assert cli.main(["prepare", str(data), "--out", str(out), "--scales", "3.5", "--size", "160", "--quiet"]) == 0
+    # the bundled model's crop: its crop scale, 160 px
+    from tla_edge import assets, metadata
+
+    scale = metadata.load(assets.default_liveness_model()).crop_scale
+    assert cli.main(["prepare", str(data), "--out", str(out), "--scales", f"{scale:g}", "--size", "160",
+                     "--quiet"]) == 0
     rows = manifest_rows(out)
     assert len(rows) == 4
     with Pipeline(video=False, live_frames=1) as pipe:
-        assert pipe.model.meta.crop_scale == 3.5 and pipe.model.input_size == (160, 160)
+        assert pipe.model.meta.crop_scale == scale and pipe.model.input_size == (160, 160)
         for row in rows:
             frame = cv2.cvtColor(cv2.imread(str(data / row["source"])), cv2.COLOR_BGR2RGB)
             result = pipe.process(frame)
