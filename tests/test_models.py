@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -123,12 +125,19 @@ def test_from_scratch_batchnorm_momentum_is_lowered_but_transfer_keeps_it(tmp_pa
 
 
 def _shared_imagenet_dir():
+    """../shared/weights/imagenet next to the checkout, else next to $TLA_EDGE_DATA (as .ci/run sets it)."""
+    import os
+
     from conftest import REPO
 
-    d = REPO.parent / "shared" / "weights" / "imagenet"
-    if not (d / "mobilenet_v2_0.35_no_top.weights.h5").is_file():
-        pytest.skip(f"ImageNet MobileNetV2 backbones not found in {d} (expected ../shared/weights/imagenet)")
-    return d
+    candidates = [REPO.parent / "shared" / "weights" / "imagenet"]
+    if os.environ.get("TLA_EDGE_DATA"):
+        candidates.append(Path(os.environ["TLA_EDGE_DATA"]).parent / "weights" / "imagenet")
+    for d in candidates:
+        if (d / "mobilenet_v2_0.35_no_top.weights.h5").is_file():
+            return d
+    pytest.skip(f"ImageNet MobileNetV2 backbones not found in {' or '.join(map(str, candidates))} "
+                "(expected ../shared/weights/imagenet)")
 
 
 def test_imagenet_weights_file_names_per_alpha():
