@@ -281,12 +281,13 @@ def test_sigterm_and_sighup_are_handled_like_ctrl_c(nuaa_dir, tmp_path, monkeypa
         return real_read(path)
 
     monkeypatch.setattr(ds, "read_image_rgb", read_then_signal)
+    before = signal.getsignal(getattr(signal, signame))  # SIG_DFL, or SIG_IGN under nohup
     out = tmp_path / "crops"
     args = ["prepare", str(nuaa_dir), "--out", str(out), "--scales", "2.0", "--limit", "8", "--quiet"]
     assert cli.main(args) == 130
     assert capsys.readouterr().err.strip().splitlines()[-1] == "tla-edge: interrupted"
     assert (out / "manifest.csv").is_file() and not list(out.rglob("*.tmp"))
-    assert signal.getsignal(getattr(signal, signame)) == signal.SIG_DFL  # restored after the run
+    assert signal.getsignal(getattr(signal, signame)) == before  # restored after the run
     monkeypatch.setattr(ds, "read_image_rgb", real_read)
     assert cli.main(args) == 0  # resumes
     assert len({r["source"] for r in manifest_rows(out)}) == 8
