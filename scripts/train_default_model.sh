@@ -17,6 +17,9 @@
 # RECIPE, PY. BUNDLE=1 copies the int8 model, its sidecar and the float weights
 # into tla_edge/assets/. Extra arguments go to tla-edge train.
 set -euo pipefail
+# One block, parsed before it runs: editing this file during a run (it takes a
+# while) cannot change what the running copy does.
+{
 cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
@@ -83,3 +86,5 @@ if [ "${BUNDLE:-0}" = 1 ]; then
   cp "$OUT/liveness_default.weights.h5" tla_edge/assets/
   echo "[default-model] bundled into tla_edge/assets/: ${models[*]##*/} liveness_default.weights.h5" >&2
 fi
+exit 0
+}

@@ -425,7 +425,6 @@ def raw_invoke_times(pipe: Any, frames: Sequence[Any], faces: Sequence[Any], war
     Returns:
       ``{"detector": [ms...], "liveness": [ms...]}``, ``count`` each.
     """
-    from tla_edge import faces as faces_lib
     from tla_edge import interpreter as interp_lib
 
     det = pipe.detector

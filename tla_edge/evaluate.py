@@ -574,8 +574,8 @@ def format_summary(report: dict[str, Any], out: Path | str) -> str:
         "APCER, BPCER, ACER, EER, AUC are over processed presentations (ISO/IEC 30107-3); "
         "non-responses are below, by reason.",
         "",
-        f"| metric | value |",
-        f"| --- | --- |",
+        "| metric | value |",
+        "| --- | --- |",
         f"| threshold ({report['threshold_source']}) | {report['threshold']:.4f} |",
         f"| APCER (worst species) | {_pct(report['apcer'])} |",
     ]
