@@ -29,7 +29,7 @@ test: install-dev
 	$(BIN)/python -m pytest -q
 
 # Reproduces the bundled liveness pair from ../shared/data/nuaa-train and the ImageNet backbones in
-# ../shared/weights/imagenet (about 15 minutes on 2 CPU cores); BUNDLE=1 copies it into tla_edge/assets.
+# ../shared/weights/imagenet (about 15 minutes on 2 CPU cores); BUNDLE=1 copies it into tla_edge/runtime/assets.
 default-model: install-dev
 	bash scripts/train_default_model.sh
 

@@ -9,8 +9,8 @@ sidecar. Latency does not depend on the weights' values, only on the graph and
 the number format, so an untrained model times exactly like a trained one.
 
 The int8 model is calibrated on about 50 real NUAA face crops made by the
-shared :func:`tla_edge.preprocess.crop_face` (faces found by
-:class:`tla_edge.faces.FaceDetector`), so activation ranges match real frames;
+shared :func:`tla_edge.runtime.preprocess.crop_face` (faces found by
+:class:`tla_edge.runtime.faces.FaceDetector`), so activation ranges match real frames;
 without the data or the detector it falls back to seeded random inputs and
 says so. Both models have a fixed batch of 1: a dynamic batch dimension would
 make the Edge TPU compiler refuse the model.
@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from tla_edge import metadata as metadata_lib
-from tla_edge import preprocess
+from tla_edge.runtime import metadata as metadata_lib
+from tla_edge.runtime import preprocess
 from tla_edge.errors import UserError, missing_extra
 from tla_edge.fileio import check_writable, write_bytes_atomic, write_json_atomic
 
@@ -49,7 +49,7 @@ def _tf() -> Any:
 def build_model(input_size: int = INPUT_SIZE, seed: int = SEED) -> Any:
     """MobileNetV2 (alpha 1.0, random weights) + the project's Dense(1) logit head."""
     tf = _tf()
-    from tla_edge.models import build_mobilenetv2
+    from tla_edge.train.models import build_mobilenetv2
 
     tf.keras.utils.set_random_seed(seed)
     return build_mobilenetv2(input_size, alpha=1.0, weights=None)
@@ -70,8 +70,8 @@ def calibration_crops(
         why = f"NUAA data not found at '{data_dir}'"
     else:
         try:
-            from tla_edge.faces import FaceDetector
-            from tla_edge.sources import read_image_bgr, bgr_to_rgb
+            from tla_edge.runtime.faces import FaceDetector
+            from tla_edge.runtime.sources import read_image_bgr, bgr_to_rgb
         except ImportError as err:
             why = f"face detector unavailable ({err})"
     if why:

@@ -4,13 +4,13 @@
 
 Loops a folder of about 100 NUAA frames (half real, half printed-photo
 attacks; symlinks in a temp folder, nothing is copied into the repository)
-through :func:`tla_edge.demo.run_loop`, the same loop ``tla-edge demo
+through :func:`tla_edge.cli.demo.run_loop`, the same loop ``tla-edge demo
 --headless`` runs: frame decode, BGR->RGB, MediaPipe face detection, crop,
 MobileNetV2-160 liveness, smoothing, decision. Every ``--sample-every``
 frames it records the process's current RSS (``/proc/self/statm``) and peak
 RSS (``resource.getrusage(...).ru_maxrss``).
 
-The model is ``--model``, else the bundled ``tla_edge/assets/liveness_mnv2_int8.tflite``
+The model is ``--model``, else the bundled ``tla_edge/runtime/assets/liveness_mnv2_int8.tflite``
 when present, else a MobileNetV2 alpha 0.35 160x160 float TFLite with
 random weights (``weights=None``) built in a child process, so TensorFlow
 never enters the process being measured. Memory behaviour depends on the
@@ -152,12 +152,12 @@ def build_model(path: Path) -> None:
         from tla_edge.errors import missing_extra
 
         raise missing_extra("tensorflow", "train") from None
-    from tla_edge import metadata as metadata_lib
+    from tla_edge.runtime import metadata as metadata_lib
     from tla_edge.fileio import write_bytes_atomic
 
     tf.keras.utils.set_random_seed(SEED)
     try:
-        from tla_edge.models import build_mobilenetv2
+        from tla_edge.train.models import build_mobilenetv2
 
         model = build_mobilenetv2(160, alpha=0.35, weights=None)
     except ImportError:
@@ -195,7 +195,7 @@ def choose_model(arg: str | None, workdir: Path) -> tuple[Path, str]:
         if not path.is_file():
             raise FileNotFoundError(f"model file '{path}' not found")
         return path, "--model"
-    from tla_edge.assets import DEFAULT_LIVENESS_MODEL
+    from tla_edge.runtime.assets import DEFAULT_LIVENESS_MODEL
 
     if DEFAULT_LIVENESS_MODEL.is_file():
         return DEFAULT_LIVENESS_MODEL, "bundled"
@@ -260,10 +260,10 @@ class Sampler:
 
 def run_soak(args: argparse.Namespace) -> dict[str, Any]:
     """Runs the soak; returns the result record (see the module docstring)."""
-    from tla_edge.demo import run_loop
-    from tla_edge.interpreter import import_runtime, input_details
-    from tla_edge.pipeline import Pipeline
-    from tla_edge.sources import open_source
+    from tla_edge.cli.demo import run_loop
+    from tla_edge.runtime.interpreter import import_runtime, input_details
+    from tla_edge.runtime.pipeline import Pipeline
+    from tla_edge.runtime.sources import open_source
 
     with tempfile.TemporaryDirectory(prefix="tla-edge-soak-") as tmp:
         workdir = Path(tmp)

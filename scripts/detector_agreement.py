@@ -40,7 +40,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tla_edge import datasets, fileio  # noqa: E402
+from tla_edge import fileio  # noqa: E402
+
+from tla_edge.data import datasets  # noqa: E402
 from tla_edge.errors import UserError  # noqa: E402
 from tla_edge.progress import Progress  # noqa: E402
 
@@ -77,7 +79,7 @@ def compare_faces(a: Sequence[Any], b: Sequence[Any]) -> dict[str, Any]:
 
 
 def _pipeline(detector: Any) -> Any:
-    from tla_edge.pipeline import Pipeline
+    from tla_edge.runtime.pipeline import Pipeline
 
     kwargs: dict[str, Any] = {"smoothing": 1}
     if "live_frames" in inspect.signature(Pipeline).parameters:
@@ -87,7 +89,7 @@ def _pipeline(detector: Any) -> Any:
 
 def measure(records: Sequence[Any], root: Path, model: str, show_progress: bool) -> dict[str, Any]:
     """Runs both backends and both pipelines on every record; returns the model's summary."""
-    from tla_edge.faces import FaceDetector
+    from tla_edge.runtime.faces import FaceDetector
 
     det = {b: FaceDetector(model, mode="image", policy="all", backend=b) for b in ("mediapipe", "litert")}
     pipe_det = {b: FaceDetector(model, mode="image", policy="largest", backend=b) for b in ("mediapipe", "litert")}
@@ -216,12 +218,12 @@ def main(argv: list[str] | None = None) -> int:
         records = records[: args.limit] if args.limit else records
         root = Path(data).resolve()
         records = [r._replace(path=Path(r.path).resolve()) for r in records]
-        from tla_edge.interpreter import import_runtime
+        from tla_edge.runtime.interpreter import import_runtime
 
         runtime = import_runtime().name
         report: dict[str, Any] = {
             "what": "face detector backends on the same frames: MediaPipe Tasks FaceDetector vs the bundled "
-                    "BlazeFace through LiteRT with MediaPipe's graph in NumPy (tla_edge/blazeface.py)",
+                    "BlazeFace through LiteRT with MediaPipe's graph in NumPy (tla_edge/runtime/blazeface.py)",
             "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "commit": _commit(),
             "dataset": data.name,

@@ -16,8 +16,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from tla_edge import assets, fileio, sources
-from tla_edge.pipeline import Pipeline
+from tla_edge import fileio
+
+from tla_edge.runtime import assets
+
+from tla_edge.runtime import sources
+from tla_edge.runtime.pipeline import Pipeline
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "golden" / "bundled_samples.json"
 
@@ -39,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="overwrite the committed expectation")
     args = p.parse_args(argv)
     fileio.check_writable(OUT, args.force)
-    from tla_edge import metadata
+    from tla_edge.runtime import metadata
 
     models = assets.default_liveness_models()
     threshold, frames = judge("auto")

@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tla_edge import datasets  # noqa: E402
+from tla_edge.data import datasets  # noqa: E402
 
 
 def sh(cmd: list[str], log: Path) -> float:
@@ -108,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", type=str, default="", help="a note stored in the JSON")
     args = parser.parse_args(argv)
 
-    from tla_edge import assets, train
+    from tla_edge.runtime import assets
+
+    from tla_edge.cli import train
 
     if args.work.exists():
         shutil.rmtree(args.work)
@@ -152,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. fine-tune from the default weights on the recording, convert, calibrate again
     crops, model_dir, int8 = args.work / "crops", args.work / "model", args.work / "fine_tuned_int8.tflite"
-    from tla_edge import metadata
+    from tla_edge.runtime import metadata
 
     scale = metadata.load(default_model).crop_scale  # crops at the default model's scale
     wall = sh(["prepare", str(rec), "--out", str(crops), "--scales", f"{scale:g}", "--quiet"], log)

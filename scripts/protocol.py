@@ -38,12 +38,14 @@ from pathlib import Path
 
 import numpy as np
 
-from tla_edge import datasets, fileio, metrics
-from tla_edge.metadata import ModelMetadata
+from tla_edge import fileio, metrics
+
+from tla_edge.data import datasets
+from tla_edge.runtime.metadata import ModelMetadata
 
 # Run tla-edge train from its own module (the same code as the command).
 TRAIN = (
-    "import sys, argparse; from tla_edge import cli, train; "
+    "import sys, argparse; from tla_edge import cli; from tla_edge.cli import train; "
     "p = argparse.ArgumentParser(prog='tla-edge train', formatter_class=cli._Formatter); "
     "train.add_arguments(p); sys.exit(train.run(p.parse_args(sys.argv[1:])))"
 )
@@ -92,7 +94,9 @@ def score_test(model_dir: Path, crops_dir: Path, test_session: str, scale: float
     """Scores session ``test_session`` with the run's Keras model into test_scores.csv."""
     import keras
 
-    from tla_edge import models, preprocess
+    from tla_edge.train import models
+
+    from tla_edge.runtime import preprocess
 
     meta = ModelMetadata.from_dict(json.loads((model_dir / "metadata.json").read_text()))
     crops = datasets.load_crops(crops_dir, scale=scale, sessions=test_session)

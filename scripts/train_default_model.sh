@@ -15,7 +15,7 @@
 # Environment: DATA (NUAA training sessions), WEIGHTS (folder of the ImageNet
 # backbones, mobilenet_v2_<alpha>_no_top.weights.h5), CROPS, OUT, MEMBERS,
 # RECIPE, PY. BUNDLE=1 copies the int8 model, its sidecar and the float weights
-# into tla_edge/assets/. Extra arguments go to tla-edge train.
+# into tla_edge/runtime/assets/. Extra arguments go to tla-edge train.
 set -euo pipefail
 # One block, parsed before it runs: editing this file during a run (it takes a
 # while) cannot change what the running copy does.
@@ -39,7 +39,7 @@ scales=$(tr ' ' '\n' <<<"$MEMBERS" | cut -d: -f2 | paste -sd, -)
 missing=$("$PY" - "$CROPS" "$scales" <<'EOF'
 import sys
 from pathlib import Path
-from tla_edge import datasets
+from tla_edge.data import datasets
 have = set()
 if (Path(sys.argv[1]) / "manifest.csv").is_file():
     have = {float(r["scale"]) for r in datasets.read_manifest(sys.argv[1])}
@@ -82,9 +82,9 @@ keras.models.load_model(sys.argv[1], compile=False).save_weights(sys.argv[2])
 EOF
 
 if [ "${BUNDLE:-0}" = 1 ]; then
-  for m in "${models[@]}"; do cp "$m" "$m.json" tla_edge/assets/; done
-  cp "$OUT/liveness_default.weights.h5" tla_edge/assets/
-  echo "[default-model] bundled into tla_edge/assets/: ${models[*]##*/} liveness_default.weights.h5" >&2
+  for m in "${models[@]}"; do cp "$m" "$m.json" tla_edge/runtime/assets/; done
+  cp "$OUT/liveness_default.weights.h5" tla_edge/runtime/assets/
+  echo "[default-model] bundled into tla_edge/runtime/assets/: ${models[*]##*/} liveness_default.weights.h5" >&2
 fi
 exit 0
 }

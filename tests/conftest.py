@@ -43,7 +43,7 @@ def build_tiny_tflite(out_dir: Path, size: int = 32, seed: int = 0) -> dict[str,
     import numpy as np
     import tensorflow as tf
 
-    from tla_edge import metadata
+    from tla_edge.runtime import metadata
 
     keras = tf.keras
     keras.utils.set_random_seed(seed)

@@ -11,13 +11,13 @@ REPO = Path(__file__).resolve().parents[1]
 MACHINE_PATH = re.compile(r"(?<![\w.<>])/(?:work|tmp|home|root|Users)/")
 # (file, text on the line) allowed, with why.
 ALLOWED = {
-    ("tla_edge/metadata.py", "/home/alice"): "portable_path's docstring names the layouts it avoids",
+    ("tla_edge/runtime/metadata.py", "/home/alice"): "portable_path's docstring names the layouts it avoids",
 }
 
 
 def _files() -> list[Path]:
     out = []
-    for pattern in ("tla_edge/**/*.py", "tla_edge/assets/*.json", "tla_edge/assets/*.md", "converters/*.py",
+    for pattern in ("tla_edge/**/*.py", "tla_edge/runtime/assets/*.json", "tla_edge/runtime/assets/*.md", "converters/*.py",
                     "scripts/*.py", "docs/**/*.md", "*.md", "benchmarks/*.md", "benchmarks/*.py",
                     "benchmarks/results/**/*.json", "examples/raspberry_pi/*.py", "examples/raspberry_pi/*.md"):
         out += sorted(REPO.glob(pattern))
@@ -37,8 +37,8 @@ def test_no_machine_specific_paths():
 def test_bundled_model_metadata_has_no_machine_path():
     import json
 
-    from tla_edge import metadata
-    from tla_edge.assets import default_liveness_models
+    from tla_edge.runtime import metadata
+    from tla_edge.runtime.assets import default_liveness_models
 
     for path in default_liveness_models():
         assert not MACHINE_PATH.search(metadata.sidecar_path(path).read_text()), path

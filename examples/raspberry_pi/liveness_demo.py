@@ -23,7 +23,7 @@ import time
 import urllib.request
 from typing import Callable
 
-from tla_edge import demo
+from tla_edge.cli import demo
 from tla_edge.errors import UserError
 
 
@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Opens the source and the pipeline and runs tla-edge's demo loop with the on_live hook."""
-    from tla_edge.sources import open_source
+    from tla_edge.runtime.sources import open_source
 
     demo.check_args(args)
     if not args.gpio_seconds > 0:

@@ -20,7 +20,7 @@ PYTHON=${PYTHON:-python3}
 # lacks them. EGL and GLES are MediaPipe's only: added below where it runs.
 APT_PACKAGES=(python3-venv python3-pip libgl1 libglib2.0-0 libxcb1)
 SONAMES=(libGL.so.1 libglib-2.0.so.0 libxcb.so.1)
-# The arm64 CPU features (/proc/cpuinfo) mediapipe 1.x needs (tla_edge.faces.ARMV82_FEATURES):
+# The arm64 CPU features (/proc/cpuinfo) mediapipe 1.x needs (tla_edge.runtime.faces.ARMV82_FEATURES):
 # a Pi 5 (Cortex-A76) has them; a Pi 4 (Cortex-A72, ARMv8.0) does not, and its
 # face detector runs through LiteRT instead (the same BlazeFace, same boxes).
 MEDIAPIPE_FEATURES=(aes sha2 crc32 atomics asimddp fphp asimdhp asimdrdm lrcpc)
@@ -125,11 +125,12 @@ import sys
 import time
 
 try:
-    from tla_edge import __version__, assets
-    from tla_edge.faces import FaceDetector, auto_backend
-    from tla_edge.interpreter import LivenessModel, import_runtime, load_edgetpu_delegate
-    from tla_edge.pipeline import Pipeline
-    from tla_edge.sources import list_images, open_source
+    from tla_edge import __version__
+    from tla_edge.runtime import assets
+    from tla_edge.runtime.faces import FaceDetector, auto_backend
+    from tla_edge.runtime.interpreter import LivenessModel, import_runtime, load_edgetpu_delegate
+    from tla_edge.runtime.pipeline import Pipeline
+    from tla_edge.runtime.sources import list_images, open_source
 except ImportError as err:
     sys.exit(f"self-check: error: {err}; the install is incomplete, rerun setup.sh")
 

@@ -1,0 +1,136 @@
+"""Crop geometry and normalisation on hand-made boxes and frames."""
+
+import numpy as np
+import pytest
+
+from tla_edge.runtime import preprocess
+from tla_edge.runtime.preprocess import crop_face, crop_region, face_problem, normalize
+
+H, W = 480, 640
+
+
+def gradient_frame() -> np.ndarray:
+    """A frame whose pixel at (y, x) is (x % 256, y % 256, 7): location is readable from colour."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    return np.stack([xx % 256, yy % 256, np.full_like(xx, 7)], axis=-1).astype(np.uint8)
+
+
+def test_region_is_square_and_centred():
+    r = crop_region((300, 200, 40, 60), 2.0, (H, W, 3))
+    assert r.side == 120  # 2 x the longer side (60)
+    assert (r.x0 + r.side / 2, r.y0 + r.side / 2) == (320, 230)  # box centre
+    assert r.outside_fraction == 0.0
+
+
+def test_region_never_shifts_at_frame_edges():
+    # A 100 px face touching each edge: the window stays centred on the face
+    # and the part outside the frame is reported, not moved inside.
+    cases = {
+        "left": ((0, 190, 100, 100), (-100, 90)),
+        "right": ((540, 190, 100, 100), (440, 90)),
+        "top": ((270, 0, 100, 100), (170, -100)),
+        "bottom": ((270, 380, 100, 100), (170, 280)),
+    }
+    for name, (box, (x0, y0)) in cases.items():
+        r = crop_region(box, 3.0, (H, W))
+        assert (r.x0, r.y0, r.side) == (x0, y0, 300), name
+        # 300x300 window, 100 columns or rows of it outside the frame
+        assert r.outside_fraction == pytest.approx(100 * 300 / 300**2), name
+
+
+def test_region_in_a_corner():
+    r = crop_region((0, 0, 100, 100), 3.0, (H, W))
+    assert (r.x0, r.y0) == (-100, -100)
+    assert r.outside_fraction == pytest.approx(1 - (200 * 200) / 300**2)
+
+
+def test_crop_inside_frame_matches_the_pixels():
+    frame = gradient_frame()
+    crop = crop_face(frame, (100, 100, 32, 32), scale=1.0, size=32)
+    assert crop.shape == (32, 32, 3) and crop.dtype == np.uint8
+    np.testing.assert_array_equal(crop, frame[100:132, 100:132])
+
+
+@pytest.mark.parametrize(
+    "box,pad_rows,pad_cols",
+    [
+        ((0, 200, 40, 40), slice(None), slice(0, 40)),  # left edge: left third padded
+        ((600, 200, 40, 40), slice(None), slice(80, 120)),  # right edge
+        ((300, 0, 40, 40), slice(0, 40), slice(None)),  # top edge
+        ((300, 440, 40, 40), slice(80, 120), slice(None)),  # bottom edge
+    ],
+)
+def test_crop_pads_outside_the_frame(box, pad_rows, pad_cols):
+    frame = np.full((H, W, 3), 200, np.uint8)
+    crop = crop_face(frame, box, scale=3.0, size=120)  # 120 px window -> no resize
+    assert (crop[pad_rows, pad_cols] == preprocess.PAD_VALUE).all()
+    # the face itself is at the centre and keeps the frame's pixels
+    assert (crop[40:80, 40:80] == 200).all()
+
+
+def test_crop_fully_outside_is_all_padding():
+    crop = crop_face(np.full((H, W, 3), 255, np.uint8), (2000, 2000, 10, 10), 2.0, 16)
+    assert (crop == preprocess.PAD_VALUE).all()
+
+
+def test_crop_resizes_to_rectangular_size():
+    crop = crop_face(gradient_frame(), (200, 200, 80, 80), 2.0, (96, 64))
+    assert crop.shape == (96, 64, 3)
+
+
+def test_normalizations():
+    px = np.array([0, 127, 255], np.uint8)
+    np.testing.assert_allclose(normalize(px, "mobilenet_v2"), [-1.0, 127 / 127.5 - 1, 1.0], atol=1e-6)
+    np.testing.assert_allclose(normalize(px, "unit"), [0.0, 127 / 255, 1.0], atol=1e-6)
+    np.testing.assert_allclose(normalize(px, "raw"), [0.0, 127.0, 255.0])
+    assert normalize(px).dtype == np.float32
+
+
+def test_face_problem():
+    assert face_problem((100, 100, 80, 80), (H, W)) is None
+    assert face_problem((100, 100, 20, 80), (H, W), min_face=40) == "face_too_small"
+    # half the face outside the left edge
+    assert face_problem((-40, 100, 80, 80), (H, W)) == "face_cut_off"
+    # a sliver outside is tolerated
+    assert face_problem((-4, 100, 80, 80), (H, W), max_cut_off=0.15) is None
+
+
+@pytest.mark.parametrize(
+    "frame,message",
+    [
+        (np.zeros((480, 640), np.uint8), r"frame shape \(480, 640\) dtype uint8 is not HxWx3 uint8"),
+        (np.zeros((4, 4, 3), np.float32), r"frame shape \(4, 4, 3\) dtype float32 is not HxWx3 uint8"),
+        ([[1, 2, 3]], r"frame of type list is not a numpy HxWx3 uint8 array"),
+    ],
+)
+def test_bad_frames(frame, message):
+    with pytest.raises(ValueError, match=message):
+        crop_face(frame, (0, 0, 10, 10))
+
+
+def test_bad_scale_box_and_normalization():
+    frame = np.zeros((10, 10, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"crop scale 0 is not > 0"):
+        crop_face(frame, (0, 0, 5, 5), scale=0)
+    with pytest.raises(ValueError, match=r"face box size 0.0x5.0 is not positive"):
+        crop_face(frame, (0, 0, 0, 5))
+    with pytest.raises(ValueError, match=r"unknown normalization 'imagenet'"):
+        normalize(frame, "imagenet")
+
+
+def test_atomic_writes_refuse_overwrite_and_keep_the_umask_mode(tmp_path):
+    import os
+
+    from tla_edge import fileio
+    from tla_edge.errors import UserError
+
+    out = tmp_path / "sub" / "out.json"
+    fileio.write_json_atomic(fileio.check_writable(out, force=False), {"a": 1})
+    assert out.read_text().strip().startswith("{")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")]
+    with pytest.raises(UserError, match=r"output '.*out.json' already exists; pass --force to overwrite it"):
+        fileio.check_writable(out, force=False)
+    fileio.check_writable(out, force=True)

@@ -1,0 +1,351 @@
+"""tla-edge evaluate with a tiny generated model on hand-made crops and on raw NUAA frames."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tla_edge import cli, metrics
+
+from tla_edge.data import datasets
+
+cv2 = pytest.importorskip("cv2")
+
+REQUIRED_KEYS = {
+    "apcer", "apcer_per_species", "bpcer", "acer", "hter", "eer", "eer_threshold", "auc", "accuracy",
+    "precision", "recall", "f1", "threshold", "confusion_matrix", "bpcer_at_apcer", "n_real", "n_attack",
+    "no_face", "model", "data", "split", "per_session",
+}
+
+
+def make_crops(root: Path, size: int = 32, scale: str = "2.0", n: int = 12, seed: int = 0,
+               sessions=("01", "02")) -> Path:
+    """A crops folder in the prepare format: random RGB crops, real ones brighter."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        label = "real" if i % 2 == 0 else "attack"
+        species = "" if label == "real" else ("print" if i % 4 == 1 else "replay")
+        low = 60 if label == "real" else 0
+        img = rng.integers(low, low + 196, (size, size, 3), dtype=np.uint8)
+        crop = f"s{scale}/{label}/{i:03d}.png"
+        (root / crop).parent.mkdir(parents=True, exist_ok=True)
+        assert cv2.imwrite(str(root / crop), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        rows.append({"crop": crop, "source": f"{label}/{i:03d}.jpg", "label": label, "species": species,
+                     "subject": f"{i % 3:04d}", "session": sessions[i % len(sessions)], "split": "test",
+                     "scale": scale, "box_x": "0", "box_y": "0", "box_w": "10", "box_h": "10", "det_score": "0.9"})
+    with (root / "manifest.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=datasets.MANIFEST_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def read_scores(report: Path) -> list[dict[str, str]]:
+    with (report / "scores.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def run_cli(*args: str) -> int:
+    return cli.main(["evaluate", *map(str, args), "--quiet"])
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory) -> Path:
+    return make_crops(tmp_path_factory.mktemp("ev") / "crops")
+
+
+@pytest.fixture(scope="module")
+def keras_dir(tiny_tflite, tmp_path_factory) -> Path:
+    """The tiny model as MODEL_DIR/model.keras + metadata.json, as tla-edge train writes it."""
+    d = tmp_path_factory.mktemp("kmodel")
+    shutil.copy(tiny_tflite["keras"], d / "model.keras")
+    shutil.copy(str(tiny_tflite["float"]) + ".json", d / "metadata.json")
+    return d
+
+
+def test_crops_with_int8_tflite(crops, tiny_tflite, tmp_path):
+    out = tmp_path / "report"
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED_KEYS <= set(m)
+    assert m["n_real"] == 6 and m["n_attack"] == 6 and m["no_face"] == 0
+    assert m["threshold"] == 0.5 and m["threshold_source"] == "model metadata"
+    assert set(m["apcer_per_species"]) == {"print", "replay"}
+    assert set(m["per_session"]) == {"01", "02"}
+    assert m["model"] == str(tiny_tflite["int8"]) and m["data"] == str(crops)
+
+    rows = read_scores(out)
+    assert len(rows) == 12
+    scores = np.array([float(r["score"]) for r in rows])
+    labels = np.array([1 if r["label"] == "real" else 0 for r in rows])
+    species = [r["species"] for r in rows]
+    again = metrics.compute_metrics(scores, labels, species, m["threshold"])
+    for key in ("apcer", "bpcer", "acer", "hter", "auc", "accuracy"):
+        assert m[key] == pytest.approx(again[key], abs=1e-5), key
+    assert m["confusion_matrix"] == again["confusion_matrix"]
+    assert [r["decision"] for r in rows] == ["live" if s >= 0.5 else "spoof" for s in scores]
+
+    # the score of a crop is the runtime's own LivenessModel.score of that PNG
+    from tla_edge.runtime.interpreter import LivenessModel
+
+    model = LivenessModel(tiny_tflite["int8"])
+    rgb = cv2.cvtColor(cv2.imread(str(crops / "s2.0/real/000.png")), cv2.COLOR_BGR2RGB)
+    assert float(rows[0]["score"]) == pytest.approx(model.score(rgb), abs=1e-6)
+
+    for name in ("roc.png", "det.png", "hist.png", "confusion.png", "worst_errors.png"):
+        img = cv2.imread(str(out / name))
+        assert img is not None and img.shape[0] > 100, name
+    report = (out / "report.md").read_text()
+    assert "| APCER (worst species) |" in report and "| session | real | attack |" in report
+
+
+def test_refuses_to_overwrite_without_force(crops, tiny_tflite, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out) == 0
+    before = (out / "metrics.json").read_text()
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", "0.1") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"tla-edge evaluate: error: output folder '{out}' already holds metrics.json")
+    assert err.endswith("pass --force to overwrite them")
+    assert (out / "metrics.json").read_text() == before
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", "1e-9", "--force") == 0
+    m = json.loads((out / "metrics.json").read_text())
+    # every score is >= 1e-9: every attack accepted, no bona fide rejected
+    assert m["threshold"] == 1e-9 and m["threshold_source"] == "--threshold"
+    assert m["apcer"] == 1.0 and m["bpcer"] == 0.0
+    for bad in ("0", "1", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", bad, "--force")
+        assert f"--threshold: '{bad}' is not strictly between 0 and 1" in capsys.readouterr().err
+
+
+def test_keras_matches_float_tflite_and_fusion_averages(crops, tiny_tflite, keras_dir, tmp_path, capsys):
+    def last_err() -> str:
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    assert run_cli(crops, "--model", keras_dir / "model.keras", "--out", tmp_path / "k") == 0
+    assert run_cli(crops, "--model", tiny_tflite["float"], "--out", tmp_path / "f") == 0
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", tmp_path / "i") == 0
+    k = np.array([float(r["score"]) for r in read_scores(tmp_path / "k")])
+    f = np.array([float(r["score"]) for r in read_scores(tmp_path / "f")])
+    i8 = np.array([float(r["score"]) for r in read_scores(tmp_path / "i")])
+    np.testing.assert_allclose(k, f, atol=1e-5)
+    # two models without a stored fusion threshold: never the mean of their own thresholds
+    assert run_cli(crops, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"], "--out", tmp_path / "x") == 2
+    assert "carry no common fusion threshold" in last_err() and not (tmp_path / "x").exists()
+    assert run_cli(crops, "--model", tiny_tflite["float"], "--model", tiny_tflite["int8"], "--threshold", "0.5",
+                   "--out", tmp_path / "fused") == 0
+    fused = np.array([float(r["score"]) for r in read_scores(tmp_path / "fused")])
+    np.testing.assert_allclose(fused, (f + i8) / 2, atol=2e-6)
+    m = json.loads((tmp_path / "fused" / "metrics.json").read_text())
+    assert m["fusion"] == "mean of scores" and len(m["models"]) == 2
+
+
+def test_sessions_filter_and_single_class(tmp_path, tiny_tflite, capsys):
+    crops = make_crops(tmp_path / "crops", sessions=("01", "02", "03", "04"))
+    # sessions cycle with i: 01 holds i = 0, 4, 8 (real, even i), 02 holds 1, 5, 9 (attacks)
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--sessions", "1,2", "--out", tmp_path / "r") == 0
+    rows = read_scores(tmp_path / "r")
+    assert {r["session"] for r in rows} == {"01", "02"} and len(rows) == 6
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--sessions", "01", "--out", tmp_path / "r1") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tla-edge evaluate: error: crops '{crops}' (sessions 01) has only real images (3) and no attack "
+        "images; expected both real and attack images"
+    )
+
+
+def test_crops_of_another_scale_or_size_are_refused(tmp_path, tiny_tflite, capsys):
+    other_scale = make_crops(tmp_path / "a", scale="2.7")
+    assert run_cli(other_scale, "--model", tiny_tflite["int8"], "--out", tmp_path / "r") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tla-edge evaluate: error: model '{tiny_tflite['int8']}' expects crops at scale 2 but '{other_scale}' "
+        "holds scales 2.7; prepare them with --scales 2"
+    )
+    other_size = make_crops(tmp_path / "b", size=48)
+    assert run_cli(other_size, "--model", tiny_tflite["int8"], "--out", tmp_path / "r") == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"tla-edge evaluate: error: crops in '{other_size}' at scale 2 are 48x48 but model "
+        f"'{tiny_tflite['int8']}' expects 32x32; prepare them with --size 32"
+    )
+
+
+def test_bad_models_and_data(tmp_path, crops, tiny_tflite, keras_dir, capsys):
+    def last_err() -> str:
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    assert run_cli(crops, "--model", tmp_path / "m.onnx", "--out", tmp_path / "r") == 2
+    assert last_err() == f"tla-edge evaluate: error: model '{tmp_path / 'm.onnx'}' is not a .tflite or .keras file"
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(keras_dir / "model.keras", lone / "model.keras")
+    assert run_cli(crops, "--model", lone / "model.keras", "--out", tmp_path / "r") == 2
+    assert last_err().startswith(
+        f"tla-edge evaluate: error: metadata '{lone / 'metadata.json'}' of model '{lone / 'model.keras'}' not found"
+    )
+    raw = tmp_path / "raw"
+    (raw / "real").mkdir(parents=True)
+    (raw / "attack").mkdir()
+    assert run_cli(raw, "--model", tiny_tflite["int8"], "--out", tmp_path / "r") == 2
+    assert last_err() == (
+        f"tla-edge evaluate: error: '{raw}' is not a crops folder (no manifest.csv written by tla-edge prepare); "
+        "expected a crops folder, or pass --raw to run the device pipeline on a raw dataset"
+    )
+    assert run_cli(raw, "--raw", "--model", keras_dir / "model.keras", "--out", tmp_path / "r") == 2
+    assert "--raw runs the device pipeline, which needs a .tflite model" in last_err()
+    assert run_cli(raw, "--raw", "--model", tiny_tflite["int8"], "--out", tmp_path / "r") == 2
+    assert last_err() == (
+        f"tla-edge evaluate: error: dataset '{raw}' has no images; expected real and attack images"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_raw_frames_through_the_pipeline(nuaa_dir, tiny_tflite, tmp_path):
+    pytest.importorskip("mediapipe", reason="the face detector needs the 'runtime' extra")
+    data = tmp_path / "raw"
+    for folder, src in ((data / "real" / "0001", nuaa_dir / "ClientRaw" / "0001"),
+                        (data / "attack" / "print" / "0001", nuaa_dir / "ImposterRaw" / "0001")):
+        folder.mkdir(parents=True)
+        for p in sorted(src.glob("*.jpg"))[:3]:
+            shutil.copy(p, folder / p.name)
+    assert cv2.imwrite(str(data / "real" / "grey.png"), np.full((240, 320, 3), 128, np.uint8))
+    (data / "attack" / "print" / "broken.jpg").write_bytes(b"\xff\xd8 broken")
+    out = tmp_path / "report"
+    assert run_cli(data, "--raw", "--model", tiny_tflite["int8"], "--out", out) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert REQUIRED_KEYS <= set(m)
+    # ISO/IEC 30107-3: the faceless frame is a bona fide non-response, reported apart,
+    # outside BPCER; the end-to-end figure counts it as a rejection
+    assert m["n_real"] == 3 and m["n_attack"] == 3
+    assert m["no_face"] == 1
+    nr = m["non_response"]
+    assert (nr["bona_fide"]["presentations"], nr["bona_fide"]["non_responses"]) == (4, 1)
+    assert nr["bona_fide"]["by_reason"]["no_face"] == {"count": 1, "rate": 0.25}
+    assert nr["attack"]["non_responses"] == 0 and nr["attack"]["presentations"] == 3
+    assert m["corrupt"] == 1 and m["corrupt_files"] == ["attack/print/broken.jpg"]
+    rows = {r["source"]: r for r in read_scores(out)}
+    assert rows["real/grey.png"]["decision"] == "no_face" and rows["real/grey.png"]["score"] == ""
+    assert {r["decision"] for k, r in rows.items() if k != "real/grey.png"} <= {"live", "spoof"}
+    scored = [(float(r["score"]), r["label"]) for r in rows.values() if r["score"]]
+    bona = [sc for sc, lab in scored if lab == "real"]
+    assert m["bpcer"] == pytest.approx(sum(sc < m["threshold"] for sc in bona) / 3)
+    e2e = m["end_to_end_non_response_as_rejection"]
+    assert e2e["bpcer"] == pytest.approx((sum(sc < m["threshold"] for sc in bona) + 1) / 4)
+    assert e2e["apcer"] == pytest.approx(m["apcer"])  # no attack non-response here
+    assert cv2.imread(str(out / "worst_errors.png")) is not None
+    report = (out / "report.md").read_text()
+    assert "over processed presentations" in report and "non-response counted as a rejection" in report
+
+
+def test_missed_attacks_do_not_flatter_apcer_or_auc():
+    """Attacks the detector misses are attack non-responses, not 0.0 scores that improve AUC and APCER."""
+    import types
+
+    from tla_edge.cli import evaluate as ev_lib
+
+    ev = ev_lib.Evaluated()
+    rows = [  # (label, score, decision)
+        (1, 0.9, "live"), (1, 0.4, "spoof"), (1, None, "face_rotated"),
+        (0, 0.7, "live"), (0, 0.1, "spoof"), (0, None, "no_face"), (0, None, "no_face"), (0, None, "error"),
+    ]
+    for i, (y, score, decision) in enumerate(rows):
+        ev.add(f"f{i}.jpg", y, "print", "0001", "01", score, decision)
+    args = types.SimpleNamespace(threshold=0.5, data=Path("data"), split=None, sessions=None, limit=None)
+    scorer = types.SimpleNamespace(path=Path("m.tflite"), describe=lambda: {"path": "m.tflite"})
+    m = ev_lib.build_report(ev, 0.5, [scorer], args, raw=True)
+    # over processed presentations: bona fide 0.9, 0.4; attacks 0.7, 0.1
+    assert (m["n_real"], m["n_attack"]) == (2, 2)
+    assert m["apcer"] == 0.5 and m["bpcer"] == 0.5
+    assert m["auc"] == 0.75  # pairs (0.9>0.7, 0.9>0.1, 0.4<0.7, 0.4>0.1); scoring misses 0.0 would give 0.875
+    assert m["no_face"] == 2  # only missing faces
+    assert m["non_response"]["attack"]["non_responses"] == 3
+    assert m["non_response"]["attack"]["by_reason"]["error"]["count"] == 1
+    assert m["non_response"]["bona_fide"]["by_reason"]["face_rotated"]["count"] == 1
+    e2e = m["end_to_end_non_response_as_rejection"]
+    assert e2e["apcer"] == pytest.approx(1 / 5) and e2e["bpcer"] == pytest.approx(2 / 3)
+    text = ev_lib.format_summary(m, "out")
+    assert "| no_face | 2 (40.00 %) | 0 (0.00 %) |" in text and "| face_rotated | 0 (0.00 %) | 1 (33.33 %) |" in text
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_while_writing_the_report_leaves_no_half_report(crops, tiny_tflite, tmp_path, monkeypatch, signame):
+    import os
+    import signal
+
+    from tla_edge.train import plots
+
+    out = tmp_path / "report"
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def grid_then_signal(*args, **kwargs):
+        os.kill(os.getpid(), getattr(signal, signame))
+
+    monkeypatch.setattr(plots, "plot_image_grid", grid_then_signal)
+    # --threshold changes metrics.json, scores.csv and report.md: none may change
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", out, "--threshold", "0.3", "--force") == 130
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # no *.tmp, no staging folder
+    fresh = tmp_path / "fresh"
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--out", fresh) == 130
+    assert not fresh.exists() or list(fresh.iterdir()) == []
+
+
+def test_evaluate_releases_its_models(crops, tiny_tflite, tmp_path, monkeypatch):
+    from tla_edge.runtime.interpreter import LivenessModel
+
+    opened, closed = [], []
+    real_init, real_close = LivenessModel.__init__, LivenessModel.close
+
+    def init(self, *a, **kw):
+        real_init(self, *a, **kw)
+        opened.append(self)
+
+    def close(self):
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(LivenessModel, "__init__", init)
+    monkeypatch.setattr(LivenessModel, "close", close)
+    assert run_cli(crops, "--model", tiny_tflite["int8"], "--model", tiny_tflite["float"], "--threshold", "0.5",
+                   "--out", tmp_path / "r") == 0
+    assert len(opened) == 2 and all(m in closed and m.interpreter is None for m in opened)
+
+
+def test_store_fusion_derives_the_fused_threshold_and_the_pipeline_uses_it(crops, tiny_tflite, tmp_path, capsys):
+    import hashlib
+
+    from tla_edge.runtime import metadata
+    from tla_edge.runtime.pipeline import Pipeline
+
+    models = []
+    for kind in ("float", "int8"):
+        path = tmp_path / f"{kind}.tflite"
+        path.write_bytes(tiny_tflite[kind].read_bytes())
+        shutil.copy(str(tiny_tflite[kind]) + ".json", str(path) + ".json")
+        models.append(path)
+    out = tmp_path / "r"
+    assert run_cli(crops, "--model", models[0], "--model", models[1], "--store-fusion", "--out", out) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    rows = read_scores(out)
+    fused = np.array([float(r["score"]) for r in rows])
+    labels = np.array([1 if r["label"] == "real" else 0 for r in rows])
+    # independent: the EER threshold of the fused scores, recomputed from scores.csv
+    assert m["threshold"] == pytest.approx(metrics.eer(fused, labels)[1], abs=1e-6)
+    record = {"models": ["float.tflite", "int8.tflite"],  # the order given: the first is the primary
+              "partners": sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in models),
+              "threshold": m["threshold"]}
+    assert m["fusion_record"] == record
+    for p in models:
+        assert metadata.load(p).extra["fusion"] == record
+    with Pipeline(models, detector=object()) as pipe:
+        assert pipe.threshold == pytest.approx(m["threshold"])
+    assert all(r["decision"] == ("live" if float(r["score"]) >= m["threshold"] else "spoof") for r in rows)
+    # a third model, or one of them alone, is not that pair
+    assert run_cli(crops, "--model", models[0], "--store-fusion", "--out", tmp_path / "x") == 2
+    assert "--store-fusion needs two or more .tflite --model" in capsys.readouterr().err

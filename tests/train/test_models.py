@@ -1,0 +1,175 @@
+"""Model builders: structure, argument checks, local weights files (weights=None, tiny inputs)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tla_edge.train import models
+
+keras = pytest.importorskip("keras")
+
+
+def _convs(model):
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def test_mobilenetv2_shape_head_and_named_base():
+    model = models.build_mobilenetv2(48, alpha=0.35, weights=None)
+    assert model.input_shape == (None, 48, 48, 3)
+    assert model.output_shape == (None, 1)
+    base = model.get_layer("base")
+    assert len(base.layers) == 154  # keras.applications.MobileNetV2 without top, any alpha
+    assert model.get_layer("pool").output.shape[-1] == 1280  # alpha < 1 keeps the last 1280
+    assert model.get_layer("dropout").rate == pytest.approx(0.3)
+    assert model.get_layer("logit").units == 1
+    assert model.get_layer("logit").activation is keras.activations.linear  # a logit, not a probability
+
+
+def test_resnet34_follows_the_paper_table():
+    model = models.build_resnet34(64, weights=None)
+    assert model.output_shape == (None, 1)
+    base = model.get_layer("base")
+    convs = _convs(base)
+    main = [c for c in convs if "_proj_" not in c.name]
+    proj = [c for c in convs if "_proj_" in c.name]
+    assert len(main) == 33 and len(proj) == 3  # 33 + the Dense = 34 weighted layers
+    conv1 = base.get_layer("conv1_conv")
+    assert conv1.kernel_size == (7, 7) and conv1.strides == (2, 2) and conv1.filters == 64
+    pool = base.get_layer("pool1")
+    assert pool.pool_size == (3, 3) and pool.strides == (2, 2)
+    for stage, blocks, filters in zip((2, 3, 4, 5), (3, 4, 6, 3), (64, 128, 256, 512)):
+        names = [c.name for c in main if c.name.startswith(f"conv{stage}_")]
+        assert len(names) == 2 * blocks
+        assert {base.get_layer(n).filters for n in names} == {filters}
+        assert all(base.get_layer(n).kernel_size == (3, 3) for n in names)
+    # projections exactly where the resolution or width changes (stages 3-5, first block)
+    assert sorted(p.name for p in proj) == [
+        "conv3_block1_proj_conv", "conv4_block1_proj_conv", "conv5_block1_proj_conv"]
+    assert base.output_shape == (None, 2, 2, 512)  # /32
+
+
+def test_builders_check_arguments_up_front():
+    with pytest.raises(ValueError, match=r"MobileNetV2 alpha 0\.3 is not one of"):
+        models.build_mobilenetv2(64, alpha=0.3, weights=None)
+    with pytest.raises(ValueError, match="input size 16 is too small; expected >= 32"):
+        models.build_mobilenetv2(16, alpha=0.35, weights=None)
+    with pytest.raises(ValueError, match="input size 16 is too small"):
+        models.build_resnet34(16)
+    with pytest.raises(ValueError, match=r"dropout 1\.5 is not in \[0, 1\)"):
+        models.build_resnet34(32, dropout=1.5)
+    with pytest.raises(ValueError, match="not available for resnet34.*local .weights.h5"):
+        models.build_resnet34(64, weights="imagenet")
+    with pytest.raises(FileNotFoundError, match="weights file 'missing.weights.h5' for mobilenetv2 not found"):
+        models.build_mobilenetv2(64, 0.35, weights="missing.weights.h5")
+    with pytest.raises(ValueError, match="architecture 'vgg' is not one of"):
+        models.build_model("vgg")
+
+
+def test_base_weights_file_loads_and_a_wrong_one_is_refused(tmp_path):
+    donor = models.build_mobilenetv2(32, alpha=0.35, weights=None)
+    path = tmp_path / "base.weights.h5"
+    donor.get_layer("base").save_weights(str(path))
+    model = models.build_mobilenetv2(32, alpha=0.35, weights=str(path))
+    for a, b in zip(donor.get_layer("base").weights, model.get_layer("base").weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    # the cached phase-1 features are the pooled base output in inference mode
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    pooled = model.get_layer("base")(x, training=False).numpy().mean(axis=(1, 2))
+    np.testing.assert_allclose(models.feature_extractor(model)(x).numpy(), pooled, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"weights file '.*base.weights.h5' does not fit mobilenetv2 alpha=0.5"):
+        models.build_mobilenetv2(32, alpha=0.5, weights=str(path))
+
+
+def test_whole_model_weights_file_loads(tmp_path):
+    donor = models.build_resnet34(32, weights=None)
+    path = tmp_path / "whole.weights.h5"
+    donor.save_weights(str(path))
+    model = models.build_resnet34(32, weights=str(path))
+    np.testing.assert_array_equal(donor.get_layer("logit").kernel.numpy(), model.get_layer("logit").kernel.numpy())
+
+
+def test_fine_tune_unfreezes_upper_layers_but_not_batchnorm():
+    model = models.build_mobilenetv2(32, alpha=0.35, weights=None)
+    models.freeze_base(model)
+    assert not model.get_layer("base").trainable_weights
+    models.set_fine_tune(model, 100)
+    base = model.get_layer("base")
+    for i, layer in enumerate(base.layers):
+        if isinstance(layer, keras.layers.BatchNormalization) or i < 100:
+            assert not layer.trainable, layer.name
+        elif layer.weights:
+            assert layer.trainable, layer.name
+    with pytest.raises(ValueError, match="fine-tune-at 500 is outside the base's layers; expected 0..153"):
+        models.set_fine_tune(model, 500)
+
+
+def test_head_model_shares_the_logit_layer():
+    model = models.build_mobilenetv2(32, alpha=0.35, weights=None)
+    head = models.head_model(model)
+    assert head.input_shape == (None, 1280)
+    assert head.get_layer("logit") is model.get_layer("logit")
+
+
+def test_from_scratch_batchnorm_momentum_is_lowered_but_transfer_keeps_it(tmp_path):
+    scratch = models.build_mobilenetv2(32, alpha=0.35, weights=None)
+    bns = [l for l in scratch.get_layer("base").layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bns and {b.momentum for b in bns} == {models.SCRATCH_BN_MOMENTUM}
+    path = tmp_path / "b.weights.h5"
+    scratch.get_layer("base").save_weights(str(path))
+    transfer = models.build_mobilenetv2(32, alpha=0.35, weights=str(path))
+    bns = [l for l in transfer.get_layer("base").layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert {b.momentum for b in bns} == {0.999}  # Keras' own; frozen anyway in the transfer recipe
+
+
+def _shared_imagenet_dir():
+    """../shared/weights/imagenet next to the checkout, else next to $TLA_EDGE_DATA (as .ci/run sets it)."""
+    import os
+
+    from conftest import REPO
+
+    candidates = [REPO.parent / "shared" / "weights" / "imagenet"]
+    if os.environ.get("TLA_EDGE_DATA"):
+        candidates.append(Path(os.environ["TLA_EDGE_DATA"]).parent / "weights" / "imagenet")
+    for d in candidates:
+        if (d / "mobilenet_v2_0.35_no_top.weights.h5").is_file():
+            return d
+    pytest.skip(f"ImageNet MobileNetV2 backbones not found in {' or '.join(map(str, candidates))} "
+                "(expected ../shared/weights/imagenet)")
+
+
+def test_imagenet_weights_file_names_per_alpha():
+    assert models.imagenet_weights_name(0.35) == "mobilenet_v2_0.35_no_top.weights.h5"
+    assert models.imagenet_weights_name(1.0) == "mobilenet_v2_1.0_no_top.weights.h5"
+    assert models.imagenet_weights_name(1) == "mobilenet_v2_1.0_no_top.weights.h5"
+    assert models.imagenet_weights_name(0.75) == "mobilenet_v2_0.75_no_top.weights.h5"
+
+
+def test_imagenet_is_found_offline_in_the_weights_dir(tmp_path, monkeypatch):
+    """weights='imagenet' loads the file from $TLA_EDGE_WEIGHTS_DIR without touching the network."""
+    import h5py
+
+    shared = _shared_imagenet_dir()
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.cache copy, no Keras cache
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, str(shared))
+    assert models.local_imagenet_weights(0.35) == shared / "mobilenet_v2_0.35_no_top.weights.h5"
+    model = models.build_mobilenetv2(96, alpha=0.35, weights="imagenet")
+    # Independent expectation: the first convolution's kernel as stored in the h5 file.
+    with h5py.File(shared / "mobilenet_v2_0.35_no_top.weights.h5") as f:
+        stored = []
+        f.visititems(lambda name, obj: stored.append((name, obj[()]))
+                     if hasattr(obj, "shape") and obj.ndim == 4 and obj.shape[2] == 3 else None)
+    assert len(stored) == 1, f"expected one 3-channel-input kernel (Conv1) in the file, found {len(stored)}"
+    kernel = model.get_layer("base").get_layer("Conv1").kernel.numpy()
+    np.testing.assert_array_equal(kernel, stored[0][1])
+    assert np.abs(kernel).sum() > 0
+
+
+def test_imagenet_without_a_local_file_names_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv(models.WEIGHTS_DIR_ENV, str(tmp_path / "empty"))
+    assert models.local_imagenet_weights(0.35) is None
+    assert models.imagenet_weights_dirs()[0] == tmp_path / "empty"
+    assert models.imagenet_weights_dirs()[-1] == tmp_path / ".cache" / "tla-edge" / "weights" / "imagenet"

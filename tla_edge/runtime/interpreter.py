@@ -1,0 +1,467 @@
+"""TFLite runtime access: import fallback, delegates, quantized input and output.
+
+Small functions over an interpreter in the pycoral style, plus
+:class:`LivenessModel`, which owns one interpreter and its metadata.
+Never imports TensorFlow unless neither LiteRT nor tflite-runtime is present.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from tla_edge.runtime import metadata as metadata_lib
+from tla_edge.runtime import preprocess
+from tla_edge.errors import UserError
+from tla_edge.runtime.native import quiet_native_logs
+
+EDGETPU_SHARED_LIB = {
+    "Linux": "libedgetpu.so.1",
+    "Darwin": "libedgetpu.1.dylib",
+    "Windows": "edgetpu.dll",
+}
+
+
+class Runtime(NamedTuple):
+    """The TFLite runtime that was imported."""
+
+    name: str
+    """``ai-edge-litert``, ``tflite-runtime`` or ``tensorflow``."""
+    interpreter_class: Any
+    """Its ``Interpreter`` class."""
+    load_delegate: Any
+    """Its ``load_delegate`` function."""
+
+
+def import_runtime() -> Runtime:
+    """Imports the best available TFLite runtime: LiteRT, then tflite-runtime, then tf.lite.
+
+    Raises:
+      UserError: none is installed.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, load_delegate
+
+        return Runtime("ai-edge-litert", Interpreter, load_delegate)
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter, load_delegate
+
+        return Runtime("tflite-runtime", Interpreter, load_delegate)
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+
+        return Runtime("tensorflow", tf.lite.Interpreter, tf.lite.experimental.load_delegate)
+    except ImportError:
+        raise UserError(
+            "no TFLite runtime is installed; install the 'runtime' extra: "
+            "pip install 'tla-edge[runtime]'"
+        ) from None
+
+
+def check_tflite_file(model_path: str | Path) -> Path:
+    """Checks that a path is an existing TFLite flatbuffer.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ValueError: the file is not a TFLite model.
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"model file '{path}' not found")
+    with path.open("rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[4:8] != b"TFL3":
+        raise ValueError(
+            f"model file '{path}' is not a TFLite model (no TFL3 flatbuffer identifier)"
+        )
+    return path
+
+
+def make_interpreter(
+    model_path: str | Path,
+    num_threads: int | None = None,
+    edgetpu: bool = False,
+    edgetpu_device: str | None = None,
+):
+    """Creates an interpreter for a ``.tflite`` file and allocates its tensors.
+
+    Args:
+      model_path: the model file.
+      num_threads: CPU threads for the interpreter (None: runtime default).
+      edgetpu: load the Edge TPU delegate (the model must be compiled with
+        ``edgetpu_compiler``).
+      edgetpu_device: e.g. ``"usb"``, ``"usb:0"``, ``"pci:0"``; None for any.
+
+    Returns:
+      The interpreter, tensors allocated.
+
+    Raises:
+      FileNotFoundError: the model file does not exist.
+      ValueError: the file is not a TFLite model.
+      UserError: the Edge TPU library cannot be loaded.
+    """
+    path = check_tflite_file(model_path)
+    runtime = import_runtime()
+    delegates = []
+    if edgetpu:
+        delegates.append(load_edgetpu_delegate(runtime, edgetpu_device))
+    kwargs: dict[str, Any] = {"model_path": str(path)}
+    if num_threads is not None:
+        kwargs["num_threads"] = int(num_threads)
+    if delegates:
+        kwargs["experimental_delegates"] = delegates
+    try:
+        with quiet_native_logs():
+            interpreter = runtime.interpreter_class(**kwargs)
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as err:
+        raise ValueError(f"model file '{path}' could not be loaded: {err}") from err
+    return interpreter
+
+
+def load_edgetpu_delegate(runtime: Runtime | None = None, device: str | None = None):
+    """Loads the Edge TPU delegate for this OS.
+
+    Raises:
+      UserError: ``libedgetpu`` is not installed or no Edge TPU is attached.
+    """
+    runtime = runtime or import_runtime()
+    system = platform.system()
+    lib = EDGETPU_SHARED_LIB.get(system)
+    if lib is None:
+        raise UserError(f"the Edge TPU is not supported on {system}; expected Linux, macOS or Windows")
+    options = {"device": device} if device else {}
+    hint = (
+        "install libedgetpu (https://coral.ai/docs/accelerator/get-started/, package "
+        "libedgetpu1-std) and plug in the Coral, or run without --edgetpu"
+    )
+    try:
+        # Probe the library first: a failed load_delegate leaves a half-built
+        # Delegate whose __del__ prints a traceback at exit.
+        ctypes.CDLL(lib)
+    except OSError as err:
+        raise UserError(f"cannot load the Edge TPU delegate '{lib}' ({err}); {hint}") from err
+    try:
+        return runtime.load_delegate(lib, options)
+    except (ValueError, OSError, RuntimeError) as err:
+        raise UserError(f"cannot use the Edge TPU delegate '{lib}' ({err}); {hint}") from err
+
+
+# --- quantization maths: pure functions over arrays -------------------------
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
+    """Float -> integer with a tensor's own scale and zero point, rounded and clipped.
+
+    Rounds ``x / scale`` (float32) half to even, as the QUANTIZE op of the
+    runtime's default kernels does (XNNPACK and LiteRT's optimized kernel,
+    checked against the runtime in tests/test_interpreter.py); only LiteRT's
+    reference kernel rounds halves away from zero. With a scale of 2/255
+    (the bundled model's) 32 of the 256 grey levels land on a half and 16 of
+    them round differently under the two rules.
+    """
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """Integer -> float; widens to int32 before subtracting the zero point."""
+    return (np.asarray(q).astype(np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(
+        scale
+    )
+
+
+def pixel_lut(normalization: str, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
+    """The 256-entry table uint8 pixel -> quantized model input.
+
+    Equal to ``quantize(normalize(pixel))`` for every pixel value, so a
+    quantized model's input costs one table lookup per frame.
+    """
+    return quantize(
+        preprocess.normalize(np.arange(256, dtype=np.uint8), normalization), scale, zero_point, dtype
+    )
+
+
+# --- tensor access -----------------------------------------------------------
+
+
+def input_details(interpreter) -> dict[str, Any]:
+    """The first input tensor's details."""
+    return interpreter.get_input_details()[0]
+
+
+def output_details(interpreter) -> dict[str, Any]:
+    """The first output tensor's details."""
+    return interpreter.get_output_details()[0]
+
+
+def quantization_params(details: dict[str, Any]) -> tuple[float, int]:
+    """``(scale, zero_point)`` of a tensor; ``(0.0, 0)`` when it is not quantized."""
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    return float(scale), int(zero_point)
+
+
+def is_quantized(details: dict[str, Any]) -> bool:
+    """True for an int8/uint8 tensor with a non-zero scale."""
+    return np.dtype(details["dtype"]) in (np.int8, np.uint8) and quantization_params(details)[0] > 0
+
+
+def input_size(interpreter) -> tuple[int, int]:
+    """The image input's ``(height, width)``, read from the model."""
+    return tuple(int(v) for v in input_details(interpreter)["shape"][1:3])  # type: ignore[return-value]
+
+
+def check_image_input(interpreter, model_path: str | Path = "model") -> None:
+    """Raises ValueError unless the model's input is one NHWC RGB image.
+
+    Raises:
+      ValueError: names the input shape and dtype received.
+    """
+    d = input_details(interpreter)
+    shape = tuple(int(v) for v in d["shape"])
+    dtype = np.dtype(d["dtype"])
+    if len(shape) != 4 or shape[3] != 3 or shape[1] < 8 or shape[2] < 8 or shape[0] not in (1, -1):
+        raise ValueError(
+            f"model '{model_path}' input shape {shape} is not an image; expected [1, H, W, 3]"
+        )
+    if dtype not in (np.float32, np.int8, np.uint8):
+        raise ValueError(
+            f"model '{model_path}' input dtype {dtype} is not float32, int8 or uint8"
+        )
+
+
+def set_input(interpreter, x: np.ndarray) -> None:
+    """Sets the first input from float values, quantizing with the tensor's own parameters."""
+    d = input_details(interpreter)
+    dtype = np.dtype(d["dtype"])
+    if is_quantized(d):
+        scale, zp = quantization_params(d)
+        x = quantize(x, scale, zp, dtype)
+    interpreter.set_tensor(d["index"], np.asarray(x, dtype=dtype).reshape(d["shape"]))
+
+
+def get_output(interpreter) -> np.ndarray:
+    """The first output as float values, dequantized with its own parameters."""
+    d = output_details(interpreter)
+    out = interpreter.get_tensor(d["index"])
+    if is_quantized(d):
+        scale, zp = quantization_params(d)
+        return dequantize(out, scale, zp)
+    return out.astype(np.float32)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    x = np.asarray(x, np.float64)
+    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
+
+
+MAX_ABS_LOGIT = 1e4
+"""Largest raw logit accepted: sigmoid saturates long before (|x| > 40 is 0 or 1 in float64),
+so a larger value (3.4e38, float32's maximum) is a broken model, not certainty."""
+
+
+def check_raw_output(out: np.ndarray, meta: metadata_lib.ModelMetadata) -> None:
+    """Raises ValueError unless raw outputs are finite and in range for ``meta.output``.
+
+    Raises:
+      ValueError: names the first offending value.
+    """
+    out = np.asarray(out, np.float64)
+    bad = ~np.isfinite(out)
+    if meta.output == "logit":
+        bad |= np.abs(np.where(bad, 0.0, out)) > MAX_ABS_LOGIT
+        expected = f"a finite logit within +-{MAX_ABS_LOGIT:g}"
+    else:
+        bad |= (np.where(bad, 0.5, out) < 0.0) | (np.where(bad, 0.5, out) > 1.0)
+        expected = "a probability in [0, 1]"
+    if bad.any():
+        raise ValueError(f"model output {out.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]!r} is not {expected}")
+
+
+def check_output_shape(interpreter, meta: metadata_lib.ModelMetadata, model_path: str | Path = "model") -> int:
+    """Checks the model has one output of 1 or 2 values per image; returns that count.
+
+    Raises:
+      ValueError: names the output shapes received, or a live index outside them.
+    """
+    outs = interpreter.get_output_details()
+    shapes = [tuple(int(v) for v in d["shape"]) for d in outs]
+    per_image = int(np.prod(shapes[0][1:])) if len(outs) == 1 and len(shapes[0]) >= 1 else 0
+    if len(outs) != 1 or len(shapes[0]) < 2 or shapes[0][0] not in (1, -1) or per_image not in (1, 2):
+        raise ValueError(
+            f"model '{model_path}' outputs {shapes} are not a liveness score; expected one output "
+            "of shape [1, 1] (live logit or probability) or [1, 2] (two classes)"
+        )
+    if meta.live_index >= per_image:
+        raise ValueError(
+            f"model '{model_path}' has {per_image} output value(s) per image but its metadata "
+            f"live_index is {meta.live_index}"
+        )
+    return per_image
+
+
+def scores_from_output(out: np.ndarray, meta: metadata_lib.ModelMetadata) -> np.ndarray:
+    """Turns raw model outputs ``(N, K)`` into live probabilities ``(N,)``.
+
+    One output column is a logit or probability of *live*; two columns are
+    class logits or probabilities, ``meta.live_index`` naming the live one.
+
+    Raises:
+      ValueError: a raw output is not finite, is not a plausible logit
+        (``|x| > MAX_ABS_LOGIT``) or is a probability outside [0, 1]: checked
+        before any sigmoid, which would turn +inf into a certain "live".
+    """
+    out = np.asarray(out, np.float64)
+    out = out.reshape(out.shape[0] if out.ndim > 1 else 1, -1)
+    check_raw_output(out, meta)
+    if out.shape[1] == 1:
+        col = out[:, 0]
+        return sigmoid(col) if meta.output == "logit" else col
+    if meta.output == "logit":
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        out = e / e.sum(axis=1, keepdims=True)
+    return out[:, meta.live_index]
+
+
+class LivenessModel:
+    """A ``.tflite`` liveness model with its metadata; scores uint8 RGB crops.
+
+    Attributes:
+      path: the model file.
+      meta: its :class:`~tla_edge.runtime.metadata.ModelMetadata` (from the model or
+        its sidecar; without either, only when ``threshold`` is given).
+      interpreter: the runtime interpreter (None once closed).
+      last_invoke_ms: time of the last ``invoke()`` alone, in milliseconds.
+
+    Args:
+      path: the ``.tflite`` file.
+      num_threads: CPU threads for the interpreter.
+      edgetpu: load the Edge TPU delegate.
+      meta: metadata to use instead of the model's own.
+      threshold: overrides the metadata's threshold; required for a model
+        without tla-edge metadata (whose input size is then read from the
+        model and the rest are defaults: logit output, mobilenet_v2
+        normalization, the default crop scale).
+
+    Raises:
+      ValueError: the file is not a liveness model (input not one image,
+        output not 1 or 2 values), its metadata or ``threshold`` is invalid,
+        or it has no metadata and no ``threshold``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        num_threads: int | None = None,
+        edgetpu: bool = False,
+        meta: metadata_lib.ModelMetadata | None = None,
+        threshold: float | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.interpreter = None
+        if threshold is not None:
+            threshold = metadata_lib.check_threshold(threshold, "threshold")
+        interpreter = make_interpreter(self.path, num_threads=num_threads, edgetpu=edgetpu)
+        check_image_input(interpreter, self.path)
+        found = meta or metadata_lib.load(self.path)
+        size = input_size(interpreter)
+        if found is None:
+            if threshold is None:
+                raise ValueError(
+                    f"model '{self.path}' has no tla-edge metadata (embedded or "
+                    f"'{metadata_lib.sidecar_path(self.path).name}'), so its threshold and "
+                    "preprocessing are unknown; pass --threshold (API: threshold=) to use it anyway"
+                )
+            found = metadata_lib.ModelMetadata(input_size=size)
+        elif tuple(found.input_size) != size:
+            raise ValueError(
+                f"model '{self.path}' input is {size[0]}x{size[1]} but its metadata says "
+                f"{found.input_size[0]}x{found.input_size[1]}"
+            )
+        metadata_lib.check_metadata_values(found, f"model '{self.path}' metadata")
+        check_output_shape(interpreter, found, self.path)
+        if threshold is not None:
+            found = found.replace(threshold=threshold)
+        self.meta = found
+        self.interpreter = interpreter
+        self._in = input_details(self.interpreter)
+        self._out = output_details(self.interpreter)
+        self._lut = None
+        if is_quantized(self._in):
+            scale, zp = quantization_params(self._in)
+            self._lut = pixel_lut(self.meta.normalization, scale, zp, np.dtype(self._in["dtype"]))
+        self.last_invoke_ms = 0.0
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the model input."""
+        return tuple(self.meta.input_size)  # type: ignore[return-value]
+
+    @property
+    def threshold(self) -> float:
+        """The decision threshold from the metadata (or the ``threshold`` given)."""
+        return float(self.meta.threshold)
+
+    def close(self) -> None:
+        """Releases the interpreter and any delegate it holds; later calls raise. Safe to call twice."""
+        self.interpreter = None
+
+    def __enter__(self) -> "LivenessModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def crop(self, rgb: np.ndarray, box) -> np.ndarray:
+        """The model's uint8 crop of one face, via the shared crop function."""
+        return preprocess.crop_face(rgb, box, self.meta.crop_scale, self.input_size)
+
+    def input_tensor(self, crop: np.ndarray) -> np.ndarray:
+        """The model's input for one uint8 crop (quantized through a lookup table when int8/uint8)."""
+        if crop.shape != (*self.input_size, 3) or crop.dtype != np.uint8:
+            raise ValueError(
+                f"crop shape {crop.shape} dtype {crop.dtype} is not "
+                f"{self.input_size[0]}x{self.input_size[1]}x3 uint8"
+            )
+        if self._lut is not None:
+            import cv2  # the runtime extra's OpenCV; cv2.LUT is ~4x faster than fancy indexing
+
+            return cv2.LUT(crop, self._lut.view(np.uint8)).view(self._lut.dtype)[None]
+        return preprocess.normalize(crop, self.meta.normalization)[None]
+
+    def invoke_tensor(self, x: np.ndarray) -> np.ndarray:
+        """Runs one prepared input tensor; returns the raw output, dequantized.
+
+        Raises:
+          RuntimeError: the model is closed.
+        """
+        if self.interpreter is None:
+            raise RuntimeError(f"liveness model '{self.path}' is closed")
+        self.interpreter.set_tensor(self._in["index"], x)
+        t0 = time.perf_counter()
+        self.interpreter.invoke()
+        self.last_invoke_ms = (time.perf_counter() - t0) * 1e3
+        out = self.interpreter.get_tensor(self._out["index"])
+        if is_quantized(self._out):
+            scale, zp = quantization_params(self._out)
+            return dequantize(out, scale, zp)
+        return out.astype(np.float32)
+
+    def score(self, crop: np.ndarray) -> float:
+        """Live probability in [0, 1] for one uint8 RGB crop of the model's input size."""
+        return float(scores_from_output(self.invoke_tensor(self.input_tensor(crop)), self.meta)[0])
+
+    def score_batch(self, crops: np.ndarray) -> np.ndarray:
+        """Live probabilities ``(N,)`` for ``(N, H, W, 3)`` uint8 crops."""
+        return np.array([self.score(c) for c in crops], dtype=np.float64)

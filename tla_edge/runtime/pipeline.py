@@ -1,0 +1,316 @@
+"""Frame -> face -> crop -> score -> smoothed decision: the Python API integrators call.
+
+    from tla_edge.runtime.pipeline import Pipeline
+
+    with Pipeline() as pipe:                     # bundled detector + int8 model
+        result = pipe.process(rgb_frame)         # HxWx3 uint8 RGB
+        if result.is_live:
+            unlock()
+
+A spoof, a missing face or a model error is a result, never an exception, and
+never ``is_live``: decisions fail closed.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from tla_edge.runtime import preprocess
+from tla_edge.runtime.faces import FaceBox, FaceDetector
+from tla_edge.runtime.interpreter import LivenessModel, scores_from_output
+from tla_edge.runtime.metadata import check_threshold, fused_threshold
+
+LIVE = "live"
+SPOOF = "spoof"
+NO_FACE = "no_face"
+FACE_TOO_SMALL = "face_too_small"
+FACE_CUT_OFF = "face_cut_off"
+FACE_ROTATED = "face_rotated"
+ERROR = "error"
+DECISIONS = (LIVE, SPOOF, NO_FACE, FACE_TOO_SMALL, FACE_CUT_OFF, FACE_ROTATED, ERROR)
+NON_RESPONSES = (NO_FACE, FACE_TOO_SMALL, FACE_CUT_OFF, FACE_ROTATED, ERROR)
+"""Decisions without a liveness score: the system did not process the presentation."""
+DEFAULT_LIVE_FRAMES = 3
+"""Consecutive frames of one face at or above the threshold before it is live."""
+
+STAGES = ("detect", "crop", "invoke", "total")
+
+
+class LivenessResult(NamedTuple):
+    """The pipeline's verdict on one frame."""
+
+    decision: str
+    """One of :data:`DECISIONS`; only ``"live"`` means live."""
+    is_live: bool
+    """True only when a usable face scored at or above the threshold on this frame
+    and on the ``live_frames`` - 1 frames before it."""
+    score: float | None
+    """Live probability averaged over recent frames of the same face (for display: the
+    decision also needs this frame's own score and ``live_frames`` consecutive frames
+    at or above the threshold); None without a score."""
+    raw_score: float | None
+    """This frame's own live probability; None without a score."""
+    face: FaceBox | None
+    """The face that was judged (the largest), or None."""
+    faces: tuple[FaceBox, ...]
+    """Every face the detector found."""
+    timings: dict[str, float]
+    """Milliseconds per stage: ``detect``, ``crop`` (crop + preprocess),
+    ``invoke`` (liveness model alone), ``total``; also ``detect_invoke``
+    when the detector reports it."""
+    error: str | None = None
+    """Why the decision is ``"error"``, else None."""
+
+
+class Smoothed(NamedTuple):
+    """What :meth:`Smoother.update` knows after one frame of a face."""
+
+    score: float
+    """Mean of the face's last ``window`` scores (for display; never grants live)."""
+    streak: int
+    """Consecutive frames of this face, up to and including this one, at or above the threshold."""
+    is_live: bool
+    """This frame's own score, the streak and the mean all pass: live."""
+
+
+class Smoother:
+    """Per-face smoothing that can delay ``live`` but never grant it.
+
+    A face is live on a frame only when that frame's own score is at or
+    above the threshold, the last ``live_frames`` consecutive frames of the
+    same face (box IoU >= ``min_iou``) all were, and the mean of the last
+    ``window`` scores is too. A swapped-in photo scoring under the threshold
+    is never lifted by the live frames before it, and the first frame of a
+    new face never decides alone when ``live_frames`` > 1. Resets when the
+    face is lost or changes.
+
+    Args:
+      window: frames averaged for :attr:`Smoothed.score` (1: no averaging).
+      min_iou: smallest box overlap with the previous frame's face that is
+        still the same face.
+      live_frames: consecutive frames at or above the threshold needed for live (K).
+    """
+
+    def __init__(self, window: int = 5, min_iou: float = 0.3, live_frames: int = DEFAULT_LIVE_FRAMES) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"smoothing window {window!r} is not an integer >= 1")
+        if isinstance(live_frames, bool) or not isinstance(live_frames, int) or live_frames < 1:
+            raise ValueError(f"live_frames {live_frames!r} is not an integer >= 1")
+        self.window = window
+        self.min_iou = min_iou
+        self.live_frames = live_frames
+        self._scores: collections.deque[float] = collections.deque(maxlen=window)
+        self._face: FaceBox | None = None
+        self._streak = 0
+
+    def reset(self) -> None:
+        """Forgets the current face, its scores and its streak."""
+        self._scores.clear()
+        self._face = None
+        self._streak = 0
+
+    def update(self, face: FaceBox, score: float, threshold: float) -> Smoothed:
+        """Adds this frame's own ``score`` for ``face``; returns the smoothed state and decision."""
+        if self._face is not None and face.iou(self._face) < self.min_iou:
+            self._scores.clear()
+            self._streak = 0
+        self._face = face
+        score = float(score)
+        self._scores.append(score)
+        self._streak = self._streak + 1 if score >= threshold else 0
+        mean = float(np.mean(self._scores))
+        is_live = score >= threshold and self._streak >= self.live_frames and mean >= threshold
+        return Smoothed(mean, self._streak, bool(is_live))
+
+
+class Pipeline:
+    """MediaPipe face detection + the TFLite liveness model + smoothing + decision.
+
+    A Pipeline is for one thread: it owns interpreters, a detector and the
+    smoothing state of one stream. Use one Pipeline per thread (or per camera).
+
+    Args:
+      model: a ``.tflite`` path or a :class:`LivenessModel`, or several of them
+        (their scores are averaged: two-scale fusion); None for the bundled int8 model.
+      detector: a :class:`FaceDetector`; None to build one (``detector_model``, video mode).
+      threshold: live iff score >= threshold, strictly between 0 and 1; None
+        for the model metadata's. Several models need the fused threshold
+        stored in their metadata (``extra.fusion``, see
+        :func:`tla_edge.runtime.metadata.fused_threshold`) or an explicit one. A
+        ``.tflite`` without tla-edge metadata needs an explicit one.
+      smoothing: frames averaged per face for the reported score (1 disables it).
+      live_frames: consecutive frames of one face, each at or above the
+        threshold, before it is live (1: every frame decides alone). Smoothing
+        can delay live, never grant it: a frame scoring under the threshold is
+        never live.
+      min_face: smallest face box side, in pixels, that is judged.
+      max_cut_off: largest fraction of the face box outside the frame that is judged.
+      max_roll: largest in-plane rotation of the face (degrees, from the eye
+        keypoints) that is judged; the model never saw faces rolled further.
+      num_threads: CPU threads for the liveness interpreter.
+      edgetpu: run the liveness model on a Coral Edge TPU.
+      detector_model: ``"short"`` (within ~2 m) or ``"full"`` (farther).
+      video: detector in video mode (streams) rather than image mode (stills).
+      detector_backend: ``"auto"`` (MediaPipe where it runs, else LiteRT),
+        ``"mediapipe"`` or ``"litert"``; see :class:`FaceDetector`.
+
+    Raises:
+      ValueError: a bad threshold, smoothing, live_frames, or a model that
+        cannot be used (see :class:`LivenessModel`).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | LivenessModel | Sequence[str | Path | LivenessModel] | None = None,
+        detector: FaceDetector | None = None,
+        *,
+        threshold: float | None = None,
+        smoothing: int = 5,
+        live_frames: int = DEFAULT_LIVE_FRAMES,
+        min_face: float = 40.0,
+        max_cut_off: float = 0.15,
+        max_roll: float = preprocess.DEFAULT_MAX_ROLL,
+        num_threads: int | None = None,
+        edgetpu: bool = False,
+        detector_model: str = "short",
+        video: bool = True,
+        detector_backend: str = "auto",
+    ) -> None:
+        self.models: list[LivenessModel] = []
+        self._own_models: list[LivenessModel] = []
+        self.detector = None  # type: ignore[assignment]
+        self._own_detector = False
+        if threshold is not None:
+            threshold = check_threshold(threshold, "threshold")
+        self.smoother = Smoother(smoothing, live_frames=live_frames)
+        if model is None:
+            from tla_edge.runtime.assets import default_liveness_models
+
+            model = default_liveness_models()
+        specs = list(model) if isinstance(model, (list, tuple)) else [model]
+        if not specs:
+            raise ValueError("no liveness model given; expected at least one .tflite")
+        try:
+            for m in specs:
+                if isinstance(m, LivenessModel):
+                    self.models.append(m)
+                else:
+                    lm = LivenessModel(m, num_threads=num_threads, edgetpu=edgetpu, threshold=threshold)
+                    self._own_models.append(lm)
+                    self.models.append(lm)
+            # Several models (e.g. crops at 2.7x and 4x) are fused by averaging
+            # their live probabilities; the threshold of that average is derived
+            # on the fused score and stored with the models, never their mean.
+            if threshold is None:
+                if len(self.models) == 1:
+                    threshold = self.models[0].threshold
+                else:
+                    threshold = fused_threshold([(m.path, m.meta) for m in self.models])
+            self.threshold = float(threshold)
+            self._own_detector = detector is None
+            self.detector = detector or FaceDetector(
+                detector_model, mode="video" if video else "image", num_threads=num_threads,
+                backend=detector_backend,
+            )
+        except BaseException:
+            self.close()
+            raise
+        self.min_face = min_face
+        self.max_cut_off = max_cut_off
+        self.max_roll = max_roll
+
+    @property
+    def model(self) -> LivenessModel:
+        """The first (usually the only) liveness model."""
+        return self.models[0]
+
+    def process(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> LivenessResult:
+        """Judges one RGB frame.
+
+        Args:
+          rgb: ``(H, W, 3)`` uint8 RGB.
+          timestamp_ms: frame time for a video-mode detector (None: generated).
+
+        Returns:
+          The :class:`LivenessResult`; never raises for a spoof, no face or a model error.
+
+        Raises:
+          ValueError: ``rgb`` is not an HxWx3 uint8 array (a caller bug).
+        """
+        preprocess.check_frame(rgb)
+        t0 = time.perf_counter()
+        timings = {stage: 0.0 for stage in STAGES}
+        try:
+            faces = tuple(self.detector.detect(rgb, timestamp_ms))
+        except Exception as err:  # noqa: BLE001 - fail closed on any detector failure
+            self.smoother.reset()
+            timings["detect"] = timings["total"] = (time.perf_counter() - t0) * 1e3
+            return LivenessResult(ERROR, False, None, None, None, (), timings, f"detector: {err}")
+        t1 = time.perf_counter()
+        timings["detect"] = (t1 - t0) * 1e3
+        detect_invoke = getattr(self.detector, "last_invoke_ms", None)
+        if detect_invoke is not None:
+            timings["detect_invoke"] = float(detect_invoke)
+
+        if not faces:
+            self.smoother.reset()
+            timings["total"] = (time.perf_counter() - t0) * 1e3
+            return LivenessResult(NO_FACE, False, None, None, None, faces, timings)
+        face = max(faces, key=lambda f: f.area)
+        problem = preprocess.face_problem(face, rgb.shape, self.min_face, self.max_cut_off, self.max_roll)
+        if problem is not None:
+            self.smoother.reset()
+            timings["total"] = (time.perf_counter() - t0) * 1e3
+            return LivenessResult(problem, False, None, None, face, faces, timings)
+
+        try:
+            raw_scores = []
+            crops: dict[tuple, np.ndarray] = {}  # fused models of one crop scale and size share the crop
+            for m in self.models:
+                tc = time.perf_counter()
+                key = (m.meta.crop_scale, m.input_size)
+                if key not in crops:
+                    crops[key] = m.crop(rgb, face)
+                x = m.input_tensor(crops[key])
+                timings["crop"] += (time.perf_counter() - tc) * 1e3
+                out = m.invoke_tensor(x)
+                timings["invoke"] += m.last_invoke_ms
+                raw_scores.append(float(scores_from_output(out, m.meta)[0]))
+            raw = float(np.mean(raw_scores))
+            if not np.isfinite(raw):
+                raise ValueError(f"model returned a non-finite score {raw}")
+        except Exception as err:  # noqa: BLE001 - fail closed on any model failure
+            self.smoother.reset()
+            timings["total"] = (time.perf_counter() - t0) * 1e3
+            return LivenessResult(ERROR, False, None, None, face, faces, timings, f"liveness model: {err}")
+        smoothed = self.smoother.update(face, raw, self.threshold)
+        is_live = bool(smoothed.is_live and raw >= self.threshold)  # the frame's own score, always
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return LivenessResult(LIVE if is_live else SPOOF, is_live, smoothed.score, raw, face, faces, timings)
+
+    def reset(self) -> None:
+        """Forgets the smoothing state (e.g. between unrelated images)."""
+        self.smoother.reset()
+
+    def close(self) -> None:
+        """Releases the detector and the liveness models (interpreters, delegates) the pipeline created.
+
+        Safe to call twice; models and a detector passed in stay open.
+        """
+        for m in self._own_models:
+            m.close()
+        self._own_models = []
+        if self._own_detector and self.detector is not None:
+            self.detector.close()
+        self.detector = None  # type: ignore[assignment]
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
