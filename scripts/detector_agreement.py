@@ -27,35 +27,28 @@ from __future__ import annotations
 import argparse
 import datetime
 import inspect
-import os
 import platform
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, commit, data_dir
+
 sys.path.insert(0, str(REPO))
 
 from tla_edge import fileio  # noqa: E402
 
 from tla_edge.data import datasets  # noqa: E402
 from tla_edge.errors import UserError  # noqa: E402
+from tla_edge.host import package_version  # noqa: E402
 from tla_edge.progress import Progress  # noqa: E402
 
 MIN_IOU = 0.98
 MAX_KEYPOINT_PX = 1.0
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "detector_agreement.json"
 MAX_LISTED = 20
-
-
-def default_data() -> Path:
-    """``$TLA_EDGE_DATA/nuaa-train``, else ``../shared/data/nuaa-train`` next to the checkout."""
-    root = os.environ.get("TLA_EDGE_DATA")
-    return Path(root) / "nuaa-train" if root else REPO.parent / "shared" / "data" / "nuaa-train"
 
 
 def compare_faces(a: Sequence[Any], b: Sequence[Any]) -> dict[str, Any]:
@@ -173,24 +166,6 @@ def measure(records: Sequence[Any], root: Path, model: str, show_progress: bool)
     }
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _commit() -> str | None:
-    try:
-        sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return sha + (" + uncommitted changes" if dirty else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parses the flags, measures, writes the JSON; one line and exit 2 on a user mistake."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -211,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit {args.limit} is not >= 1")
         fileio.check_writable(args.out, args.force)
-        data = args.data or default_data()
+        data = args.data or data_dir()
         if not data.exists():
             raise FileNotFoundError(f"dataset '{data}' not found; pass its folder")
         records = list(datasets.load_dataset(data))
@@ -225,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
             "what": "face detector backends on the same frames: MediaPipe Tasks FaceDetector vs the bundled "
                     "BlazeFace through LiteRT with MediaPipe's graph in NumPy (tla_edge/runtime/blazeface.py)",
             "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "commit": _commit(),
+            "commit": commit(),
             "dataset": data.name,
             "frames_requested": len(records),
             "criteria": {"same_frames_found": True, "min_iou": MIN_IOU, "max_keypoint_px": MAX_KEYPOINT_PX,
                          "pipeline_decisions_identical": True},
             "host": {"machine": platform.machine(), "python": platform.python_version(),
-                     "mediapipe": _version("mediapipe"), "runtime": {"name": runtime, "version": _version(runtime)},
-                     "opencv": _version("opencv-contrib-python") or _version("opencv-python"),
+                     "mediapipe": package_version("mediapipe"), "runtime": {"name": runtime, "version": package_version(runtime)},
+                     "opencv": package_version("opencv-contrib-python") or package_version("opencv-python"),
                      "numpy": np.__version__},
             "models": {},
         }

@@ -34,7 +34,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from common import REPO, data_dir
+
 sys.path.insert(0, str(REPO))
 
 from tla_edge.data import datasets  # noqa: E402
@@ -93,7 +94,8 @@ def calib_figures(report: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "nuaa-train")
+    parser.add_argument("--data", type=Path, default=data_dir(),
+                        help="NUAA training sessions (default: $TLA_EDGE_DATA/nuaa-train, else ../shared/data/nuaa-train)")
     parser.add_argument("--session", type=str, default="02", help="the session standing in for the new camera")
     parser.add_argument("--record-subjects", type=str, default="0001,0004,0005,0006,0007",
                         help="people recorded for calibration and fine-tuning")
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tla_edge.runtime import assets
 
-    from tla_edge.cli import train
+    from tla_edge.train import options as train
 
     if args.work.exists():
         shutil.rmtree(args.work)

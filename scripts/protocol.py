@@ -41,14 +41,11 @@ import numpy as np
 from tla_edge import fileio, metrics
 
 from tla_edge.data import datasets
+from tla_edge.data import crops as crops_lib
 from tla_edge.runtime.metadata import ModelMetadata
 
-# Run tla-edge train from its own module (the same code as the command).
-TRAIN = (
-    "import sys, argparse; from tla_edge import cli; from tla_edge.cli import train; "
-    "p = argparse.ArgumentParser(prog='tla-edge train', formatter_class=cli._Formatter); "
-    "train.add_arguments(p); sys.exit(train.run(p.parse_args(sys.argv[1:])))"
-)
+# Run tla-edge train as the command itself (this interpreter's package).
+TRAIN = [sys.executable, "-m", "tla_edge.cli", "train"]
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
@@ -99,7 +96,7 @@ def score_test(model_dir: Path, crops_dir: Path, test_session: str, scale: float
     from tla_edge.runtime import preprocess
 
     meta = ModelMetadata.from_dict(json.loads((model_dir / "metadata.json").read_text()))
-    crops = datasets.load_crops(crops_dir, scale=scale, sessions=test_session)
+    crops = crops_lib.load_crops(crops_dir, scale=scale, sessions=test_session)
     model = keras.models.load_model(model_dir / "model.keras", compile=False)
     images = preprocess.resize_crops(crops.images, int(meta.input_size[0]))
     scores = models.keras_scores(model, images, meta, desc=f"test session {test_session}")
@@ -113,7 +110,7 @@ def score_test(model_dir: Path, crops_dir: Path, test_session: str, scale: float
 def run_one(args: argparse.Namespace, train_args: list[str], train_s: str, test_s: str, seed: int) -> dict:
     model_dir = args.work / args.name / f"train{train_s}_test{test_s}_seed{seed}"
     if not (model_dir / "metadata.json").is_file():
-        cmd = [sys.executable, "-c", TRAIN, str(args.crops), "--out", str(model_dir), "--sessions", train_s,
+        cmd = [*TRAIN, str(args.crops), "--out", str(model_dir), "--sessions", train_s,
                "--val-subjects", args.val_subjects, "--seed", str(seed), "--force", *train_args]
         print(f"[protocol] {args.name}: train {train_s} -> test {test_s}, seed {seed}", file=sys.stderr, flush=True)
         subprocess.run(cmd, check=True)

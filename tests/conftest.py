@@ -1,13 +1,27 @@
-"""Shared fixtures: where the real NUAA frames are, and small generated models."""
+"""Shared fixtures: where the real NUAA frames are, and the tiny committed models."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def nuaa_folder(nuaa_dir: Path, tmp: Path, kind: str, subject: str, session: str, n: int) -> Path:
+    """A folder of links to ``n`` NUAA frames of one subject, session and class (a stand-in camera)."""
+    from tla_edge.data.nuaa import parse_nuaa_name
+
+    src = nuaa_dir / ("ClientRaw" if kind == "real" else "ImposterRaw") / subject
+    picked = sorted(p for p in src.iterdir() if parse_nuaa_name(p.name) == (subject, session))[:n]
+    folder = tmp / f"src_{kind}_{subject}_{session}"
+    folder.mkdir(parents=True)
+    for p in picked:
+        (folder / p.name).symlink_to(p)
+    return folder
 
 
 def find_nuaa_dir() -> Path | None:
@@ -34,56 +48,26 @@ def nuaa_dir() -> Path:
     return found
 
 
-def build_tiny_tflite(out_dir: Path, size: int = 32, seed: int = 0) -> dict[str, Path]:
-    """Builds a tiny liveness-shaped model and writes float32, int8 and uint8 TFLite files.
-
-    The model maps a ``size``x``size``x3 image to one logit (the project's
-    convention); its weights are random but seeded.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    from tla_edge.runtime import metadata
-
-    keras = tf.keras
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((size, size, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    out = keras.layers.Dense(1)(x)
-    model = keras.Model(inp, out)
-
-    rng = np.random.default_rng(seed)
-
-    def representative():
-        for _ in range(8):
-            yield [rng.uniform(-1, 1, (1, size, size, 3)).astype(np.float32)]
-
-    paths = {}
-    for kind in ("float", "int8", "uint8"):
-        conv = tf.lite.TFLiteConverter.from_keras_model(model)
-        if kind != "float":
-            conv.optimizations = [tf.lite.Optimize.DEFAULT]
-            conv.representative_dataset = representative
-            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            conv.inference_input_type = tf.int8 if kind == "int8" else tf.uint8
-            conv.inference_output_type = tf.int8 if kind == "int8" else tf.uint8
-        path = out_dir / f"tiny_{kind}.tflite"
-        path.write_bytes(conv.convert())
-        paths[kind] = path
-    meta = metadata.ModelMetadata(input_size=(size, size), crop_scale=2.0, threshold=0.5, architecture="tiny")
-    for path in paths.values():
-        metadata.sidecar_path(path).write_text(__import__("json").dumps(meta.to_dict()))
-    paths["keras"] = out_dir / "tiny.keras"
-    model.save(paths["keras"])
-    return paths
+FIXTURES = REPO / "tests" / "fixtures"
+TINY_MODELS = {"float": "tiny_float.tflite", "int8": "tiny_int8.tflite", "uint8": "tiny_uint8.tflite",
+               "keras": "tiny.keras"}
 
 
 @pytest.fixture(scope="session")
 def tiny_tflite(tmp_path_factory) -> dict[str, Path]:
-    """Paths of a tiny generated model: ``float``, ``int8``, ``uint8`` (.tflite) and ``keras``.
+    """Paths of a tiny model: ``float``, ``int8``, ``uint8`` (.tflite) and ``keras``.
 
-    Input 32x32x3, one logit, metadata sidecars (crop_scale 2.0, threshold 0.5).
+    Input 32x32x3, one logit, seeded random weights, metadata sidecars (crop_scale
+    2.0, threshold 0.5). The files are committed in tests/fixtures/ (written by
+    scripts/make_test_fixtures.py), so only the tests that load ``keras`` need
+    TensorFlow; they are copied into a temporary folder because tests write
+    next to them.
     """
-    pytest.importorskip("tensorflow", reason="building test models needs the 'train' extra")
-    return build_tiny_tflite(tmp_path_factory.mktemp("tiny_models"))
+    out = tmp_path_factory.mktemp("tiny_models")
+    paths = {}
+    for kind, name in TINY_MODELS.items():
+        paths[kind] = Path(shutil.copy2(FIXTURES / name, out / name))
+        sidecar = FIXTURES / f"{name}.json"
+        if sidecar.exists():
+            shutil.copy2(sidecar, out / sidecar.name)
+    return paths

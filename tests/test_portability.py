@@ -19,7 +19,8 @@ def _files() -> list[Path]:
     out = []
     for pattern in ("tla_edge/**/*.py", "tla_edge/runtime/assets/*.json", "tla_edge/runtime/assets/*.md", "converters/*.py",
                     "scripts/*.py", "docs/**/*.md", "*.md", "benchmarks/*.md", "benchmarks/*.py",
-                    "benchmarks/results/**/*.json", "examples/raspberry_pi/*.py", "examples/raspberry_pi/*.md"):
+                    "benchmarks/results/**/*.json", "examples/raspberry_pi/*.py", "examples/raspberry_pi/*.md",
+                    "tests/fixtures/*.json"):
         out += sorted(REPO.glob(pattern))
     return out
 

@@ -1,5 +1,9 @@
 """The one exception type the CLI turns into a one-line error."""
 
+from __future__ import annotations
+
+from typing import Any
+
 
 class UserError(Exception):
     """A mistake the user can fix: bad input, missing file, missing extra.
@@ -23,3 +27,25 @@ def missing_extra(package: str, extra: str) -> UserError:
         f"{package} is not installed; install the '{extra}' extra: "
         f"pip install 'tla-edge[{extra}]'"
     )
+
+
+def import_tensorflow(extra: str = "train") -> Any:
+    """Imports TensorFlow, or says which extra provides it.
+
+    Keras comes with TensorFlow, so a caller that needs ``keras`` calls this
+    first and then imports ``keras`` plainly.
+
+    Args:
+      extra: the pip extra to name when TensorFlow is missing.
+
+    Returns:
+      The ``tensorflow`` module.
+
+    Raises:
+      UserError: TensorFlow is not installed.
+    """
+    try:
+        import tensorflow as tf
+    except ImportError as err:
+        raise missing_extra("tensorflow", extra) from err
+    return tf

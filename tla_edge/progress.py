@@ -1,13 +1,15 @@
-"""A tiny progress bar on stderr (tqdm is not a dependency).
+"""Progress bars on stderr, drawn by tqdm (installed with every runtime: LiteRT requires it).
 
     with Progress(len(records), "prepare") as bar:
         for r in records:
             ...
             bar.update()
 
-On a terminal the bar redraws in place at most every ``min_interval`` seconds;
-into a log file (not a TTY) it writes a plain line every ``log_interval``
-seconds, so logs stay short.
+A thin layer that keeps one look and two habits across the project: on a
+terminal tqdm redraws the bar in place at most every ``min_interval``
+seconds; into a log file (not a TTY), where tqdm's carriage returns would pile
+up on one line, the same bar is written as a plain line at the first step,
+then every ``log_interval`` seconds and at the end, so logs stay short.
 """
 
 from __future__ import annotations
@@ -16,7 +18,12 @@ import sys
 import time
 from typing import IO, Iterable, Iterator, TypeVar
 
+from tqdm import tqdm
+
 T = TypeVar("T")
+
+BAR_CHARSET = " #"
+"""Empty and full cells of the bar: plain ASCII, readable in any log."""
 
 
 def format_duration(seconds: float) -> str:
@@ -27,8 +34,16 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def bar_format(desc: str, known_total: bool, width: int) -> str:
+    """tqdm's ``bar_format``: ``desc  42% |#####     |  1470/3491  00:38<00:53  38.10img/s, postfix``."""
+    head = "{desc}  " if desc else ""
+    if not known_total:
+        return head + "{n_fmt}  {elapsed}  {rate_fmt}{postfix}"
+    return head + "{percentage:3.0f}% |{bar:" + str(width) + "}|  {n_fmt}/{total_fmt}  {elapsed}<{remaining}  {rate_fmt}{postfix}"
+
+
 class Progress:
-    """A progress bar: ``desc  42% |#########           | 1470/3491  38.1 it/s  ETA 0:53``.
+    """A progress bar over tqdm: ``desc  42% |#########           |  1470/3491  00:38<00:53  38.10img/s``.
 
     Args:
       total: number of steps (None or 0: unknown, shows a count only).
@@ -38,7 +53,7 @@ class Progress:
       width: bar width in characters.
       min_interval: seconds between redraws on a terminal.
       log_interval: seconds between lines when the stream is not a terminal.
-      enabled: False writes nothing (e.g. ``--quiet``).
+      enabled: False writes nothing (e.g. ``--quiet``); steps are still counted.
     """
 
     def __init__(
@@ -56,70 +71,71 @@ class Progress:
         self.desc = desc
         self.unit = unit
         self.stream = stream if stream is not None else sys.stderr
-        self.width = width
         self.enabled = enabled
-        self.n = 0
-        self.postfix = ""
-        self.start = time.perf_counter()
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self._interval = min_interval if self._tty else log_interval
-        self._last = -float("inf")
+        self._log_interval = log_interval
+        self._last_line = -float("inf")
         self._closed = False
+        draws = enabled and self._tty
+        self._bar = tqdm(
+            total=self.total or None,
+            desc=desc,
+            unit=unit,
+            file=self.stream,
+            ascii=BAR_CHARSET,
+            bar_format=bar_format(desc, bool(self.total), width),
+            mininterval=min_interval,
+            # Where tqdm does not draw (a log, or disabled) it must never start to:
+            # an infinite delay keeps it silent, and miniters=1 keeps its monitor
+            # thread from forcing a refresh; it still counts, times and formats.
+            delay=0 if draws else float("inf"),
+            miniters=None if draws else 1,
+            smoothing=0.3 if draws else 0,
+        )
+
+    @property
+    def n(self) -> int:
+        """Steps done so far."""
+        return int(self._bar.n)
 
     @property
     def elapsed(self) -> float:
         """Seconds since the bar was created."""
-        return time.perf_counter() - self.start
+        return time.time() - self._bar.start_t
 
     @property
     def rate(self) -> float:
         """Steps per second so far."""
-        return self.n / self.elapsed if self.elapsed > 0 else 0.0
+        elapsed = self.elapsed
+        return self.n / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
         """The current bar as text."""
-        rate = self.rate
-        parts = [self.desc] if self.desc else []
-        if self.total:
-            frac = min(1.0, self.n / self.total)
-            filled = int(round(frac * self.width))
-            parts.append(f"{frac * 100:3.0f}% |{'#' * filled}{' ' * (self.width - filled)}|")
-            parts.append(f"{self.n}/{self.total}")
-        else:
-            parts.append(f"{self.n}")
-        parts.append(f"{rate:.1f} {self.unit}/s")
-        if self.total and rate > 0 and self.n < self.total:
-            parts.append(f"ETA {format_duration((self.total - self.n) / rate)}")
-        else:
-            parts.append(format_duration(self.elapsed))
-        if self.postfix:
-            parts.append(self.postfix)
-        return "  ".join(parts)
+        return str(self._bar)
 
     def update(self, n: int = 1, postfix: str | None = None) -> None:
-        """Advances by ``n`` steps; redraws when due."""
-        self.n += n
+        """Advances by ``n`` steps (and sets the text after the bar); redraws when due."""
         if postfix is not None:
-            self.postfix = postfix
-        now = time.perf_counter()
-        if now - self._last >= self._interval:
-            self._last = now
-            self._draw()
+            self._bar.set_postfix_str(postfix, refresh=False)
+        self._bar.update(n)
+        if self.enabled and not self._tty:
+            now = time.perf_counter()
+            if now - self._last_line >= self._log_interval:
+                self._last_line = now
+                self._write_line()
 
-    def _draw(self, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        if self._tty:
-            self.stream.write("\r\x1b[K" + self.line() + ("\n" if final else ""))
-        else:
-            self.stream.write(self.line() + "\n")
+    def _write_line(self) -> None:
+        self.stream.write(self.line() + "\n")
         self.stream.flush()
 
     def close(self) -> None:
         """Draws the final state and ends the line."""
-        if not self._closed:
-            self._closed = True
-            self._draw(final=True)
+        if self._closed:
+            return
+        self._closed = True
+        if self.enabled and not self._tty:
+            self._write_line()
+        self._bar.close()
 
     def __enter__(self) -> "Progress":
         return self

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmarks this device with ``tla-edge bench`` and files the result under its name.
+"""Benchmarks this device with tla-edge's benchmark (the one ``tla-edge bench`` runs) and files the result under its name.
 
     python bench_device.py                       # bundled samples, bundled int8 model, 1 and 4 threads
     python bench_device.py --source 0            # camera 0 instead of the samples
@@ -15,17 +15,16 @@ overwrites an existing file without ``--force``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from tla_edge import cli
 from tla_edge.errors import UserError
 from tla_edge.fileio import check_writable, write_json_atomic
+from tla_edge.runtime.benchmark import run_benchmark
+from tla_edge.runtime.benchmark_report import format_table
 
 RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 DEVICE_TREE_MODEL = Path("/proc/device-tree/model")
@@ -80,26 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the benchmark into a temporary file, adds the device record, writes the result."""
+    """Runs the benchmark (tla_edge.runtime.benchmark), adds the device record, writes the result."""
+    for flag, value, least in (("--frames", args.frames, 1), ("--warmup", args.warmup, 0),
+                               *(("--threads", t, 1) for t in args.threads or ())):
+        if value < least:
+            raise ValueError(f"{flag} {value} is not >= {least}")
     model = device_model()
     name = device_slug(args.device or model, args.edgetpu)
     out = check_writable(args.out or RESULTS_DIR / f"{name}.json", args.force)
     before = throttled()
-    with tempfile.TemporaryDirectory(prefix="tla-edge-bench-") as tmp:
-        raw = Path(tmp) / "bench.json"
-        bench_args = ["bench", "--json", str(raw), "--frames", str(args.frames), "--warmup", str(args.warmup)]
-        if args.source is not None:
-            bench_args += ["--source", args.source]
-        for m in args.model or ():
-            bench_args += ["--model", m]
-        for t in args.threads or (1, 4):
-            bench_args += ["--threads", str(t)]
-        if args.edgetpu:
-            bench_args.append("--edgetpu")
-        code = cli.main(bench_args)
-        if code != 0:
-            return code
-        report = json.loads(raw.read_text())
+    report, _ = run_benchmark(args.source, [Path(m) for m in args.model or ()], args.threads or (1, 4),
+                              args.frames, args.warmup, edgetpu=args.edgetpu)
+    print(format_table(report))
     after = throttled()
     report["device"] = {"name": name, "model": model, "edgetpu": args.edgetpu,
                         "throttled_before": before, "throttled_after": after}
@@ -116,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return run(args)
+    except KeyboardInterrupt:
+        print("bench_device: interrupted; nothing written", file=sys.stderr)
+        return 130
     except (UserError, FileNotFoundError, ValueError, OSError) as err:
         print(f"bench_device: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -10,7 +10,8 @@
 :func:`on_live` runs once each time a *live* decision has held for
 ``--hold-frames`` consecutive frames; any other decision (spoof, no face,
 face too small or cut off, error) re-arms it, so liveness fails closed. Edit
-it to do what your kiosk needs. Everything else is tla-edge's own demo loop.
+it to do what your kiosk needs. Everything else is tla-edge's own frame loop
+(:mod:`tla_edge.runtime.loop`, the one ``tla-edge demo`` runs), with the same flags.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ import time
 import urllib.request
 from typing import Callable
 
-from tla_edge.cli import demo
 from tla_edge.errors import UserError
+from tla_edge.runtime.loop import check_options, format_summary, pipeline_for_source, run_loop
+from tla_edge.runtime.overlay import VideoSink, check_display
 
 
 class LiveHold:
@@ -111,12 +113,36 @@ def make_on_live(args: argparse.Namespace) -> Callable[[object], None]:
     return on_live
 
 
+def add_demo_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``tla-edge demo``: source, models, decision, detector, outputs."""
+    add = parser.add_argument
+    add("--source", type=str, default="0", help="camera index, picamera2, a video file, a folder of images or one image")
+    add("--model", type=str, action="append", default=None, metavar="TFLITE",
+        help="liveness .tflite, repeatable (scores averaged: two-scale fusion); default: the bundled int8 model")
+    add("--threshold", type=float, default=None, help="live iff score >= this; default: the model's own")
+    add("--threads", type=int, default=None, help="CPU threads per interpreter; default: the runtime's choice")
+    add("--edgetpu", action="store_true", help="run the liveness model on a Coral Edge TPU")
+    add("--detector", type=str, choices=("short", "full"), default="short", help="face detector range")
+    add("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
+        help="face detector backend")
+    add("--smoothing", type=int, default=None, help="frames whose scores are averaged per face")
+    add("--live-frames", type=int, default=None, metavar="K",
+        help="consecutive frames at or above the threshold before a face is live")
+    add("--headless", action="store_true", help="no window: one JSON line per frame on stdout")
+    add("--output", type=str, default=None, metavar="VIDEO", help="also write the annotated frames to this .mp4")
+    add("--max-frames", type=int, default=None, help="stop after this many frames")
+    add("--loop", action="store_true", help="repeat a video or image folder forever")
+    add("--width", type=int, default=None, help="requested camera capture width")
+    add("--height", type=int, default=None, help="requested camera capture height")
+    add("--force", action="store_true", help="overwrite --output if it exists")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """tla-edge demo's flags plus the on_live actions."""
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    demo.add_arguments(parser)
+    add_demo_flags(parser)
     parser.add_argument("--hold-frames", type=int, default=5,
                         help="consecutive live frames before on_live fires")
     parser.add_argument("--gpio", type=int, default=None, metavar="BCM_PIN",
@@ -127,14 +153,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Opens the source and the pipeline and runs tla-edge's demo loop with the on_live hook."""
+    """Opens the source and the pipeline and runs tla-edge's frame loop with the on_live hook."""
     from tla_edge.runtime.sources import open_source
 
-    demo.check_args(args)
+    check_options(args.threshold, smoothing=args.smoothing, live_frames=args.live_frames, threads=args.threads,
+                  max_frames=args.max_frames, width=args.width, height=args.height)
     if not args.gpio_seconds > 0:
         raise ValueError(f"--gpio-seconds {args.gpio_seconds} is not > 0")
     if not args.headless:
-        demo.check_display()
+        check_display()
     hold = LiveHold(args.hold_frames)
     on_live = make_on_live(args)
 
@@ -143,18 +170,20 @@ def run(args: argparse.Namespace) -> int:
             on_live(result)
 
     with open_source(args.source, loop=args.loop, width=args.width, height=args.height) as source, \
-            demo.pipeline_from_args(args, source) as pipeline:
-        video = demo.VideoSink(args.output, fps=source.fps or 30.0, force=args.force) if args.output else None
+            pipeline_for_source(source, args.model or (), threshold=args.threshold, smoothing=args.smoothing,
+                                live_frames=args.live_frames, num_threads=args.threads, edgetpu=args.edgetpu,
+                                detector=args.detector, detector_backend=args.detector_backend) as pipeline:
+        video = VideoSink(args.output, fps=source.fps or 30.0, force=args.force) if args.output else None
         try:
-            summary = demo.run_loop(pipeline, source, max_frames=args.max_frames, on_result=on_result,
-                                    show=not args.headless, json_out=sys.stdout if args.headless else None,
-                                    video=video)
+            summary = run_loop(pipeline, source, max_frames=args.max_frames, on_result=on_result,
+                               show=not args.headless, json_out=sys.stdout if args.headless else None,
+                               video=video)
         except BaseException:
             if video is not None:
                 video.close(keep=False)
             raise
         written = video is not None and video.close(keep=True)
-    print(demo.format_summary(summary, str(args.source), str(video.path) if written else None), file=sys.stderr)
+    print(format_summary(summary, str(args.source), str(video.path) if written else None), file=sys.stderr)
     return 130 if summary.stopped == "interrupted" else 0
 
 

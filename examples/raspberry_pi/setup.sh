@@ -20,7 +20,7 @@ PYTHON=${PYTHON:-python3}
 # lacks them. EGL and GLES are MediaPipe's only: added below where it runs.
 APT_PACKAGES=(python3-venv python3-pip libgl1 libglib2.0-0 libxcb1)
 SONAMES=(libGL.so.1 libglib-2.0.so.0 libxcb.so.1)
-# The arm64 CPU features (/proc/cpuinfo) mediapipe 1.x needs (tla_edge.runtime.faces.ARMV82_FEATURES):
+# The arm64 CPU features (/proc/cpuinfo) mediapipe 1.x needs (tla_edge.runtime.cpu.ARMV82_FEATURES):
 # a Pi 5 (Cortex-A76) has them; a Pi 4 (Cortex-A72, ARMv8.0) does not, and its
 # face detector runs through LiteRT instead (the same BlazeFace, same boxes).
 MEDIAPIPE_FEATURES=(aes sha2 crc32 atomics asimddp fphp asimdhp asimdrdm lrcpc)
@@ -127,7 +127,8 @@ import time
 try:
     from tla_edge import __version__
     from tla_edge.runtime import assets
-    from tla_edge.runtime.faces import FaceDetector, auto_backend
+    from tla_edge.runtime.cpu import auto_backend
+    from tla_edge.runtime.faces import FaceDetector
     from tla_edge.runtime.interpreter import LivenessModel, import_runtime, load_edgetpu_delegate
     from tla_edge.runtime.pipeline import Pipeline
     from tla_edge.runtime.sources import list_images, open_source

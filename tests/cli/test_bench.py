@@ -18,7 +18,9 @@ import pytest
 
 from tla_edge import cli
 
-from tla_edge.cli import bench
+from tla_edge import host
+from tla_edge.runtime import benchmark as bench
+from tla_edge.runtime import benchmark_report
 
 
 def run_cli(argv: list[str], monkeypatch) -> int:
@@ -82,17 +84,21 @@ def test_a_fused_set_is_one_configuration(tmp_path):
     assert bench.model_set(f"{a}+{b}") == (a, b) and bench.model_set(a) == (a,)
 
 
-def test_display_path_is_relative_under_the_working_directory(tmp_path, monkeypatch):
+def test_recorded_path_is_relative_under_the_working_directory(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert bench.display_path(tmp_path / "models" / "m.tflite") == "models/m.tflite"
-    assert bench.display_path("/elsewhere/m.tflite") == "/elsewhere/m.tflite"
-    assert bench.display_path("0") == "0"  # a camera index stays as given
+    recorded_path = benchmark_report.recorded_path
+    assert recorded_path(tmp_path / "models" / "m.tflite") == "models/m.tflite"
+    # the project's one policy for a path fit to commit (metadata.portable_path): no machine's folders
+    assert recorded_path("/elsewhere/m.tflite") == "<DIR>/m.tflite"
+    assert recorded_path("0") == "0"  # a camera index stays as given
+    assert recorded_path("./frames/") == "./frames/"  # a relative input stays exactly as given
+    assert recorded_path("rtsp://cam.local/stream") == "rtsp://cam.local/stream"
 
 
 def test_peak_rss_is_positive():
-    bench.reset_peak_rss()
-    assert bench.peak_rss_mb() > 1.0
+    host.reset_peak_rss()
+    assert host.peak_rss_mb() > 1.0
 
 
 # --- end to end on real frames -----------------------------------------------------
@@ -137,7 +143,7 @@ def test_bench_json_schema(bench_run, frames_dir):
     assert host["runtime"]["name"] in ("ai-edge-litert", "tflite-runtime", "tensorflow")
     assert report["frames"] == 5 and report["warmup"] == 1 and report["seed"] == 0
     src = report["source"]
-    assert src["spec"] == str(frames_dir) and src["kind"] == "folder" and src["live"] is False
+    assert src["spec"] == f"<DIR>/{frames_dir.name}" and src["kind"] == "folder" and src["live"] is False
     assert src["distinct_frames"] == 4 and src["frame_shape"] == [480, 640, 3]
     assert report["detector"]["model"] == "short" and report["detector"]["size_bytes"] > 0
     ids = [c["id"] for c in report["configurations"]]
@@ -173,7 +179,8 @@ def test_bench_numbers_are_positive_and_consistent(bench_run, tiny_tflite):
         assert c["overhead"] == pytest.approx(expected, rel=1e-3)
         assert c["fps"] == pytest.approx(1000.0 / st["total"]["mean"], rel=1e-3)
         assert c["peak_rss_mb"] > 0
-        path = Path(c["model"]["path"])
+        path = next(p for p in tiny_tflite.values() if p.name == Path(c["model"]["path"]).name)
+        assert c["model"]["path"] == f"<DIR>/{path.name}"  # outside the working directory: no absolute path
         assert c["model"]["size_bytes"] == path.stat().st_size
         assert c["model"]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert [c["model"]["dtype"] for c in configs] == ["int8", "int8", "float32", "float32"]
@@ -210,7 +217,7 @@ def test_bench_plot_and_table(bench_run):
 
 def test_bench_table_lists_every_configuration(bench_run):
     report, _ = bench_run
-    table = bench.format_table(report)
+    table = benchmark_report.format_table(report)
     lines = table.splitlines()
     assert lines[0].startswith("tla-edge bench: 5 frames after 1 warm-up from ")
     for c in report["configurations"]:

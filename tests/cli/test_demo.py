@@ -16,7 +16,7 @@ cv2 = pytest.importorskip("cv2")
 
 from tla_edge import cli  # noqa: E402
 
-from tla_edge.cli import demo  # noqa: E402
+from tla_edge.runtime import loop, overlay  # noqa: E402
 from tla_edge.runtime.faces import FaceBox  # noqa: E402
 from tla_edge.runtime.pipeline import DECISIONS, LivenessResult  # noqa: E402
 from tla_edge.runtime.sources import Frame  # noqa: E402
@@ -68,21 +68,21 @@ def nuaa_folder(nuaa_dir, tmp_path_factory) -> Path:
 
 
 def test_labels_and_colours():
-    assert demo.label_of(result("live", 0.934)) == ("LIVE 0.93", demo.GREEN)
-    assert demo.label_of(result("spoof", 0.121)) == ("SPOOF 0.12", demo.RED)
-    assert demo.label_of(result("no_face", None, None, None)) == ("NO FACE", demo.YELLOW)
-    assert demo.label_of(result("face_too_small", None, None)) == ("FACE TOO SMALL", demo.YELLOW)
-    assert demo.label_of(result("error", None, None, error="x")) == ("ERROR", demo.YELLOW)
+    assert overlay.label_of(result("live", 0.934)) == ("LIVE 0.93", overlay.GREEN)
+    assert overlay.label_of(result("spoof", 0.121)) == ("SPOOF 0.12", overlay.RED)
+    assert overlay.label_of(result("no_face", None, None, None)) == ("NO FACE", overlay.YELLOW)
+    assert overlay.label_of(result("face_too_small", None, None)) == ("FACE TOO SMALL", overlay.YELLOW)
+    assert overlay.label_of(result("error", None, None, error="x")) == ("ERROR", overlay.YELLOW)
 
 
 def test_smooth_fps():
-    assert demo.smooth_fps(None, 0.1) == pytest.approx(10.0)
-    assert demo.smooth_fps(10.0, 0.05, alpha=0.5) == pytest.approx(15.0)
-    assert demo.smooth_fps(12.0, 0.0) == 12.0
+    assert loop.smooth_fps(None, 0.1) == pytest.approx(10.0)
+    assert loop.smooth_fps(10.0, 0.05, alpha=0.5) == pytest.approx(15.0)
+    assert loop.smooth_fps(12.0, 0.0) == 12.0
 
 
 def test_result_record_is_json_with_the_documented_keys():
-    rec = demo.result_record(frame(3), result())
+    rec = loop.result_record(frame(3), result())
     parsed = json.loads(json.dumps(rec))
     assert parsed == {
         "frame": 3,
@@ -96,15 +96,15 @@ def test_result_record_is_json_with_the_documented_keys():
         "error": None,
         "ms": {"decode": 1.5, "detect": 4.0, "crop": 0.5, "invoke": 2.0, "total": 8.5},
     }
-    none = demo.result_record(frame(0), result("no_face", None, None, None))
+    none = loop.result_record(frame(0), result("no_face", None, None, None))
     assert none["faces"] == [] and none["score"] is None and none["is_live"] is False
 
 
-@pytest.mark.parametrize("decision,colour", [("live", demo.GREEN), ("spoof", demo.RED), ("face_cut_off", demo.YELLOW)])
+@pytest.mark.parametrize("decision,colour", [("live", overlay.GREEN), ("spoof", overlay.RED), ("face_cut_off", overlay.YELLOW)])
 def test_overlay_box_colour_on_a_bgr_copy(decision, colour):
     f = frame()
     before = f.rgb.copy()
-    bgr = demo.draw_overlay(f.rgb, result(decision, 0.5 if decision != "face_cut_off" else None), fps=25.0)
+    bgr = overlay.draw_overlay(f.rgb, result(decision, 0.5 if decision != "face_cut_off" else None), fps=25.0)
     np.testing.assert_array_equal(f.rgb, before)  # the frame itself is untouched
     assert bgr.shape == f.rgb.shape and bgr.dtype == np.uint8
     # bottom edge of the box, away from the label: the decision's colour, in BGR
@@ -113,17 +113,17 @@ def test_overlay_box_colour_on_a_bgr_copy(decision, colour):
 
 def test_overlay_without_a_face_writes_the_reason():
     f = frame()
-    plain = demo.draw_overlay(f.rgb, result("no_face", None, None, None), fps=None)
+    plain = overlay.draw_overlay(f.rgb, result("no_face", None, None, None), fps=None)
     assert (plain != 90).any()  # the text was drawn
-    assert not (np.all(plain == demo.GREEN, axis=-1)).any()
+    assert not (np.all(plain == overlay.GREEN, axis=-1)).any()
 
 
 def test_format_summary():
-    summary = demo.LoopSummary(
-        10, {"live": 6, "no_face": 4}, 2.0, dict.fromkeys(demo.STAGES, 1.0),
-        dict.fromkeys(demo.STAGES, 1.0), "end", (("bad.jpg", "not a decodable image"),),
+    summary = loop.LoopSummary(
+        10, {"live": 6, "no_face": 4}, 2.0, dict.fromkeys(loop.STAGES, 1.0),
+        dict.fromkeys(loop.STAGES, 1.0), "end", (("bad.jpg", "not a decodable image"),),
     )
-    text = demo.format_summary(summary, "frames", "'a.mp4' (10 frames)")
+    text = loop.format_summary(summary, "frames", "'a.mp4' (10 frames)")
     assert text.splitlines()[0] == "tla-edge demo: 10 frames in 2.0 s (5.0 fps) from 'frames'; stopped: end"
     assert "  decisions: live 6, no_face 4" in text
     assert "  skipped: 1 unreadable images (first: bad.jpg: not a decodable image)" in text
@@ -134,7 +134,7 @@ def test_format_summary():
 
 def test_video_sink_writes_through_a_temp_name(tmp_path):
     path = tmp_path / "out.mp4"
-    sink = demo.VideoSink(path, fps=10.0)
+    sink = overlay.VideoSink(path, fps=10.0)
     for i in range(3):
         sink.write(np.full((48, 64, 3), 40 * i, np.uint8))
         assert not path.exists() and sink.tmp.exists()
@@ -149,15 +149,15 @@ def test_video_sink_writes_through_a_temp_name(tmp_path):
 
 def test_video_sink_discarded_on_failure_and_refuses_overwrite(tmp_path):
     path = tmp_path / "out.mp4"
-    sink = demo.VideoSink(path)
+    sink = overlay.VideoSink(path)
     sink.write(np.zeros((16, 16, 3), np.uint8))
     assert not sink.close(keep=False)
     assert not path.exists() and not sink.tmp.exists()
     path.write_bytes(b"keep me")
     with pytest.raises(Exception, match="already exists; pass --force"):
-        demo.VideoSink(path)
+        overlay.VideoSink(path)
     with pytest.raises(ValueError, match=r"output '.*out.gif' is not a video file name"):
-        demo.VideoSink(tmp_path / "out.gif")
+        overlay.VideoSink(tmp_path / "out.gif")
 
 
 # --- the loop, with a stand-in pipeline ------------------------------------------------
@@ -183,7 +183,7 @@ def test_run_loop_counts_limits_and_writes_json_lines():
     frames = [frame(i) for i in range(10)]
     out = io.StringIO()
     pipe = ScriptedPipeline(["live", "spoof", "no_face"])
-    summary = demo.run_loop(pipe, frames, max_frames=7, json_out=out)
+    summary = loop.run_loop(pipe, frames, max_frames=7, json_out=out)
     assert summary.frames == 7 and summary.stopped == "max_frames"
     assert summary.decisions == {"live": 3, "spoof": 2, "no_face": 2}
     assert pipe.timestamps == [33 * i for i in range(7)]
@@ -200,14 +200,14 @@ def test_run_loop_callback_can_stop_on_a_live_decision():
         seen.append((f.index, r.decision))
         return r.is_live
 
-    summary = demo.run_loop(ScriptedPipeline(["spoof", "spoof", "live", "spoof"]), [frame(i) for i in range(9)],
+    summary = loop.run_loop(ScriptedPipeline(["spoof", "spoof", "live", "spoof"]), [frame(i) for i in range(9)],
                             on_result=unlock)
     assert summary.stopped == "callback" and summary.frames == 3
     assert seen == [(0, "spoof"), (1, "spoof"), (2, "live")]
 
 
 def test_run_loop_ends_cleanly_on_ctrl_c():
-    summary = demo.run_loop(ScriptedPipeline(["live"], interrupt_at=4), [frame(i) for i in range(9)])
+    summary = loop.run_loop(ScriptedPipeline(["live"], interrupt_at=4), [frame(i) for i in range(9)])
     assert summary.stopped == "interrupted" and summary.frames == 4
 
 
@@ -219,7 +219,7 @@ def test_run_loop_propagates_a_source_error():
         raise UserError("camera 0 stopped delivering frames after 1 frames")
 
     with pytest.raises(UserError, match="stopped delivering"):
-        demo.run_loop(ScriptedPipeline(["live"]), dying_camera())
+        loop.run_loop(ScriptedPipeline(["live"]), dying_camera())
 
 
 # --- the command, end to end on real frames --------------------------------------------
@@ -389,7 +389,7 @@ def test_sigterm_is_handled_like_ctrl_c(run_cli, nuaa_folder, tiny_tflite, tmp_p
     code, _, err = run_cli("--source", nuaa_folder, "--model", tiny_tflite["int8"], "--headless", "--output", out)
     assert code == 130 and "Traceback" not in err and "stopped: interrupted" in err
     assert [p.name for p in tmp_path.iterdir()] == ["partial.mp4"]  # no *.tmp left
-    assert demo.readable_video(out)
+    assert overlay.readable_video(out)
 
 
 def test_a_failing_video_writer_exits_non_zero_and_keeps_the_old_file(run_cli, nuaa_folder, tiny_tflite,
@@ -444,7 +444,7 @@ def test_missing_source(run_cli, tmp_path):
 def test_folder_without_images(run_cli, tmp_path):
     (tmp_path / "x.txt").write_text("x")
     msg = one_error_line(*run_cli("--source", tmp_path, "--headless"))
-    assert msg == f"image folder '{tmp_path}' has no images (.jpg, .jpeg, .png, .bmp, .webp)"
+    assert msg == f"image folder '{tmp_path}' has no images (.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff)"
 
 
 def test_folder_of_unreadable_images(run_cli, tmp_path, tiny_tflite):
@@ -521,5 +521,5 @@ def test_bad_flag_values(run_cli, flags, expected):
 
 def test_every_decision_name_is_known_to_the_overlay():
     for d in DECISIONS:
-        text, colour = demo.label_of(result(d, 0.5 if d in ("live", "spoof") else None))
-        assert text and colour in (demo.GREEN, demo.RED, demo.YELLOW)
+        text, colour = overlay.label_of(result(d, 0.5 if d in ("live", "spoof") else None))
+        assert text and colour in (overlay.GREEN, overlay.RED, overlay.YELLOW)

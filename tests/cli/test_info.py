@@ -13,7 +13,8 @@ from tla_edge import cli
 from tla_edge.runtime import metadata
 
 from tla_edge.runtime import modelinfo as tflite_info
-from tla_edge.runtime.modelinfo import ModelInfo, OpInfo, SubgraphInfo, TensorInfo, edgetpu_readiness
+from tla_edge.runtime.edgetpu_check import edgetpu_readiness
+from tla_edge.runtime.modelinfo import ModelInfo, OpInfo, SubgraphInfo, TensorInfo
 
 
 def run_cli(argv: list[str], monkeypatch) -> int:
@@ -320,3 +321,22 @@ def test_info_bad_input_is_one_line(tmp_path, monkeypatch, capsys, make, message
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "Traceback" not in err
     assert __import__("re").search(message, err), err
+
+
+# --- `tla-edge info` on every bundled model: byte-identical to the committed expectation ---
+
+from conftest import REPO  # noqa: E402
+
+GOLDEN_INFO = REPO / "tests" / "golden" / "info"
+BUNDLED_TFLITE = sorted((REPO / "tla_edge" / "runtime" / "assets").glob("*.tflite"))
+
+
+@pytest.mark.parametrize("flags,suffix", [([], ".txt"), (["--json"], ".json")], ids=["text", "json"])
+@pytest.mark.parametrize("path", BUNDLED_TFLITE, ids=lambda p: p.stem)
+def test_info_unchanged_on_bundled_models(path, flags, suffix, monkeypatch, capsys):
+    """The expectations were saved before the reader moved onto ai_edge_litert's schema bindings."""
+    monkeypatch.chdir(REPO)
+    code = run_cli(["info", *flags, str(path.relative_to(REPO))], monkeypatch)
+    expected = (GOLDEN_INFO / (path.stem + suffix)).read_text(encoding="utf-8")
+    assert code == 0
+    assert capsys.readouterr().out == expected

@@ -19,9 +19,11 @@ import pytest
 
 pytest.importorskip("tensorflow")
 cv2 = pytest.importorskip("cv2")
+pytestmark = pytest.mark.slow  # every test here runs the converter
 
-from tla_edge import cli  # noqa: E402
+from tla_edge import cli, fileio  # noqa: E402
 from tla_edge.runtime import metadata as metadata_lib  # noqa: E402
+from tla_edge.converters import calibration as calibration_lib  # noqa: E402
 from tla_edge.converters import edgetpu as edgetpu_lib  # noqa: E402
 from tla_edge.converters import parity as parity_lib  # noqa: E402
 from tla_edge.converters import tflite as tflite_lib  # noqa: E402
@@ -188,40 +190,40 @@ def test_representative_dataset_uses_shared_normalisation():
 
 def test_stratified_indices_spread_over_strata():
     strata = ["real"] * 50 + ["print"] * 40 + ["replay"] * 4
-    idx = tflite_lib.stratified_indices(strata, 30, seed=0)
+    idx = calibration_lib.stratified_indices(strata, 30, seed=0)
     picked = [strata[i] for i in idx]
     # 10 each, but replay has only 4: its 6 go to the others (13 + 13 or 14 + 12).
     assert picked.count("replay") == 4
     assert picked.count("real") + picked.count("print") == 26
     assert abs(picked.count("real") - picked.count("print")) <= 1
     assert len(set(idx.tolist())) == 30
-    assert tflite_lib.stratified_indices(strata, 500).size == len(strata)
-    np.testing.assert_array_equal(idx, tflite_lib.stratified_indices(strata, 30, seed=0))
+    assert calibration_lib.stratified_indices(strata, 500).size == len(strata)
+    np.testing.assert_array_equal(idx, calibration_lib.stratified_indices(strata, 30, seed=0))
 
 
 def test_calibration_set_is_stratified_by_class_and_species(crops_dir):
-    cal = tflite_lib.calibration_set(crops_dir, n=24, seed=0, scale=3.0, input_size=(SIZE, SIZE))
+    cal = calibration_lib.calibration_set(crops_dir, n=24, seed=0, scale=3.0, input_size=(SIZE, SIZE))
     assert cal.images.shape == (24, SIZE, SIZE, 3) and cal.images.dtype == np.uint8
     assert cal.counts == {"print": 8, "real": 8, "replay": 8}
     assert cal.available == 64
-    only_02 = tflite_lib.calibration_set(crops_dir, n=8, sessions=["02"])
+    only_02 = calibration_lib.calibration_set(crops_dir, n=8, sessions=["02"])
     assert set(only_02.sessions) == {"02"}
 
 
 def test_calibration_errors(tmp_path, crops_dir):
     with pytest.raises(FileNotFoundError, match="calibration crops folder '.*nowhere' not found"):
-        tflite_lib.calibration_set(tmp_path / "nowhere")
+        calibration_lib.calibration_set(tmp_path / "nowhere")
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(UserError, match=r"has no manifest.csv \(0 PNG files\)"):
-        tflite_lib.calibration_set(empty)
+        calibration_lib.calibration_set(empty)
     (empty / "manifest.csv").write_text(",".join(COLUMNS) + "\n")
     with pytest.raises(UserError, match="is empty \\(its manifest lists no crops\\)"):
-        tflite_lib.calibration_set(empty)
+        calibration_lib.calibration_set(empty)
     with pytest.raises(ValueError, match=r"are 32x32 but the model's input is 64x64; prepare crops with --size 64"):
-        tflite_lib.calibration_set(crops_dir, input_size=(64, 64))
+        calibration_lib.calibration_set(crops_dir, input_size=(64, 64))
     with pytest.raises(UserError, match="at crop scale 3 but the model was trained at 2.7"):
-        tflite_lib.calibration_set(crops_dir, scale=2.7)
+        calibration_lib.calibration_set(crops_dir, scale=2.7)
 
 
 # --- parity maths on hand-made scores ----------------------------------------------------
@@ -353,7 +355,7 @@ def test_convert_int8_writes_model_metadata_and_summary(model_dir, crops_dir, tm
     assert parity["agreement"] >= 0.95 and parity["pearson"] > 0.9 and parity["degraded"] is None
     assert meta.extra["quantization"] == "int8" and meta.extra["io"] == "int8"
     assert meta.extra["calibration"]["crops"] == 16
-    assert meta.extra["source_model"]["sha256"] == tflite_lib.sha256_file(model_dir / "model.keras")
+    assert meta.extra["source_model"]["sha256"] == fileio.sha256_file(model_dir / "model.keras")
     # Embedded and sidecar agree.
     assert metadata_lib.read_embedded(out).to_dict() == json.loads((tmp_path / "liveness_int8.tflite.json").read_text())
     # Validated on the other session than calibrated? Both given by one folder without a session: all crops.
@@ -530,8 +532,20 @@ def test_out_with_several_models(model_dir, crops_dir, tmp_path, capsys):
     assert "--out names one file but this run writes 4 models (float32, fp16, dynamic, int8); use --out-dir DIR" in capsys.readouterr().err
 
 
+def load_convert_timing():
+    """benchmarks/convert_timing.py (a harness, not a package module), loaded from its file."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("convert_timing", REPO / "benchmarks" / "convert_timing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_benchmark_merge_joins_parity_and_latency(tmp_path):
-    from tla_edge.converters import benchmark
+    benchmark = load_convert_timing()
 
     f = tmp_path / "m_int8.tflite"
     parity = {"pearson": 0.99, "agreement": 0.995, "agreement_own_threshold": 0.997, "max_abs_diff": 0.2,

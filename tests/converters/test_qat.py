@@ -13,6 +13,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 pytest.importorskip("tf_keras")
+pytestmark = pytest.mark.slow  # builds, rebuilds or converts Keras models
 
 from tla_edge import cli  # noqa: E402
 from tla_edge.runtime import metadata as metadata_lib  # noqa: E402

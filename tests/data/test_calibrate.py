@@ -10,13 +10,14 @@ import pytest
 
 from tla_edge import cli
 
-from tla_edge.cli import calibrate
+from tla_edge import thresholds
+from tla_edge.data import calibration, scoring
 
 from tla_edge.data import datasets
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.errors import UserError
 
-from test_record import nuaa_folder
+from conftest import nuaa_folder
 
 
 # --- pure maths -------------------------------------------------------------------
@@ -25,42 +26,42 @@ from test_record import nuaa_folder
 def test_clopper_pearson_closed_forms_and_textbook_value():
     # no error in n: upper = 1 - (alpha/2)^(1/n); all errors: lower = (alpha/2)^(1/n)
     for n in (1, 10, 300):
-        lo, hi = calibrate.clopper_pearson(0, n, 0.95)
+        lo, hi = thresholds.clopper_pearson(0, n, 0.95)
         assert lo == 0.0 and hi == pytest.approx(1 - 0.025 ** (1 / n), abs=1e-9)
-        lo, hi = calibrate.clopper_pearson(n, n, 0.95)
+        lo, hi = thresholds.clopper_pearson(n, n, 0.95)
         assert hi == 1.0 and lo == pytest.approx(0.025 ** (1 / n), abs=1e-9)
-    lo, hi = calibrate.clopper_pearson(5, 10, 0.95)  # the textbook 0.1871 - 0.8129
+    lo, hi = thresholds.clopper_pearson(5, 10, 0.95)  # the textbook 0.1871 - 0.8129
     assert (round(lo, 4), round(hi, 4)) == (0.1871, 0.8129)
-    narrow = calibrate.clopper_pearson(5, 10, 0.80)
+    narrow = thresholds.clopper_pearson(5, 10, 0.80)
     assert lo < narrow[0] < narrow[1] < hi
     with pytest.raises(ValueError, match="is not a count"):
-        calibrate.clopper_pearson(3, 2)
+        thresholds.clopper_pearson(3, 2)
 
 
 def test_threshold_at_bpcer_rejects_at_most_the_target():
     real = [0.9, 0.2, 0.5, 0.7, 0.3, 0.8, 0.6, 0.4, 0.95, 0.85]
-    assert calibrate.threshold_at_bpcer(real, 0.0) == 0.2  # reject none
-    assert calibrate.threshold_at_bpcer(real, 0.1) == 0.3  # reject exactly one
-    assert calibrate.threshold_at_bpcer(real, 0.25) == 0.4  # floor(2.5) = 2 rejected
+    assert thresholds.threshold_at_bpcer(real, 0.0) == 0.2  # reject none
+    assert thresholds.threshold_at_bpcer(real, 0.1) == 0.3  # reject exactly one
+    assert thresholds.threshold_at_bpcer(real, 0.25) == 0.4  # floor(2.5) = 2 rejected
     tied = [0.5, 0.5, 0.5, 0.9]
-    t = calibrate.threshold_at_bpcer(tied, 0.5)
+    t = thresholds.threshold_at_bpcer(tied, 0.5)
     assert np.mean(np.array(tied) < t) <= 0.5  # ties are accepted together
     with pytest.raises(ValueError, match="not in"):
-        calibrate.threshold_at_bpcer(real, 1.0)
+        thresholds.threshold_at_bpcer(real, 1.0)
 
 
 def test_centre_in_gap_keeps_every_decision():
     scores = np.array([0.0, 0.1, 0.1, 0.6, 1.0, 1.0])
-    assert calibrate.centre_in_gap(1.0, scores) == pytest.approx(0.8)
-    assert calibrate.centre_in_gap(0.35, scores) == pytest.approx(0.35)  # already mid-gap
-    assert calibrate.centre_in_gap(0.0, scores) == 0.0  # nothing below
+    assert thresholds.centre_in_gap(1.0, scores) == pytest.approx(0.8)
+    assert thresholds.centre_in_gap(0.35, scores) == pytest.approx(0.35)  # already mid-gap
+    assert thresholds.centre_in_gap(0.0, scores) == 0.0  # nothing below
     rng = np.random.default_rng(0)
     s = rng.random(200)
     for t in rng.random(20):
-        assert np.array_equal(s >= calibrate.centre_in_gap(t, s), s >= t)
+        assert np.array_equal(s >= thresholds.centre_in_gap(t, s), s >= t)
 
 
-def _scored(real: list[float], attack: list[float], subjects=None) -> calibrate.Scored:
+def _scored(real: list[float], attack: list[float], subjects=None) -> scoring.Scored:
     recs = []
     for i, _ in enumerate(real):
         subj = subjects[i % len(subjects)] if subjects else "a"
@@ -68,14 +69,14 @@ def _scored(real: list[float], attack: list[float], subjects=None) -> calibrate.
     for i, _ in enumerate(attack):
         recs.append(datasets.Record(Path(f"a{i}.jpg"), "attack", "print", "a", "01", ""))
     scores = np.array(real + attack, np.float64)
-    return calibrate.Scored(recs, scores, ["live"] * len(recs), [])
+    return scoring.Scored(recs, scores, ["live"] * len(recs), [])
 
 
 def test_report_meets_the_bpcer_target_and_counts_errors():
     rng = np.random.default_rng(1)
     real = list(rng.uniform(0.5, 1.0, 200))
     attack = list(rng.uniform(0.0, 0.55, 100))
-    rep = calibrate.calibration_report(_scored(real, attack, ["p1", "p2"]), "bpcer", 0.05, previous=0.8)
+    rep = calibration.calibration_report(_scored(real, attack, ["p1", "p2"]), "bpcer", 0.05, previous=0.8)
     thr = rep["threshold"]
     assert np.mean(np.array(real) < thr) <= 0.05
     assert rep["bpcer"]["errors"] == int(np.sum(np.array(real) < thr)) and rep["bpcer"]["n"] == 200
@@ -83,28 +84,28 @@ def test_report_meets_the_bpcer_target_and_counts_errors():
     lo, hi = rep["bpcer"]["ci"]
     assert lo <= rep["bpcer"]["rate"] <= hi
     assert rep["serves"] and rep["subjects"] == ["a", "p1", "p2"] and set(rep["bpcer_per_subject"]) == {"p1", "p2"}
-    eer = calibrate.calibration_report(_scored(real, attack), "eer", None, previous=0.8)
+    eer = calibration.calibration_report(_scored(real, attack), "eer", None, previous=0.8)
     assert abs(eer["bpcer"]["rate"] - eer["apcer"]["rate"]) < 0.05
-    ap = calibrate.calibration_report(_scored(real, attack), "apcer", 0.0, previous=0.8)
+    ap = calibration.calibration_report(_scored(real, attack), "apcer", 0.0, previous=0.8)
     assert ap["apcer"]["errors"] == 0 and ap["threshold"] > max(attack)
 
 
 def test_no_threshold_serves_when_real_scores_below_attacks_or_floor():
-    rep = calibrate.calibration_report(_scored([0.1, 0.2, 0.3], [0.7, 0.8, 0.9]), "bpcer", 0.01, previous=0.5)
+    rep = calibration.calibration_report(_scored([0.1, 0.2, 0.3], [0.7, 0.8, 0.9]), "bpcer", 0.01, previous=0.5)
     assert not rep["serves"]
     assert any("score below the attack frames" in r for r in rep["reasons"])
-    rep = calibrate.calibration_report(_scored([0.01, 0.05, 0.08], []), "bpcer", 0.01, previous=0.5)
+    rep = calibration.calibration_report(_scored([0.01, 0.05, 0.08], []), "bpcer", 0.01, previous=0.5)
     assert not rep["serves"] and "below the floor 0.1" in rep["reasons"][0]
     assert rep["apcer"] is None
-    rep = calibrate.calibration_report(_scored([0.01, 0.05, 0.08], []), "bpcer", 0.01, previous=0.5, floor=0.0)
+    rep = calibration.calibration_report(_scored([0.01, 0.05, 0.08], []), "bpcer", 0.01, previous=0.5, floor=0.0)
     assert rep["serves"]
 
 
 def test_two_class_rules_need_both_classes():
     with pytest.raises(UserError, match=r"has only real frames \(3\) and no attack frames; --at eer needs both"):
-        calibrate.calibration_report(_scored([0.6, 0.7, 0.8], []), "eer", None, previous=0.5)
+        calibration.calibration_report(_scored([0.6, 0.7, 0.8], []), "eer", None, previous=0.5)
     with pytest.raises(UserError, match="--target-bpcer needs bona fide"):
-        calibrate.calibration_report(_scored([], [0.1]), "bpcer", 0.01, previous=0.5)
+        calibration.calibration_report(_scored([], [0.1]), "bpcer", 0.01, previous=0.5)
 
 
 # --- the command --------------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tla_edge.data import datasets
+from tla_edge.data import crops as crops_lib
 from tla_edge.errors import UserError
 
 cv2 = pytest.importorskip("cv2")
@@ -204,7 +205,7 @@ def make_crops(root: Path) -> Path:
                  "box_x": "1", "box_y": "2", "box_w": "3", "box_h": "4", "det_score": "0.9"}
             )
     with (root / "manifest.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=datasets.MANIFEST_COLUMNS)
+        w = csv.DictWriter(f, fieldnames=crops_lib.MANIFEST_COLUMNS)
         w.writeheader()
         w.writerows(rows)
     return root
@@ -212,8 +213,8 @@ def make_crops(root: Path) -> Path:
 
 def test_load_crops_filters_and_arrays(tmp_path):
     root = make_crops(tmp_path / "crops")
-    assert datasets.is_crops_dir(root)
-    cs = datasets.load_crops(root, scale=2.7)
+    assert crops_lib.is_crops_dir(root)
+    cs = crops_lib.load_crops(root, scale=2.7)
     assert cs.images.shape == (4, 16, 16, 3) and cs.images.dtype == np.uint8
     assert cs.labels.dtype == np.int8 and cs.labels.tolist() == [1, 0, 1, 0]
     # written as BGR (i * 10, 0, 255) -> read as RGB (255, 0, i * 10): real crops are red
@@ -221,9 +222,9 @@ def test_load_crops_filters_and_arrays(tmp_path):
     assert tuple(cs.images[2, 0, 0]) == (255, 0, 20)
     assert cs.species == ["", "print", "", "replay"] and cs.sessions == ["01", "01", "02", "02"]
     assert cs.scale == 2.7 and all(p.is_file() for p in cs.crops)
-    two = datasets.load_crops(root, scale=4, sessions="2")
+    two = crops_lib.load_crops(root, scale=4, sessions="2")
     assert len(two) == 2 and two.sessions == ["02", "02"]
-    assert len(datasets.load_crops(root, scale=4.0, subjects=["1"])) == 2
+    assert len(crops_lib.load_crops(root, scale=4.0, subjects=["1"])) == 2
     sub = cs.subset(cs.labels == 0)
     assert sub.species == ["print", "replay"] and sub.images.shape[0] == 2
     assert cs.summary()["species"] == {"print": 1, "replay": 1}
@@ -232,16 +233,16 @@ def test_load_crops_filters_and_arrays(tmp_path):
 def test_load_crops_errors(tmp_path):
     root = make_crops(tmp_path / "crops")
     with pytest.raises(UserError, match="holds scales 2.7, 4; choose one"):
-        datasets.load_crops(root)
+        crops_lib.load_crops(root)
     with pytest.raises(UserError, match="has no crops at scale 3; it holds 2.7, 4"):
-        datasets.load_crops(root, scale=3.0)
+        crops_lib.load_crops(root, scale=3.0)
     with pytest.raises(UserError, match=r"match split='test'.*it has splits \['train'\]"):
-        datasets.load_crops(root, scale=2.7, split="test")
+        crops_lib.load_crops(root, scale=2.7, split="test")
     with pytest.raises(FileNotFoundError, match="crops manifest '.*manifest.csv' not found"):
-        datasets.load_crops(tmp_path)
+        crops_lib.load_crops(tmp_path)
     (root / "s2.7/real/0.png").unlink()
     with pytest.raises(FileNotFoundError, match="named in the manifest is missing"):
-        datasets.load_crops(root, scale=2.7)
+        crops_lib.load_crops(root, scale=2.7)
 
 
 def _csv_dataset(tmp_path, body: bytes):
@@ -282,6 +283,6 @@ def test_manifest_that_is_not_utf8_names_the_file(tmp_path):
     crops = tmp_path / "crops"
     crops.mkdir()
     (crops / "manifest.csv").write_bytes("crop,label,scale\ns2.0/café.png,real,2.0\n".encode("latin-1"))
-    for call in (datasets.read_manifest, datasets.is_crops_dir):
+    for call in (crops_lib.read_manifest, crops_lib.is_crops_dir):
         with pytest.raises(UserError, match=r"crops manifest '.*manifest.csv' is not UTF-8 text"):
             call(crops)

@@ -13,8 +13,10 @@ from tla_edge import cli
 
 from tla_edge.data import datasets
 
-from tla_edge.cli import record
+from tla_edge.data import recording
 from tla_edge.errors import UserError
+
+from conftest import nuaa_folder
 from tla_edge.runtime.sources import Frame
 
 
@@ -22,46 +24,35 @@ def _files(root: Path) -> list[str]:
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*"))
 
 
-def nuaa_folder(nuaa_dir: Path, tmp: Path, kind: str, subject: str, session: str, n: int) -> Path:
-    """A folder of links to ``n`` NUAA frames of one subject, session and class (a stand-in camera)."""
-    src = nuaa_dir / ("ClientRaw" if kind == "real" else "ImposterRaw") / subject
-    picked = sorted(p for p in src.iterdir() if datasets.parse_nuaa_name(p.name) == (subject, session))[:n]
-    folder = tmp / f"src_{kind}_{subject}_{session}"
-    folder.mkdir(parents=True)
-    for p in picked:
-        (folder / p.name).symlink_to(p)
-    return folder
-
-
 # --- pure helpers ---------------------------------------------------------------
 
 
 def test_parse_label():
-    assert record.parse_label("real") == ("real", "")
-    assert record.parse_label("Live") == ("real", "")
-    assert record.parse_label("print") == ("attack", "print")
-    assert record.parse_label("replay") == ("attack", "replay")
-    assert record.parse_label("spoof") == ("attack", "attack")
+    assert recording.parse_label("real") == ("real", "")
+    assert recording.parse_label("Live") == ("real", "")
+    assert recording.parse_label("print") == ("attack", "print")
+    assert recording.parse_label("replay") == ("attack", "replay")
+    assert recording.parse_label("spoof") == ("attack", "attack")
     with pytest.raises(UserError, match=r"--label '\.\./x' is not real or an attack species"):
-        record.parse_label("../x")
+        recording.parse_label("../x")
     with pytest.raises(UserError, match="--subject 'a/b' is not a plain name"):
-        record.check_id("--subject", "a/b")
-    assert record.check_id("--session", "") == ""
+        recording.check_id("--subject", "a/b")
+    assert recording.check_id("--session", "") == ""
 
 
 def test_frame_problem_keeps_one_usable_face_only():
     shape = (480, 640, 3)
-    assert record.frame_problem([], shape) == "no_face"
-    assert record.frame_problem([(100, 100, 80, 80), (300, 100, 80, 80)], shape) == "several_faces"
-    assert record.frame_problem([(100, 100, 20, 20)], shape) == "face_too_small"
-    assert record.frame_problem([(600, 100, 80, 80)], shape) == "face_cut_off"  # half outside on the right
-    assert record.frame_problem([(100, 100, 80, 80)], shape) is None
+    assert recording.frame_problem([], shape) == "no_face"
+    assert recording.frame_problem([(100, 100, 80, 80), (300, 100, 80, 80)], shape) == "several_faces"
+    assert recording.frame_problem([(100, 100, 20, 20)], shape) == "face_too_small"
+    assert recording.frame_problem([(600, 100, 80, 80)], shape) == "face_cut_off"  # half outside on the right
+    assert recording.frame_problem([(100, 100, 80, 80)], shape) is None
 
 
 def test_class_folder_and_manifest_line():
-    assert record.class_folder("real", "", "ann") == Path("real/ann")
-    assert record.class_folder("attack", "print", "") == Path("attack/print")
-    line = record.manifest_line({"path": "real/a,b.jpg", "label": "real"})
+    assert recording.class_folder("real", "", "ann") == Path("real/ann")
+    assert recording.class_folder("attack", "print", "") == Path("attack/print")
+    line = recording.manifest_line({"path": "real/a,b.jpg", "label": "real"})
     assert line.endswith("\n") and line.count("\n") == 1
     assert next(csv.reader([line]))[:2] == ["real/a,b.jpg", "real"]  # the comma is quoted
 
@@ -84,8 +75,8 @@ def _rows(out: Path) -> list[dict]:
 
 def test_interrupted_run_keeps_its_frames_and_a_second_run_appends(tmp_path):
     out = tmp_path / "rec"
-    rec = record.Recorder(out, "attack", "print", "s1", "01", "fake", "cam")
-    result = record.record(_frames(10, interrupt_after=3), rec, detector=None)
+    rec = recording.Recorder(out, "attack", "print", "s1", "01", "fake", "cam")
+    result = recording.record(_frames(10, interrupt_after=3), rec, detector=None)
     assert result["stopped"] == "interrupted" and result["kept"] == 3
     rows = _rows(out)
     assert len(rows) == 3 and all((out / r["path"]).is_file() for r in rows)
@@ -93,10 +84,10 @@ def test_interrupted_run_keeps_its_frames_and_a_second_run_appends(tmp_path):
     # A killed writer can tear the last manifest line: the next run drops it, then appends.
     with open(out / "manifest.csv", "a") as f:
         f.write("attack/print/s1/torn.jpg,att")
-    assert record.check_out_dir(out) is True
-    rec2 = record.Recorder(out, "attack", "print", "s1", "01", "fake", "cam")
+    assert recording.check_out_dir(out) is True
+    rec2 = recording.Recorder(out, "attack", "print", "s1", "01", "fake", "cam")
     rec2.run_id = rec.run_id  # same second: names must still be new
-    result = record.record(_frames(4), rec2, detector=None, every=2)
+    result = recording.record(_frames(4), rec2, detector=None, every=2)
     assert result["kept"] == 2 and result["looked_at"] == 2 and result["seen"] == 4
     rows = _rows(out)
     assert len(rows) == 5 and len({r["path"] for r in rows}) == 5
@@ -109,8 +100,8 @@ def test_interrupted_run_keeps_its_frames_and_a_second_run_appends(tmp_path):
 
 
 def test_frames_limit_stops(tmp_path):
-    rec = record.Recorder(tmp_path / "rec", "real", "", "", "", "fake", "cam", fmt="png")
-    result = record.record(_frames(10), rec, detector=None, frames=4)
+    rec = recording.Recorder(tmp_path / "rec", "real", "", "", "", "fake", "cam", fmt="png")
+    result = recording.record(_frames(10), rec, detector=None, frames=4)
     assert result["kept"] == 4 and result["stopped"] == "4 frames"
     rows = _rows(tmp_path / "rec")
     assert [r["path"].split("/")[0] for r in rows] == ["real"] * 4 and rows[0]["resolution"] == "64x48"
@@ -141,11 +132,11 @@ def test_refuses_to_record_into_another_dataset(tmp_path, capsys):
     assert _files(other) == before
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(UserError, match="is a file"):
-        record.check_out_dir(tmp_path / "file.txt")
+        recording.check_out_dir(tmp_path / "file.txt")
     with pytest.raises(UserError, match="holds 1 other files or folders"):
         (tmp_path / "misc").mkdir()
         (tmp_path / "misc" / "notes.txt").write_text("x")
-        record.check_out_dir(tmp_path / "misc")
+        recording.check_out_dir(tmp_path / "misc")
 
 
 def test_refuses_to_record_into_nuaa(nuaa_dir, tmp_path, capsys):
@@ -184,7 +175,7 @@ def test_record_nuaa_folder_as_a_camera(nuaa_dir, tmp_path, capsys):
     summary = capsys.readouterr().out
     assert "appended to" in summary and "now 9 frames (print 5, real 4)" in summary
     rows = _rows(out)
-    assert tuple(rows[0]) == record.COLUMNS
+    assert tuple(rows[0]) == recording.COLUMNS
     # frames are NUAA's own, in source order (every 2nd of the real ones)
     assert [r["frame"] for r in rows[:4]] == sorted(p.name for p in real.iterdir())[::2]
     assert {r["camera"] for r in rows} == {real.name, prints.name}
@@ -204,12 +195,12 @@ def test_refuses_a_crops_folder_and_reads_a_recording_through_its_manifest(tmp_p
     crops.mkdir()
     (crops / "manifest.csv").write_text("crop,source,label,scale\ns3.5/a.png,a.jpg,real,3.5\n")
     with pytest.raises(UserError, match="holds a crops folder written by tla-edge prepare, not a recording"):
-        record.check_out_dir(crops)
+        recording.check_out_dir(crops)
     # real/ + attack/ alone is the folder layout (no session); with a recording's manifest, the CSV layout
     data = _folder_dataset(tmp_path / "data")
     assert datasets.detect_layout(data) == "folder"
     (data / "manifest.csv").write_text(
-        record.manifest_line({c: c for c in record.COLUMNS})
-        + record.manifest_line({"path": "real/a/x.png", "label": "real", "subject": "a", "session": "07"}))
+        recording.manifest_line({c: c for c in recording.COLUMNS})
+        + recording.manifest_line({"path": "real/a/x.png", "label": "real", "subject": "a", "session": "07"}))
     assert datasets.detect_layout(data) == "csv"
     assert [(r.subject, r.session) for r in datasets.load_dataset(data)] == [("a", "07")]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from tla_edge.runtime import blazeface as bf
-from tla_edge.runtime import faces
+from tla_edge.runtime import cpu, faces, mediapipe_backend
 from tla_edge.runtime.assets import sample_frames_dir
 from tla_edge.errors import UserError
 from tla_edge.runtime.faces import FaceDetector, bundled_detector_path
@@ -215,53 +215,53 @@ def test_remap_maps_refuse_positions_beyond_int16():
 
 
 def test_cpu_features_and_verdict():
-    assert faces.cpu_features(PI4_CPUINFO) == {"fp", "asimd", "evtstrm", "crc32", "cpuid"}
-    assert "asimddp" in faces.cpu_features(PI5_CPUINFO)
-    assert faces.cpu_features("no such lines") == frozenset()
-    verdict = faces.mediapipe_cpu_verdict
-    assert verdict("Linux", "aarch64", faces.cpu_features(PI4_CPUINFO)) is False
-    assert verdict("Linux", "aarch64", faces.cpu_features(PI5_CPUINFO)) is True
+    assert cpu.cpu_features(PI4_CPUINFO) == {"fp", "asimd", "evtstrm", "crc32", "cpuid"}
+    assert "asimddp" in cpu.cpu_features(PI5_CPUINFO)
+    assert cpu.cpu_features("no such lines") == frozenset()
+    verdict = cpu.mediapipe_cpu_verdict
+    assert verdict("Linux", "aarch64", cpu.cpu_features(PI4_CPUINFO)) is False
+    assert verdict("Linux", "aarch64", cpu.cpu_features(PI5_CPUINFO)) is True
     assert verdict("Linux", "aarch64", frozenset()) is None
     # qemu-user before 8.x shows an arm64 guest the x86 host's cpuinfo
-    assert verdict("Linux", "aarch64", faces.cpu_features(X86_CPUINFO)) is None
+    assert verdict("Linux", "aarch64", cpu.cpu_features(X86_CPUINFO)) is None
     assert verdict("Darwin", "arm64", frozenset()) is True
-    assert verdict("Linux", "x86_64", faces.cpu_features(X86_CPUINFO)) is True
+    assert verdict("Linux", "x86_64", cpu.cpu_features(X86_CPUINFO)) is True
     assert verdict("Linux", "x86_64", frozenset({"sse2"})) is None
     assert verdict("Linux", "armv7l", frozenset({"neon"})) is None
 
 
 @pytest.fixture()
 def fresh_auto():
-    faces.auto_backend.cache_clear()
+    cpu.auto_backend.cache_clear()
     yield
-    faces.auto_backend.cache_clear()
+    cpu.auto_backend.cache_clear()
 
 
 def test_auto_takes_litert_without_mediapipe(monkeypatch, fresh_auto):
     real = importlib.util.find_spec
-    monkeypatch.setattr(faces.importlib.util, "find_spec",
+    monkeypatch.setattr(cpu.importlib.util, "find_spec",
                         lambda name, *a: None if name == "mediapipe" else real(name, *a))
-    assert faces.auto_backend() == ("litert", "mediapipe is not installed")
-    assert faces.resolve_backend("auto") == "litert"
+    assert cpu.auto_backend() == ("litert", "mediapipe is not installed")
+    assert cpu.resolve_backend("auto") == "litert"
 
 
 def test_auto_takes_litert_on_a_pi4_cpu_without_importing_mediapipe(monkeypatch, fresh_auto):
-    monkeypatch.setattr(faces, "_this_cpu_verdict", lambda: (False, "aarch64 CPU without asimddp, atomics"))
-    monkeypatch.setattr(faces, "_import_mediapipe", lambda: pytest.fail("mediapipe imported"))
-    monkeypatch.setattr(faces.importlib.util, "find_spec", lambda name, *a: object())
-    backend, why = faces.auto_backend()
+    monkeypatch.setattr(cpu, "this_cpu_verdict", lambda: (False, "aarch64 CPU without asimddp, atomics"))
+    monkeypatch.setattr(mediapipe_backend, "import_mediapipe", lambda: pytest.fail("mediapipe imported"))
+    monkeypatch.setattr(cpu.importlib.util, "find_spec", lambda name, *a: object())
+    backend, why = cpu.auto_backend()
     assert backend == "litert" and "cannot run on this aarch64 CPU without asimddp" in why
     with pytest.raises(UserError, match="mediapipe 1.x cannot run on this aarch64 CPU.*--detector-backend litert"):
-        faces.resolve_backend("mediapipe")
-    assert faces.resolve_backend("litert") == "litert"
+        cpu.resolve_backend("mediapipe")
+    assert cpu.resolve_backend("litert") == "litert"
 
 
 def test_auto_probes_in_a_child_process_when_the_cpu_does_not_tell(monkeypatch, fresh_auto):
-    monkeypatch.setattr(faces, "_this_cpu_verdict", lambda: (None, "riscv64 CPU"))
-    monkeypatch.setattr(faces.importlib.util, "find_spec", lambda name, *a: object())
-    monkeypatch.setattr(faces, "_probe_mediapipe_in_subprocess",
+    monkeypatch.setattr(cpu, "this_cpu_verdict", lambda: (None, "riscv64 CPU"))
+    monkeypatch.setattr(cpu.importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(cpu, "probe_mediapipe_in_subprocess",
                         lambda: (False, "the mediapipe test run was killed by signal 4"))
-    assert faces.auto_backend() == ("litert", "the mediapipe test run was killed by signal 4")
+    assert cpu.auto_backend() == ("litert", "the mediapipe test run was killed by signal 4")
 
 
 def test_unknown_backend():
@@ -334,7 +334,8 @@ def test_bundled_model_files_match_their_configs():
 
 
 def test_info_reports_the_bundled_detectors_and_what_an_edgetpu_one_needs():
-    from tla_edge.cli import info
+    from tla_edge.cli.info import format_report
+    from tla_edge.runtime import modelinfo as info
     from tla_edge.runtime.assets import default_liveness_model
 
     for name, anchors in (("short", 896), ("full", 2304)):
@@ -348,5 +349,5 @@ def test_info_reports_the_bundled_detectors_and_what_an_edgetpu_one_needs():
         # one line for all the fp16 weights' DEQUANTIZE ops, not one line each
         dequant = [r for r in d["edgetpu"]["reasons"] if "DEQUANTIZE op" in r]
         assert len(dequant) == 2 and re.match(r"\d+ more DEQUANTIZE ops inside the graph", dequant[1])
-        assert "detector   BlazeFace" in info.format_report(d)
+        assert "detector   BlazeFace" in format_report(d)
     assert info.describe(default_liveness_model())["detector"] is None

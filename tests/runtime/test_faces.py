@@ -349,11 +349,12 @@ def test_quiet_native_logs_silences_fd2_only_not_python(tmp_path):
 
 
 def test_detector_finalizer_does_not_redirect_stderr(monkeypatch):
-    from tla_edge.runtime import faces
+    from tla_edge.runtime import faces, mediapipe_backend
 
     pytest.importorskip("mediapipe")
     det = faces.FaceDetector("short", backend="mediapipe")
-    assert det._task is not None
+    backend = det._backend
+    assert backend is not None and backend._task is not None
     calls = []
 
     @contextlib.contextmanager
@@ -361,6 +362,6 @@ def test_detector_finalizer_does_not_redirect_stderr(monkeypatch):
         calls.append(1)
         yield
 
-    monkeypatch.setattr(faces, "quiet_native_logs", recorder)
+    monkeypatch.setattr(mediapipe_backend, "quiet_native_logs", recorder)
     det.__del__()
-    assert calls == [] and det._task is None
+    assert calls == [] and det._backend is None and backend._task is None

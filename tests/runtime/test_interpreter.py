@@ -6,7 +6,9 @@ import pytest
 from tla_edge.runtime import interpreter as interp_lib
 from tla_edge.runtime import metadata
 from tla_edge.runtime import preprocess
-from tla_edge.runtime.interpreter import LivenessModel, dequantize, quantize
+from tla_edge.runtime import quant
+from tla_edge.runtime.interpreter import LivenessModel
+from tla_edge.runtime.quant import dequantize, quantize
 
 
 def test_quantize_dequantize_round_trip_hand_values():
@@ -61,7 +63,7 @@ def test_pixel_lut_equals_the_runtimes_quantize_op():
     bundled = interp_lib.make_interpreter(__import__("tla_edge.runtime.assets", fromlist=["x"]).default_liveness_model())
     # the same input quantization as the bundled model: the case that matters
     assert (scale, zp) == pytest.approx(interp_lib.quantization_params(interp_lib.input_details(bundled)))
-    lut = interp_lib.pixel_lut("mobilenet_v2", scale, zp, np.int8)
+    lut = quant.pixel_lut("mobilenet_v2", scale, zp, np.int8)
     np.testing.assert_array_equal(lut, got)
     # the comparison can fail: rounding halves away from zero (LiteRT's reference
     # kernel, not the one the runtime runs by default) differs on 16 grey levels
@@ -111,12 +113,12 @@ def test_set_input_get_output_use_the_tensors_own_parameters(tiny_tflite):
 
 def test_scores_from_output_forms():
     meta = metadata.ModelMetadata()
-    np.testing.assert_allclose(interp_lib.scores_from_output(np.array([[0.0], [100.0]]), meta), [0.5, 1.0])
+    np.testing.assert_allclose(quant.scores_from_output(np.array([[0.0], [100.0]]), meta), [0.5, 1.0])
     prob = meta.replace(output="probability", live_index=1)
-    np.testing.assert_allclose(interp_lib.scores_from_output(np.array([[0.2, 0.8]]), prob), [0.8])
+    np.testing.assert_allclose(quant.scores_from_output(np.array([[0.2, 0.8]]), prob), [0.8])
     two_logits = meta.replace(live_index=0)
     np.testing.assert_allclose(
-        interp_lib.scores_from_output(np.array([[np.log(3.0), 0.0]]), two_logits), [0.75]
+        quant.scores_from_output(np.array([[np.log(3.0), 0.0]]), two_logits), [0.75]
     )
 
 
@@ -241,11 +243,11 @@ def test_two_class_model_live_index_must_exist(tiny_tflite, tmp_path):
 def test_raw_output_checked_before_the_sigmoid(raw, output):
     meta = metadata.ModelMetadata(output=output)
     with pytest.raises(ValueError, match=r"model output .* is not a (finite logit|probability)"):
-        interp_lib.scores_from_output(np.array([[raw]]), meta)
+        quant.scores_from_output(np.array([[raw]]), meta)
     with pytest.raises(ValueError, match=r"model output .* is not a (finite logit|probability)"):
-        interp_lib.scores_from_output(np.array([[0.0, raw]]), meta.replace(live_index=1))
+        quant.scores_from_output(np.array([[0.0, raw]]), meta.replace(live_index=1))
     # a large but plausible logit is still a score
-    assert interp_lib.scores_from_output(np.array([[60.0]]), metadata.ModelMetadata())[0] == pytest.approx(1.0)
+    assert quant.scores_from_output(np.array([[60.0]]), metadata.ModelMetadata())[0] == pytest.approx(1.0)
 
 
 def test_missing_file(tmp_path):

@@ -195,7 +195,7 @@ def test_fused_models_of_one_crop_scale_share_the_crop(tiny_tflite, monkeypatch)
     c.meta = dataclasses.replace(c.meta, crop_scale=c.meta.crop_scale + 1.0)
     calls = []
     for m in (a, b, c):
-        monkeypatch.setattr(m, "crop", lambda rgb, box, m=m: calls.append(m) or LivenessModel.crop(m, rgb, box))
+        monkeypatch.setattr(m, "crop_trusted", lambda rgb, box, m=m: calls.append(m) or LivenessModel.crop(m, rgb, box))
     r = Pipeline([a, b, c], FakeDetector([FACE]), threshold=0.5, live_frames=1).process(FRAME)
     assert r.decision == "live" and calls == [a, c]
 

@@ -12,7 +12,7 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from tla_edge.runtime import sources  # noqa: E402
+from tla_edge.runtime import capture, sources  # noqa: E402
 from tla_edge.errors import UserError  # noqa: E402
 from tla_edge.runtime.sources import Frame, bgr_to_rgb, open_source  # noqa: E402
 
@@ -144,7 +144,7 @@ def test_folder_without_images(tmp_path):
     (tmp_path / "readme.txt").write_text("x")
     with pytest.raises(UserError) as info:
         open_source(tmp_path)
-    assert str(info.value) == f"image folder '{tmp_path}' has no images (.jpg, .jpeg, .png, .bmp, .webp)"
+    assert str(info.value) == f"image folder '{tmp_path}' has no images (.jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff)"
 
 
 def test_unreadable_single_image(tmp_path):
@@ -225,7 +225,7 @@ def test_camera_that_does_not_exist_fails_quickly():
     with pytest.raises(UserError) as info:
         open_source("7")
     assert str(info.value).startswith("camera 7 did not open;")
-    assert time.perf_counter() - t0 < sources.READ_TIMEOUT_S + 1
+    assert time.perf_counter() - t0 < capture.READ_TIMEOUT_S + 1
 
 
 class FakeCapture:
@@ -260,7 +260,7 @@ class FakeCapture:
 
 def test_camera_frames_are_rgb_and_timestamps_increase():
     cap = FakeCapture(good=5)
-    src = sources.CaptureSource(0, capture=cap, max_failed_reads=3, read_timeout_s=1.0)
+    src = capture.CaptureSource(0, capture=cap, max_failed_reads=3, read_timeout_s=1.0)
     frames = list(itertools.islice(src, 5))
     src.close()
     assert [f.name for f in frames] == ["camera:0"] * 5
@@ -272,7 +272,7 @@ def test_camera_frames_are_rgb_and_timestamps_increase():
 
 def test_camera_that_stops_delivering_ends_with_an_error_not_a_hang():
     cap = FakeCapture(good=3)
-    src = sources.CaptureSource(0, capture=cap, max_failed_reads=5, read_timeout_s=2.0)
+    src = capture.CaptureSource(0, capture=cap, max_failed_reads=5, read_timeout_s=2.0)
     got = []
     t0 = time.perf_counter()
     with pytest.raises(UserError) as info:
@@ -290,7 +290,7 @@ def test_camera_whose_first_read_blocks_times_out():
     t0 = time.perf_counter()
     try:
         with pytest.raises(UserError) as info:
-            sources.CaptureSource(3, capture=cap, read_timeout_s=0.3)
+            capture.CaptureSource(3, capture=cap, read_timeout_s=0.3)
         assert time.perf_counter() - t0 < 2.0
         assert str(info.value).startswith("camera 3 opened but delivered no frame within 0.3 s;")
     finally:
@@ -304,7 +304,7 @@ def test_stalled_network_stream_times_out_at_the_first_frame(url):
     t0 = time.perf_counter()
     try:
         with pytest.raises(UserError) as info:
-            sources.CaptureSource(url, capture=cap, read_timeout_s=0.3)
+            capture.CaptureSource(url, capture=cap, read_timeout_s=0.3)
         assert time.perf_counter() - t0 < 2.0
         assert str(info.value).startswith(f"stream '{url}' opened but delivered no frame within 0.3 s;")
     finally:
@@ -315,7 +315,7 @@ def test_stream_that_stalls_mid_way_ends_with_an_error_not_a_hang():
     release = threading.Event()
     cap = FakeCapture(good=2, block=release)
     url = "rtsp://192.0.2.1/stream"
-    src = sources.CaptureSource(url, capture=cap, read_timeout_s=0.5)
+    src = capture.CaptureSource(url, capture=cap, read_timeout_s=0.5)
     got = []
     t0 = time.perf_counter()
     try:
@@ -370,6 +370,36 @@ def test_picamera2_frames_are_converted_to_rgb(monkeypatch, channels):
         np.testing.assert_array_equal(f.rgb[1, 1], [255, 0, 0])
         np.testing.assert_array_equal(f.rgb[0, 0], [30, 20, 10])
     assert frames[1].timestamp_ms > frames[0].timestamp_ms and src.kind == "picamera2"
+
+
+def test_picamera2_camera_properties_are_public(monkeypatch):
+    """What `record` names the camera by, without reaching into the source's picamera2 object."""
+    import sys
+    import types
+
+    class FakePicamera2:
+        camera_properties = {"Model": "imx708"}
+
+        def create_preview_configuration(self, main):
+            return {"main": main}
+
+        def configure(self, config):
+            pass
+
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    src = open_source("picamera2")
+    assert src.camera_properties == {"Model": "imx708"}
+    src.close()
+    assert src.camera_properties == {}
 
 
 def test_picamera2_missing_is_a_clear_error():

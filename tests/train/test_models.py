@@ -10,6 +10,7 @@ import pytest
 from tla_edge.train import models
 
 keras = pytest.importorskip("keras")
+pytestmark = pytest.mark.slow  # builds full-size MobileNetV2 / ResNet34 models
 
 
 def _convs(model):

@@ -22,9 +22,10 @@ from tla_edge import cli
 from tla_edge.runtime import assets
 
 from tla_edge.data import datasets
+from tla_edge.data import crops as crops_lib
 from tla_edge.runtime import metadata as metadata_lib
 
-from test_record import nuaa_folder
+from conftest import nuaa_folder
 
 
 def test_missing_default_weights_is_one_line(tmp_path, monkeypatch, capsys):
@@ -37,8 +38,14 @@ def test_missing_default_weights_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_default_weights_settings_come_from_the_bundled_model(tmp_path, monkeypatch, capsys):
-    from tla_edge.cli.train import add_arguments, resolve_default_weights
+    from tla_edge.cli.train import add_arguments
+    from tla_edge.train.options import resolve_default_weights
     import argparse
+
+    def resolve(args):
+        return resolve_default_weights(args.weights, args.arch, args.crops, alpha=args.alpha,
+                                       input_size=args.input_size, scale=args.scale, epochs=args.epochs,
+                                       fine_tune_epochs=args.fine_tune_epochs)
 
     fake = tmp_path / "w.weights.h5"
     fake.write_bytes(b"not read here")
@@ -47,19 +54,19 @@ def test_default_weights_settings_come_from_the_bundled_model(tmp_path, monkeypa
     add_arguments(parser)
     bundled = metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL)
     args = parser.parse_args(["crops", "--out", "m", "--weights", "default"])
-    resolve_default_weights(args)
-    assert (args.weights, args.arch, args.alpha, args.input_size, args.scale) == (
+    r = resolve(args)
+    assert (r.weights, args.arch, r.alpha, r.input_size, r.scale) == (
         str(fake), bundled.architecture, bundled.extra["alpha"], bundled.input_size[0], bundled.crop_scale)
-    assert (args.epochs, args.fine_tune_epochs) == (2, 3)  # the short recipe
+    assert (r.epochs, r.fine_tune_epochs) == (2, 3)  # the short recipe
     args = parser.parse_args(["crops", "--out", "m", "--weights", "default", "--scale", "2.7", "--epochs", "0"])
-    resolve_default_weights(args)
-    assert (args.scale, args.epochs, args.fine_tune_epochs) == (2.7, 0, 3)
+    r = resolve(args)
+    assert (r.scale, r.epochs, r.fine_tune_epochs) == (2.7, 0, 3)
     args = parser.parse_args(["crops", "--out", "m", "--weights", "none"])
-    resolve_default_weights(args)
-    assert (args.weights, args.epochs, args.fine_tune_epochs, args.alpha) == ("none", 10, 10, 1.0)
+    r = resolve(args)
+    assert (r.weights, r.epochs, r.fine_tune_epochs, r.alpha) == ("none", 10, 10, 1.0)
     args = parser.parse_args(["crops", "--out", "m", "--weights", "default", "--arch", "resnet34"])
     with pytest.raises(Exception, match="--weights default is a mobilenetv2 model; --arch resnet34"):
-        resolve_default_weights(args)
+        resolve(args)
 
 
 def throwaway_default_weights(crops_dir: Path, scale: float, path: Path) -> Path:
@@ -71,7 +78,7 @@ def throwaway_default_weights(crops_dir: Path, scale: float, path: Path) -> Path
     from tla_edge.runtime import preprocess
 
     meta = metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL)
-    cs = datasets.load_crops(crops_dir, scale=scale)
+    cs = crops_lib.load_crops(crops_dir, scale=scale)
     keras.utils.set_random_seed(0)
     model = models.build_mobilenetv2(meta.input_size[0], meta.extra["alpha"], None)
     for layer in model.get_layer(models.BASE_NAME).layers:
@@ -137,9 +144,9 @@ def test_own_camera_loop_on_nuaa(nuaa_dir, tmp_path, monkeypatch, capsys):
     assert cli.main(["train", str(crops), "--weights", "default", "--epochs", "1", "--fine-tune-epochs", "1",
                      "--fine-tune-at", "140", "--batch-size", "8", "--out", str(model_dir)]) == 0
     meta = metadata_lib.load(model_dir / "model.keras")
-    assert meta.extra["weights"] == str(weights)
+    assert meta.extra["weights"] == metadata_lib.portable_path(weights)  # paths in metadata are portable
     assert meta.extra["alpha"] == metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL).extra["alpha"]
-    assert meta.extra["data"]["crops_dir"] == str(crops)
+    assert meta.extra["data"]["crops_dir"] == metadata_lib.portable_path(crops)
     assert "session 02" in meta.extra["validation"]["split"]  # a held-out recorded session
 
     # 4. convert to int8 with calibration crops drawn from the recording (the stand-in's random

@@ -15,8 +15,11 @@ import pytest
 from tla_edge import cli
 
 from tla_edge.data import datasets
+from tla_edge.data import crops as crops_lib
 
 from tla_edge.cli import prepare
+from tla_edge.train import prepare as prepare_lib
+from tla_edge.runtime.metadata import portable_path
 from tla_edge.progress import Progress, format_duration, progress
 
 cv2 = pytest.importorskip("cv2")
@@ -43,7 +46,7 @@ def nuaa_crops(nuaa_dir, tmp_path_factory) -> Path:
 
 def test_nuaa_sample_crops_are_160_and_face_centred(nuaa_crops):
     rows = manifest_rows(nuaa_crops)
-    assert list(rows[0].keys()) == list(datasets.MANIFEST_COLUMNS)
+    assert list(rows[0].keys()) == list(crops_lib.MANIFEST_COLUMNS)
     info = prepare_json(nuaa_crops)
     s = info["summary"]
     assert s["images"] == 12 and s["no_face"] == 0 and s["corrupt"] == 0
@@ -70,17 +73,18 @@ def test_nuaa_sample_crops_are_160_and_face_centred(nuaa_crops):
 
 
 def test_nuaa_sample_loads_as_cropset(nuaa_crops):
-    cs = datasets.load_crops(nuaa_crops, scale=3.0)
+    cs = crops_lib.load_crops(nuaa_crops, scale=3.0)
     assert cs.images.shape == (12, 160, 160, 3)
     assert int(cs.labels.sum()) == 6
     assert set(cs.species) == {"", "print"}
     assert all(src.startswith(("ClientRaw/", "ImposterRaw/")) for src in cs.sources)
 
 
-def test_resume_recomputes_nothing_then_only_the_new_scale(nuaa_crops, tmp_path, capsys):
+def test_resume_recomputes_nothing_then_only_the_new_scale(nuaa_crops, nuaa_dir, tmp_path, capsys):
     out = tmp_path / "crops"
     shutil.copytree(nuaa_crops, out)
-    src = prepare_json(nuaa_crops)["settings"]["dataset"]
+    src = str(nuaa_dir)  # prepare.json stores it portable (tla_edge.runtime.metadata.portable_path)
+    assert prepare_json(nuaa_crops)["settings"]["dataset"] == portable_path(nuaa_dir)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     args = ["prepare", src, "--out", str(out), "--scales", "2.0,3.0", "--limit", "12", "--quiet"]
     assert cli.main(args) == 0
@@ -104,10 +108,10 @@ def test_resume_recomputes_nothing_then_only_the_new_scale(nuaa_crops, tmp_path,
     assert len(manifest_rows(out)) == 12 and len(prepare_json(out)["runs"]) == 1
 
 
-def test_resume_with_other_settings_is_refused(nuaa_crops, tmp_path, capsys):
+def test_resume_with_other_settings_is_refused(nuaa_crops, nuaa_dir, tmp_path, capsys):
     out = tmp_path / "crops"
     shutil.copytree(nuaa_crops, out)
-    src = prepare_json(nuaa_crops)["settings"]["dataset"]
+    src = str(nuaa_dir)
     assert cli.main(["prepare", src, "--out", str(out), "--size", "96", "--limit", "12"]) == 2
     err = capsys.readouterr().err
     assert "tla-edge prepare: error: crops folder" in err
@@ -125,11 +129,11 @@ def test_resume_with_other_settings_is_refused(nuaa_crops, tmp_path, capsys):
 def test_crop_fingerprint_follows_the_crop_pixels(monkeypatch):
     from tla_edge.runtime import preprocess
 
-    before = prepare.crop_fingerprint()
-    assert before == prepare.crop_fingerprint() and len(before) == 16
+    before = prepare_lib.crop_fingerprint()
+    assert before == prepare_lib.crop_fingerprint() and len(before) == 16
     original = preprocess.crop_face
     monkeypatch.setattr(preprocess, "crop_face", lambda *a, **k: original(*a, **k) // 2)
-    assert prepare.crop_fingerprint() != before
+    assert prepare_lib.crop_fingerprint() != before
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -242,9 +246,9 @@ def test_parse_scales():
 def test_select_records_spreads_the_limit(tmp_path):
     recs = [datasets.Record(tmp_path / f"{i}.jpg", "real" if i < 50 else "attack", "", "", "", "train" if i % 2 else "test")
             for i in range(100)]
-    picked = prepare.select_records(recs, limit=4)
+    picked = prepare_lib.select_records(recs, limit=4)
     assert [r.path.name for r in picked] == ["0.jpg", "33.jpg", "66.jpg", "99.jpg"]
-    assert {r.split for r in prepare.select_records(recs, split="train")} == {"train"}
+    assert {r.split for r in prepare_lib.select_records(recs, split="train")} == {"train"}
 
 
 def test_progress_bar_text():
@@ -314,7 +318,7 @@ def test_file_name_that_is_not_utf8_is_named_skipped_and_resumable(nuaa_dir, tmp
     err = capsys.readouterr().err
     assert "tla-edge prepare: warning: skipping '" in err and "bad\\xff.jpg': its file name is not valid UTF-8" in err
     assert {r["source"] for r in manifest_rows(out)} == {"real/a.jpg", "attack/print/b.jpg"}
-    assert prepare_json(out)["data"]["names_not_utf8"] == [str(data / "real") + "/bad\\xff.jpg"]
+    assert prepare_json(out)["data"]["names_not_utf8"] == ["real/bad\\xff.jpg"]  # portable: relative to DATA
     assert cli.main(args) == 0  # resumes
     assert len(manifest_rows(out)) == 2
 

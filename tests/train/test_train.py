@@ -12,9 +12,9 @@ import pytest
 from tla_edge import cli
 
 from tla_edge.runtime import preprocess
-from tla_edge.data.datasets import MANIFEST_COLUMNS
+from tla_edge.data.crops import MANIFEST_COLUMNS
 from tla_edge.errors import UserError
-from tla_edge.cli.train import check_classes, class_weights, split_validation
+from tla_edge.train.split import check_classes, class_weights, split_validation
 
 tf = pytest.importorskip("tensorflow")
 
@@ -98,7 +98,7 @@ def test_check_classes_and_weights():
 
 
 def test_tf_normalize_matches_preprocess():
-    from tla_edge.cli.train import tf_normalize
+    from tla_edge.train.recipe import tf_normalize
 
     x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, axis=-1)
     np.testing.assert_array_equal(tf_normalize(tf, x).numpy(), preprocess.normalize(x, "mobilenet_v2"))
@@ -205,6 +205,7 @@ def test_bad_flags_fail_before_loading(tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
+@pytest.mark.slow
 def test_train_on_one_session_only(tmp_path):
     """--sessions keeps the other session out of training and validation (the protocol's test set)."""
     from tla_edge.runtime import metadata

@@ -138,6 +138,3 @@ def _one_line(err: BaseException) -> str:
     text = str(err) or type(err).__name__
     return " ".join(text.split())
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,25 +14,20 @@ faces up to ~5 m), run on one of two backends:
   run on (the Raspberry Pi 4's Cortex-A72 and other ARMv8.0 cores).
 
 ``"auto"`` (the default) picks MediaPipe when it imports and runs on this CPU,
-else LiteRT (:func:`resolve_backend`). MediaPipe is imported inside
-:class:`FaceDetector`, so ``import tla_edge.runtime.faces`` costs only NumPy;
-TensorFlow is never imported.
+else LiteRT (:func:`tla_edge.runtime.cpu.resolve_backend`). Each backend is one
+object (:class:`LiteRTBackend`,
+:class:`tla_edge.runtime.mediapipe_backend.MediaPipeBackend`) behind the
+:class:`FaceDetector` facade. MediaPipe is imported inside the detector, so
+``import tla_edge.runtime.faces`` costs only NumPy; TensorFlow is never imported.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
-import functools
-import importlib.util
 import logging
 import numbers
 import os
-import platform
-import subprocess
-import sys
 import time
-import types
 import weakref
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -41,8 +36,7 @@ import numpy as np
 
 from tla_edge.runtime import preprocess
 from tla_edge.runtime.assets import ASSETS_DIR
-from tla_edge.errors import UserError, missing_extra
-from tla_edge.runtime.native import quiet_native_logs
+from tla_edge.runtime.cpu import resolve_backend
 
 _log = logging.getLogger(__name__)
 
@@ -55,16 +49,6 @@ BUNDLED_MODELS = {
 # real face (~0.96) on NUAA frames; from 0.55 up that never happened (3,491 frames).
 DEFAULT_MIN_SCORE = 0.6
 MODES = ("image", "video")
-BACKENDS = ("auto", "mediapipe", "litert")
-"""Detector backends: ``auto`` picks ``mediapipe`` where it runs, else ``litert``."""
-# The CPU features (/proc/cpuinfo names) mediapipe 1.x's arm64 library checks
-# for when it loads: ARMv8.2 with crypto (aes, sha2, crc, lse, dotprod, fp16,
-# rdm, rcpc). The Pi 5's Cortex-A76 has them all; ARMv8.0 cores (the Pi 4's
-# Cortex-A72, the A53 of a Pi 3 or Zero 2 W) lack most, and it stops there
-# with SIGILL.
-ARMV82_FEATURES = frozenset(
-    {"aes", "sha2", "crc32", "atomics", "asimddp", "fphp", "asimdhp", "asimdrdm", "lrcpc"}
-)
 POLICIES = ("largest", "all")
 KEYPOINT_NAMES = (
     "right_eye",
@@ -206,178 +190,27 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _face_from_detection(detection: Any, width: int, height: int) -> FaceBox:
-    """Converts one MediaPipe Detection (pixel box, normalized keypoints) to a FaceBox."""
-    box = detection.bounding_box
-    keypoints = tuple(
-        (float(k.x) * width, float(k.y) * height) for k in (detection.keypoints or ())
-    )
-    score = float(detection.categories[0].score) if detection.categories else 0.0
-    return FaceBox(
-        float(box.origin_x), float(box.origin_y), float(box.width), float(box.height),
-        score, keypoints,
-    )
+class LiteRTBackend:
+    """The ``litert`` backend: :class:`~tla_edge.runtime.blazeface.BlazeFaceLiteRT` returning FaceBoxes."""
 
+    def __init__(self, model_path: Path, *, min_score: float, num_threads: int | None) -> None:
+        from tla_edge.runtime.blazeface import BlazeFaceLiteRT
 
-class _MediaPipe(NamedTuple):
-    """The MediaPipe names the detector uses, imported on first use."""
+        self._runner = BlazeFaceLiteRT(model_path, min_score=min_score, num_threads=num_threads)
+        self.last_invoke_ms: float | None = None
 
-    base_options: Any
-    face_detector: Any
-    image: Any
-    running_mode: Any
+    def detect(self, rgb: np.ndarray, timestamp_ms: int | None) -> list[FaceBox]:
+        """Faces in a checked ``(H, W, 3)`` uint8 frame, highest score first (timestamps unused)."""
+        faces = [
+            FaceBox(float(x), float(y), float(w), float(h), score, keypoints)
+            for (x, y, w, h), score, keypoints in self._runner.detect_trusted(rgb)
+        ]
+        self.last_invoke_ms = self._runner.last_invoke_ms
+        return faces
 
-
-def _import_mediapipe() -> _MediaPipe:
-    """Imports MediaPipe's FaceDetector task without importing TensorFlow.
-
-    ``mediapipe.tasks.python.core.optional_dependencies`` imports TensorFlow's
-    API-doc helpers whenever TensorFlow is installed (a training workstation),
-    which costs seconds and ~600 MB for a decorator that does nothing at run
-    time. Unless TensorFlow is loaded already, that module is replaced by the
-    same no-op MediaPipe itself falls back to where TensorFlow is absent.
-
-    Raises:
-      UserError: mediapipe is not installed.
-    """
-    if importlib.util.find_spec("mediapipe") is None:
-        raise missing_extra("mediapipe", "runtime")
-    name = "mediapipe.tasks.python.core.optional_dependencies"
-    if name not in sys.modules and "tensorflow" not in sys.modules:
-        stub = types.ModuleType(name, "MediaPipe's optional dependencies, without TensorFlow.")
-        stub.doc_controls = types.SimpleNamespace(do_not_generate_docs=lambda obj: obj)
-        sys.modules[name] = stub
-    from mediapipe.tasks.python.core import base_options
-    from mediapipe.tasks.python.vision import face_detector
-    from mediapipe.tasks.python.vision.core import image, vision_task_running_mode
-
-    return _MediaPipe(base_options, face_detector, image, vision_task_running_mode)
-
-
-def cpu_features(cpuinfo: str) -> frozenset[str]:
-    """The feature flags in a Linux ``/proc/cpuinfo`` text (``Features`` on ARM, ``flags`` on x86)."""
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("features", "flags"):
-            return frozenset(value.split())
-    return frozenset()
-
-
-def mediapipe_cpu_verdict(system: str, machine: str, features: frozenset[str]) -> bool | None:
-    """Whether mediapipe 1.x can run on a CPU, judged from its features without importing it.
-
-    Args:
-      system: ``platform.system()``.
-      machine: ``platform.machine()``.
-      features: :func:`cpu_features` of ``/proc/cpuinfo`` (empty where unknown).
-
-    Returns:
-      False for a 64-bit ARM core without the ARMv8.2 features mediapipe 1.x
-      needs (Cortex-A72, A53: SIGILL); True for one with them, for Apple
-      silicon and for x86-64 with AVX2; None where the features do not tell
-      (then :func:`auto_backend` tries MediaPipe in a child process).
-    """
-    machine = machine.lower()
-    if machine in ("aarch64", "arm64"):
-        if system == "Darwin":
-            return True
-        if "asimd" not in features:
-            # Not an ARM feature list: unreadable, or the host's x86 one seen
-            # through an older qemu-user.
-            return None
-        return ARMV82_FEATURES <= features
-    if machine in ("x86_64", "amd64"):
-        if not features or "avx2" in features:
-            return True
-        return None
-    return None
-
-
-def _this_cpu_verdict() -> tuple[bool | None, str]:
-    """:func:`mediapipe_cpu_verdict` for this machine, and its name for messages."""
-    system, machine = platform.system(), platform.machine()
-    features: frozenset[str] = frozenset()
-    if system == "Linux":
-        try:
-            features = cpu_features(Path("/proc/cpuinfo").read_text(errors="replace"))
-        except OSError:
-            pass
-    verdict = mediapipe_cpu_verdict(system, machine, features)
-    if verdict is False:
-        missing = ", ".join(sorted(ARMV82_FEATURES - features))
-        return False, f"{machine} CPU without {missing}"
-    return verdict, f"{machine} CPU"
-
-
-# A detection on a blank frame in a child process: mediapipe's SIGILL ends the
-# child, never the caller.
-_PROBE = (
-    "import numpy as np; from tla_edge.runtime.faces import FaceDetector; "
-    "d = FaceDetector('short', backend='mediapipe'); d.detect(np.zeros((64, 64, 3), np.uint8)); d.close()"
-)
-
-
-def _probe_mediapipe_in_subprocess(timeout_s: float = 120.0) -> tuple[bool, str]:
-    """Runs MediaPipe's detector once in a child process; ``(ran, why not)``."""
-    try:
-        proc = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
-                              timeout=timeout_s)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        return False, f"the mediapipe test run failed ({err})"
-    if proc.returncode == 0:
-        return True, ""
-    if proc.returncode < 0:
-        return False, f"the mediapipe test run was killed by signal {-proc.returncode}"
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
-    return False, f"the mediapipe test run exited {proc.returncode} {tail[0]}".rstrip()
-
-
-@functools.lru_cache(maxsize=1)
-def auto_backend() -> tuple[str, str]:
-    """The backend ``"auto"`` means on this machine, decided once per process.
-
-    MediaPipe when it is installed, this CPU can run it, and it imports;
-    where the CPU's features do not tell, one detection in a child process
-    decides (an illegal instruction ends the child, not this process).
-    Otherwise LiteRT.
-
-    Returns:
-      ``(backend, reason)``: ``"mediapipe"`` or ``"litert"``, and why.
-    """
-    if importlib.util.find_spec("mediapipe") is None:
-        return "litert", "mediapipe is not installed"
-    verdict, cpu = _this_cpu_verdict()
-    if verdict is False:
-        return "litert", f"mediapipe 1.x cannot run on this {cpu}"
-    if verdict is None:
-        ran, why = _probe_mediapipe_in_subprocess()
-        if not ran:
-            return "litert", why
-    try:
-        _import_mediapipe()
-    except Exception as err:  # noqa: BLE001 - any import failure means: use LiteRT
-        return "litert", f"mediapipe does not import ({type(err).__name__}: {err})"
-    return "mediapipe", f"mediapipe runs on this {cpu}"
-
-
-def resolve_backend(backend: str = "auto") -> str:
-    """Turns ``"auto"``, ``"mediapipe"`` or ``"litert"`` into the backend to use.
-
-    Raises:
-      ValueError: an unknown backend name.
-      UserError: ``"mediapipe"`` asked for on a CPU it cannot run on.
-    """
-    _check_choice("detector backend", backend, BACKENDS)
-    if backend == "auto":
-        return auto_backend()[0]
-    if backend == "mediapipe":
-        verdict, cpu = _this_cpu_verdict()
-        if verdict is False:
-            raise UserError(
-                f"mediapipe 1.x cannot run on this {cpu} (it stops with SIGILL); "
-                "use --detector-backend litert (or auto)"
-            )
-    return backend
+    def close(self, quiet: bool = True) -> None:
+        """Drops the interpreter. Safe to call twice."""
+        self._runner.close()
 
 
 # Detectors not closed yet. MediaPipe's task closes itself in __del__, which
@@ -408,7 +241,7 @@ class FaceDetector:
         but not applied with ``mediapipe``, whose Tasks API has no thread
         setting and runs XNNPACK with its own default.
       backend: ``"auto"`` (MediaPipe where it runs, else LiteRT; see
-        :func:`auto_backend`), ``"mediapipe"`` or ``"litert"``. Both give the
+        :func:`tla_edge.runtime.cpu.auto_backend`), ``"mediapipe"`` or ``"litert"``. Both give the
         same boxes (``benchmarks/results/detector_agreement.json``).
 
     Raises:
@@ -429,8 +262,7 @@ class FaceDetector:
         num_threads: int | None = None,
         backend: str = "auto",
     ) -> None:
-        self._task = None
-        self._litert = None
+        self._backend: LiteRTBackend | Any = None
         _check_choice("detector mode", mode, MODES)
         _check_choice("face policy", policy, POLICIES)
         if not _is_number(min_score) or not 0.0 <= min_score <= 1.0:
@@ -449,31 +281,13 @@ class FaceDetector:
         self.backend = resolve_backend(backend)
         """The backend in use: ``"mediapipe"`` or ``"litert"`` (``"auto"`` resolved)."""
         if self.backend == "litert":
-            from tla_edge.runtime.blazeface import BlazeFaceLiteRT
+            self._backend = LiteRTBackend(self.model_path, min_score=self.min_score, num_threads=num_threads)
+        else:
+            from tla_edge.runtime.mediapipe_backend import MediaPipeBackend
 
-            self._litert = BlazeFaceLiteRT(self.model_path, min_score=self.min_score,
-                                           num_threads=num_threads)
-            _OPEN_DETECTORS.add(self)
-            return
-        if num_threads is not None:
-            _log.debug("num_threads=%d not applied: MediaPipe Tasks choose their own", num_threads)
-
-        self._mp = _import_mediapipe()
-        running_mode = self._mp.running_mode.VisionTaskRunningMode
-        options = self._mp.face_detector.FaceDetectorOptions(
-            base_options=self._mp.base_options.BaseOptions(model_asset_path=str(self.model_path)),
-            running_mode=running_mode.VIDEO if mode == "video" else running_mode.IMAGE,
-            min_detection_confidence=self.min_score,
-        )
-        try:
-            with quiet_native_logs():
-                self._task = self._mp.face_detector.FaceDetector.create_from_options(options)
-        except (ValueError, RuntimeError, OSError) as err:
-            # MediaPipe reports a model without metadata as FileNotFoundError
-            # even though the file exists: say what it is.
-            raise ValueError(
-                f"face detector model '{self.model_path}' could not be loaded by MediaPipe: {err}"
-            ) from err
+            if num_threads is not None:
+                _log.debug("num_threads=%d not applied: MediaPipe Tasks choose their own", num_threads)
+            self._backend = MediaPipeBackend(self.model_path, video=mode == "video", min_score=self.min_score)
         _OPEN_DETECTORS.add(self)
 
     def detect(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> list[FaceBox]:
@@ -495,35 +309,20 @@ class FaceDetector:
           RuntimeError: the detector is closed.
         """
         preprocess.check_frame(rgb)
-        if self._task is None and self._litert is None:
-            raise RuntimeError("face detector is closed")
-        if self._litert is not None:
-            if self.mode == "video":
-                self._next_timestamp(timestamp_ms)  # the same rules as MediaPipe's video mode
-            faces = [
-                FaceBox(float(x), float(y), float(w), float(h), score, keypoints)
-                for (x, y, w, h), score, keypoints in self._litert.detect(rgb)
-            ]
-            self.last_invoke_ms = self._litert.last_invoke_ms
-            return select_faces(faces, self.policy)
-        height, width = rgb.shape[:2]
-        image_lib = self._mp.image
-        image = image_lib.Image(
-            image_format=image_lib.ImageFormat.SRGB, data=np.ascontiguousarray(rgb)
-        )
-        # The first call prints LiteRT's memory-alignment notice on fd 2.
-        quiet = quiet_native_logs() if self.last_invoke_ms is None else contextlib.nullcontext()
-        t0 = time.perf_counter()
-        with quiet:
-            result = self._run(image, timestamp_ms)
-        self.last_invoke_ms = (time.perf_counter() - t0) * 1e3
-        faces = [_face_from_detection(d, width, height) for d in result.detections]
-        return select_faces(faces, self.policy)
+        return self.detect_trusted(rgb, timestamp_ms)
 
-    def _run(self, image: Any, timestamp_ms: int | None) -> Any:
-        if self.mode == "video":
-            return self._task.detect_for_video(image, self._next_timestamp(timestamp_ms))
-        return self._task.detect(image)
+    def detect_trusted(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> list[FaceBox]:
+        """:meth:`detect` of a frame its caller has checked (:func:`~tla_edge.runtime.preprocess.check_frame`).
+
+        The pipeline checks each frame once at its boundary
+        (:meth:`tla_edge.runtime.pipeline.Pipeline.process`) and calls this.
+        """
+        if self._backend is None:
+            raise RuntimeError("face detector is closed")
+        ts = self._next_timestamp(timestamp_ms) if self.mode == "video" else None
+        faces = self._backend.detect(rgb, ts)
+        self.last_invoke_ms = self._backend.last_invoke_ms
+        return select_faces(faces, self.policy)
 
     def _next_timestamp(self, timestamp_ms: int | None) -> int:
         last = self._last_timestamp_ms
@@ -549,15 +348,10 @@ class FaceDetector:
         Args:
           quiet: silence MediaPipe's closing lines on fd 2 (never from a finalizer).
         """
-        litert, self._litert = getattr(self, "_litert", None), None
-        if litert is not None:
+        backend, self._backend = getattr(self, "_backend", None), None
+        if backend is not None:
             _OPEN_DETECTORS.discard(self)
-            litert.close()
-        task, self._task = getattr(self, "_task", None), None
-        if task is not None:
-            _OPEN_DETECTORS.discard(self)
-            with quiet_native_logs() if quiet else contextlib.nullcontext():
-                task.close()
+            backend.close(quiet)
 
     def __enter__(self) -> "FaceDetector":
         return self
@@ -575,7 +369,7 @@ class FaceDetector:
             pass
 
     def __repr__(self) -> str:
-        state = "closed" if self._task is None and self._litert is None else "open"
+        state = "closed" if self._backend is None else "open"
         return (
             f"FaceDetector('{self.model_path}', mode={self.mode!r}, "
             f"min_score={self.min_score}, policy={self.policy!r}, backend={self.backend!r}, {state})"

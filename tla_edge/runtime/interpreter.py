@@ -1,5 +1,7 @@
 """TFLite runtime access: import fallback, delegates, quantized input and output.
 
+The quantization maths itself lives in :mod:`tla_edge.runtime.quant`.
+
 Small functions over an interpreter in the pycoral style, plus
 :class:`LivenessModel`, which owns one interpreter and its metadata.
 Never imports TensorFlow unless neither LiteRT nor tflite-runtime is present.
@@ -16,9 +18,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tla_edge.runtime import metadata as metadata_lib
-from tla_edge.runtime import preprocess
 from tla_edge.errors import UserError
+from tla_edge.runtime import preprocess
 from tla_edge.runtime.native import quiet_native_logs
+from tla_edge.runtime.quant import dequantize, pixel_lut, quantize, scores_from_output
 
 EDGETPU_SHARED_LIB = {
     "Linux": "libedgetpu.so.1",
@@ -156,42 +159,6 @@ def load_edgetpu_delegate(runtime: Runtime | None = None, device: str | None = N
         raise UserError(f"cannot use the Edge TPU delegate '{lib}' ({err}); {hint}") from err
 
 
-# --- quantization maths: pure functions over arrays -------------------------
-
-
-def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
-    """Float -> integer with a tensor's own scale and zero point, rounded and clipped.
-
-    Rounds ``x / scale`` (float32) half to even, as the QUANTIZE op of the
-    runtime's default kernels does (XNNPACK and LiteRT's optimized kernel,
-    checked against the runtime in tests/test_interpreter.py); only LiteRT's
-    reference kernel rounds halves away from zero. With a scale of 2/255
-    (the bundled model's) 32 of the 256 grey levels land on a half and 16 of
-    them round differently under the two rules.
-    """
-    info = np.iinfo(dtype)
-    q = np.round(np.asarray(x, np.float32) / np.float32(scale)) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
-    """Integer -> float; widens to int32 before subtracting the zero point."""
-    return (np.asarray(q).astype(np.int32) - np.int32(zero_point)).astype(np.float32) * np.float32(
-        scale
-    )
-
-
-def pixel_lut(normalization: str, scale: float, zero_point: int, dtype: Any) -> np.ndarray:
-    """The 256-entry table uint8 pixel -> quantized model input.
-
-    Equal to ``quantize(normalize(pixel))`` for every pixel value, so a
-    quantized model's input costs one table lookup per frame.
-    """
-    return quantize(
-        preprocess.normalize(np.arange(256, dtype=np.uint8), normalization), scale, zero_point, dtype
-    )
-
-
 # --- tensor access -----------------------------------------------------------
 
 
@@ -260,35 +227,6 @@ def get_output(interpreter) -> np.ndarray:
     return out.astype(np.float32)
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    x = np.asarray(x, np.float64)
-    return np.where(x >= 0, 1.0 / (1.0 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1.0 + np.exp(-np.abs(x))))
-
-
-MAX_ABS_LOGIT = 1e4
-"""Largest raw logit accepted: sigmoid saturates long before (|x| > 40 is 0 or 1 in float64),
-so a larger value (3.4e38, float32's maximum) is a broken model, not certainty."""
-
-
-def check_raw_output(out: np.ndarray, meta: metadata_lib.ModelMetadata) -> None:
-    """Raises ValueError unless raw outputs are finite and in range for ``meta.output``.
-
-    Raises:
-      ValueError: names the first offending value.
-    """
-    out = np.asarray(out, np.float64)
-    bad = ~np.isfinite(out)
-    if meta.output == "logit":
-        bad |= np.abs(np.where(bad, 0.0, out)) > MAX_ABS_LOGIT
-        expected = f"a finite logit within +-{MAX_ABS_LOGIT:g}"
-    else:
-        bad |= (np.where(bad, 0.5, out) < 0.0) | (np.where(bad, 0.5, out) > 1.0)
-        expected = "a probability in [0, 1]"
-    if bad.any():
-        raise ValueError(f"model output {out.reshape(-1)[np.flatnonzero(bad.reshape(-1))[0]]!r} is not {expected}")
-
-
 def check_output_shape(interpreter, meta: metadata_lib.ModelMetadata, model_path: str | Path = "model") -> int:
     """Checks the model has one output of 1 or 2 values per image; returns that count.
 
@@ -309,29 +247,6 @@ def check_output_shape(interpreter, meta: metadata_lib.ModelMetadata, model_path
             f"live_index is {meta.live_index}"
         )
     return per_image
-
-
-def scores_from_output(out: np.ndarray, meta: metadata_lib.ModelMetadata) -> np.ndarray:
-    """Turns raw model outputs ``(N, K)`` into live probabilities ``(N,)``.
-
-    One output column is a logit or probability of *live*; two columns are
-    class logits or probabilities, ``meta.live_index`` naming the live one.
-
-    Raises:
-      ValueError: a raw output is not finite, is not a plausible logit
-        (``|x| > MAX_ABS_LOGIT``) or is a probability outside [0, 1]: checked
-        before any sigmoid, which would turn +inf into a certain "live".
-    """
-    out = np.asarray(out, np.float64)
-    out = out.reshape(out.shape[0] if out.ndim > 1 else 1, -1)
-    check_raw_output(out, meta)
-    if out.shape[1] == 1:
-        col = out[:, 0]
-        return sigmoid(col) if meta.output == "logit" else col
-    if meta.output == "logit":
-        e = np.exp(out - out.max(axis=1, keepdims=True))
-        out = e / e.sum(axis=1, keepdims=True)
-    return out[:, meta.live_index]
 
 
 class LivenessModel:
@@ -426,6 +341,10 @@ class LivenessModel:
     def crop(self, rgb: np.ndarray, box) -> np.ndarray:
         """The model's uint8 crop of one face, via the shared crop function."""
         return preprocess.crop_face(rgb, box, self.meta.crop_scale, self.input_size)
+
+    def crop_trusted(self, rgb: np.ndarray, box) -> np.ndarray:
+        """:meth:`crop` of a frame its caller has checked (:meth:`Pipeline.process` does, once)."""
+        return preprocess.crop_face_trusted(rgb, box, self.meta.crop_scale, self.input_size)
 
     def input_tensor(self, crop: np.ndarray) -> np.ndarray:
         """The model's input for one uint8 crop (quantized through a lookup table when int8/uint8)."""

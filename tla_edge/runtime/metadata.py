@@ -20,6 +20,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from tla_edge.fileio import sha256_file
 from tla_edge.runtime import preprocess
 
 FORMAT = "tla-edge/1"
@@ -138,10 +139,9 @@ def model_sha256(path: str | Path) -> str:
     Leaving the metadata out keeps the hash stable when the metadata changes
     (a fusion record naming the model's own hash is stored inside it).
     """
-    data = Path(path).read_bytes()
-    if Path(path).suffix.lower() == ".tflite":
-        data = strip_embedded(data)
-    return hashlib.sha256(data).hexdigest()
+    if Path(path).suffix.lower() != ".tflite":
+        return sha256_file(path)
+    return hashlib.sha256(strip_embedded(Path(path).read_bytes())).hexdigest()
 
 
 def fusion_record(model_paths: Sequence[str | Path], threshold: float) -> dict[str, Any]:

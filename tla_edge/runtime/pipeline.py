@@ -22,7 +22,8 @@ import numpy as np
 
 from tla_edge.runtime import preprocess
 from tla_edge.runtime.faces import FaceBox, FaceDetector
-from tla_edge.runtime.interpreter import LivenessModel, scores_from_output
+from tla_edge.runtime.interpreter import LivenessModel
+from tla_edge.runtime.quant import scores_from_output
 from tla_edge.runtime.metadata import check_threshold, fused_threshold
 
 LIVE = "live"
@@ -246,7 +247,11 @@ class Pipeline:
         t0 = time.perf_counter()
         timings = {stage: 0.0 for stage in STAGES}
         try:
-            faces = tuple(self.detector.detect(rgb, timestamp_ms))
+            # The frame was checked above: a FaceDetector trusts it; any other
+            # detector object gets its public call.
+            trusted = isinstance(self.detector, FaceDetector)
+            detect = self.detector.detect_trusted if trusted else self.detector.detect
+            faces = tuple(detect(rgb, timestamp_ms))
         except Exception as err:  # noqa: BLE001 - fail closed on any detector failure
             self.smoother.reset()
             timings["detect"] = timings["total"] = (time.perf_counter() - t0) * 1e3
@@ -275,7 +280,7 @@ class Pipeline:
                 tc = time.perf_counter()
                 key = (m.meta.crop_scale, m.input_size)
                 if key not in crops:
-                    crops[key] = m.crop(rgb, face)
+                    crops[key] = m.crop_trusted(rgb, face)
                 x = m.input_tensor(crops[key])
                 timings["crop"] += (time.perf_counter() - tc) * 1e3
                 out = m.invoke_tensor(x)

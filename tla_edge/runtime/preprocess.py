@@ -106,9 +106,23 @@ def crop_face(
     Raises:
       ValueError: the frame is not HxWx3 uint8, or the box or scale is invalid.
     """
+    check_frame(rgb)
+    return crop_face_trusted(rgb, box, scale, size)
+
+
+def crop_face_trusted(
+    rgb: np.ndarray,
+    box: Sequence[float],
+    scale: float = DEFAULT_SCALE,
+    size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
+) -> np.ndarray:
+    """:func:`crop_face` for a frame its caller has checked with :func:`check_frame`.
+
+    The pipeline checks each frame once at its boundary; the box and scale are
+    still checked here (:func:`crop_region`).
+    """
     import cv2  # comes with mediapipe (the runtime extra)
 
-    check_frame(rgb)
     out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
     region = crop_region(box, scale, rgb.shape)
     # Supersample 2x when shrinking: bilinear warp to twice the output, then an
@@ -244,14 +258,3 @@ def face_problem(
     if roll is not None and abs(roll) > max_roll:
         return "face_rotated"
     return None
-
-
-def preprocess_face(
-    rgb: np.ndarray,
-    box: Sequence[float],
-    scale: float = DEFAULT_SCALE,
-    size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
-    normalization: str = "mobilenet_v2",
-) -> np.ndarray:
-    """:func:`crop_face` then :func:`normalize`: the model's float input for one face."""
-    return normalize(crop_face(rgb, box, scale, size), normalization)

@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from tla_edge.errors import missing_extra
+from tla_edge.errors import import_tensorflow
 
 
 @dataclass(frozen=True)
@@ -53,14 +53,6 @@ class AugmentConfig:
     """Chance of JPEG re-compression."""
     jpeg_quality: tuple[int, int] = (40, 95)
     """JPEG quality range."""
-
-
-def _tf() -> Any:
-    try:
-        import tensorflow as tf
-    except ImportError as err:
-        raise missing_extra("tensorflow", "train") from err
-    return tf
 
 
 def _seeds(tf: Any, seed: Any, n: int) -> list[Any]:
@@ -124,7 +116,7 @@ def augment(image: Any, seed: Any, config: AugmentConfig | None = None) -> Any:
     Returns:
       ``(H, W, 3)`` uint8 tensor.
     """
-    tf = _tf()
+    tf = import_tensorflow()
     cfg = config or AugmentConfig()
     s = _seeds(tf, seed, 16)
     shape = tf.shape(image)

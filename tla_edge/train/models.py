@@ -4,7 +4,7 @@ Both builders return a ``keras.Model`` that takes the crop normalised by
 :func:`tla_edge.runtime.preprocess.normalize` (``"mobilenet_v2"``: ``x / 127.5 - 1``)
 and ends with ``Dense(1)``: one logit of *live* (``sigmoid(logit) = P(live)``).
 The convolutional base is a nested model named :data:`BASE_NAME`, so the
-two-phase recipe in :mod:`tla_edge.cli.train` can freeze it, cache its features
+two-phase recipe in :mod:`tla_edge.train.recipe` can freeze it, cache its features
 and later unfreeze its upper layers; the head layers are named
 :data:`POOL_NAME`, :data:`DROPOUT_NAME` and :data:`LOGIT_NAME`.
 
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from tla_edge.runtime import preprocess
-from tla_edge.errors import missing_extra
-from tla_edge.runtime.interpreter import scores_from_output
+from tla_edge.errors import import_tensorflow
+from tla_edge.runtime.quant import scores_from_output
 from tla_edge.runtime.metadata import ModelMetadata
 from tla_edge.progress import Progress
 
@@ -44,11 +44,9 @@ RESNET34_FILTERS = (64, 128, 256, 512)
 
 
 def _keras() -> Any:
-    try:
-        import keras  # noqa: F401
-        import tensorflow  # noqa: F401
-    except ImportError as err:
-        raise missing_extra("tensorflow", "train") from err
+    import_tensorflow()
+    import keras
+
     return keras
 
 

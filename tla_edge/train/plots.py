@@ -8,7 +8,6 @@ temporary name and a rename.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Mapping, Sequence
@@ -160,40 +159,41 @@ def plot_image_grid(
     return _save(fig, path)
 
 
-def plot_learning_curves(history: Mapping[str, Sequence[float]] | str | Path, path: str | Path,
-                         title: str = "Learning curves", phase_starts: Sequence[int] = ()) -> Path:
-    """Training curves: one panel per metric, ``x`` and ``val_x`` together.
+def plot_training_curves(rows: Sequence[Mapping[str, Any]], path: str | Path, title: str) -> Path:
+    """Loss and AUC per epoch (train and validation) across every phase, a dashed line between phases.
 
     Args:
-      history: ``{"loss": [...], "val_loss": [...], ...}`` (Keras' ``History.history``)
-        or a ``history.csv`` path (Keras' CSVLogger; an ``epoch`` column is the x-axis).
+      rows: one dict per epoch, as ``history.csv`` holds them (``phase``, ``loss``,
+        ``val_loss``, ``auc``, ``val_auc``, ...).
       path: the PNG to write.
       title: figure title.
-      phase_starts: epochs where a new training phase starts (drawn as vertical lines).
     """
-    if isinstance(history, (str, Path)):
-        with Path(history).open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        keys = [k for k in (rows[0].keys() if rows else []) if k != "epoch"]
-        hist: dict[str, list[float]] = {k: [float(r[k]) for r in rows if r.get(k) not in ("", None)] for k in keys}
-    else:
-        hist = {k: [float(v) for v in vals] for k, vals in history.items()}
-    bases = [k for k in hist if not k.startswith("val_") and k not in ("lr", "learning_rate", "phase")]
-    fig = _figure(4.0 * max(1, len(bases)), 3.6)
-    axes = np.atleast_1d(fig.subplots(1, max(1, len(bases)))).reshape(-1)
-    for ax, key in zip(axes, bases):
-        ax.plot(np.arange(1, len(hist[key]) + 1), hist[key], label=key, color=_ATTACK_COLOURS[3])
-        if f"val_{key}" in hist:
-            v = hist[f"val_{key}"]
-            ax.plot(np.arange(1, len(v) + 1), v, label=f"val_{key}", color=_ATTACK_COLOURS[0])
-        for start in phase_starts:
-            ax.axvline(start + 0.5, color="grey", linestyle=":")
-        ax.set_xlabel("epoch")
+    try:
+        import matplotlib
+    except ImportError:
+        raise missing_extra("matplotlib", "train") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    x = list(range(1, len(rows) + 1))
+    for ax, key in zip(axes, ("loss", "auc")):
+        ax.plot(x, [r.get(key, np.nan) for r in rows], "o-", label=f"train {key}")
+        ax.plot(x, [r.get(f"val_{key}", np.nan) for r in rows], "o-", label=f"val {key}")
+        for i in range(1, len(rows)):
+            if rows[i]["phase"] != rows[i - 1]["phase"]:
+                ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("epoch (all phases)")
         ax.set_title(key)
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.suptitle(title)
-    return _save(fig, path)
+    fig.tight_layout()
+    path = Path(path)
+    with fileio.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
 
 
 def evaluation_plots(

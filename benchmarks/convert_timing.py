@@ -7,9 +7,12 @@ file size, parity with the Keras model (correlation, agreement, ACER and EER
 change, largest score difference), threshold, Edge TPU readiness, and the
 liveness invoke latency (median, p90) inside the pipeline and alone.
 
-    python -m tla_edge.converters.benchmark models/default \\
+    python benchmarks/convert_timing.py models/default \\
         --calib crops/nuaa --frames frames/nuaa200 \\
         --out benchmarks/results/convert_default.json
+
+A harness around the two commands (each runs in a child process, as a user
+would run it), kept with the other harnesses in ``benchmarks/``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from tla_edge.errors import UserError
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The benchmark's flags."""
     p = argparse.ArgumentParser(
-        prog="python -m tla_edge.converters.benchmark",
+        prog="python benchmarks/convert_timing.py",
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -1,0 +1,38 @@
+"""What the scripts (and benchmarks) share: the checkout, the data folder, the commit.
+
+Imported by ``scripts/*.py`` run as ``python scripts/NAME.py`` (their folder is
+on ``sys.path``) and by ``benchmarks/*.py``, which put ``scripts/`` on
+``sys.path`` first. Package versions come from :mod:`tla_edge.host`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+"""The checkout this file belongs to."""
+
+
+def data_dir(name: str = "nuaa-train") -> Path:
+    """``$TLA_EDGE_DATA/<name>``, else ``../shared/data/<name>`` next to the checkout.
+
+    Args:
+      name: the dataset folder inside the data folder (``""``: the data folder itself).
+    """
+    root = os.environ.get("TLA_EDGE_DATA")
+    base = Path(root) if root else REPO.parent / "shared" / "data"
+    return base / name if name else base
+
+
+def commit() -> str | None:
+    """The checkout's commit, with ``" + uncommitted changes"`` when tracked files differ; None without git."""
+    try:
+        sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True).stdout.strip()
+    return sha + (" + uncommitted changes" if dirty else "")

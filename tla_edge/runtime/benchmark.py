@@ -1,0 +1,421 @@
+"""Per-frame latency of each pipeline stage for every (model, threads, detector backend) combination.
+
+Frames from a folder or a video are read once into memory (warm-up + timed
+frames, reused in order when the source has fewer), so every configuration
+sees identical pixels; a camera is live and each configuration captures its own.
+For each configuration the device pipeline (face detector in video mode) runs
+the warm-up frames untimed, then the timed ones; a second pass
+(:mod:`tla_edge.runtime.benchmark_raw`) times the two models alone on the same
+frames. Their ratio to the pipeline's total is the overhead (goal: <= 1.15).
+Timed with time.perf_counter(); the report is the JSON schema of
+benchmarks/README.md (``tla-edge-bench/1``).
+
+    report, samples = run_benchmark("samples", [Path("m_int8.tflite")], threads=[1, 4], frames=100, warmup=10)
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import itertools
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from tla_edge import host
+from tla_edge.errors import UserError
+from tla_edge.runtime.benchmark_raw import FRAME_INTERVAL_MS, raw_invoke_times
+from tla_edge.runtime.benchmark_report import file_facts, fused_facts, recorded_path
+
+FORMAT = "tla-edge-bench/1"
+STAGES = ("decode", "detect", "detect_invoke", "crop", "invoke", "glue", "total")
+"""Per-frame stages, in milliseconds (see benchmarks/README.md for what each times)."""
+STAT_NAMES = ("n", "median", "p90", "p99", "mean", "std", "min", "max")
+OVERHEAD_GOAL = 1.15
+"""Target for median total over (median raw detector + median raw liveness invoke)."""
+SEED = 0
+LIVE_KINDS = ("camera", "picamera2")
+
+
+# --- pure helpers -------------------------------------------------------------
+
+
+def stage_stats(values: Iterable[float]) -> dict[str, Any]:
+    """Summary statistics of one stage's per-frame times (milliseconds).
+
+    Args:
+      values: one time per frame.
+
+    Returns:
+      ``{"n", "median", "p90", "p99", "mean", "std", "min", "max"}``; every
+      statistic is None when there are no values (a stage that never ran).
+    """
+    a = np.asarray(list(values), dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0, **{k: None for k in STAT_NAMES[1:]}}
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {
+        "n": int(a.size),
+        "median": round(float(p50), 4),
+        "p90": round(float(p90), 4),
+        "p99": round(float(p99), 4),
+        "mean": round(float(a.mean()), 4),
+        "std": round(float(a.std()), 4),
+        "min": round(float(a.min()), 4),
+        "max": round(float(a.max()), 4),
+    }
+
+
+def overhead_ratio(total: dict[str, Any], raw_detector: dict[str, Any], raw_liveness: dict[str, Any]) -> float | None:
+    """Median pipeline total over the sum of the models' median raw invoke times.
+
+    Returns:
+      The ratio (1.0 = no glue at all), or None when a median is missing.
+    """
+    parts = (total.get("median"), raw_detector.get("median"), raw_liveness.get("median"))
+    if any(p is None for p in parts) or parts[1] + parts[2] <= 0:
+        return None
+    return round(parts[0] / (parts[1] + parts[2]), 4)
+
+
+def fps_from(total: dict[str, Any]) -> float | None:
+    """Frames per second from a total-time summary: 1000 / mean milliseconds."""
+    mean = total.get("mean")
+    return round(1000.0 / mean, 2) if mean else None
+
+
+class Configuration(NamedTuple):
+    """One combination the benchmark runs."""
+
+    model: Path
+    """The liveness ``.tflite`` (the first of a fused set)."""
+    threads: int
+    """Liveness interpreter threads."""
+    edgetpu: bool = False
+    """Whether the liveness model runs on the Edge TPU delegate."""
+    detector_backend: str | None = None
+    """Face detector backend asked for (``mediapipe``, ``litert``, ``auto``); None: auto, unnamed."""
+    partners: tuple[Path, ...] = ()
+    """The other models of a fused set (scores averaged), run with ``model`` on every face."""
+
+    @property
+    def models(self) -> list[Path]:
+        """Every liveness model of the configuration: one, or the fused set."""
+        return [self.model, *self.partners]
+
+    @property
+    def id(self) -> str:
+        """A short unique name: ``<model stem>[+<stem>...]/<threads>t`` (``+edgetpu``) (``@<backend>``)."""
+        stems = "+".join(m.stem for m in self.models)
+        return (f"{stems}/{self.threads}t" + ("+edgetpu" if self.edgetpu else "")
+                + (f"@{self.detector_backend}" if self.detector_backend else ""))
+
+
+def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
+    """One ``--model`` value as its models: ``A.tflite`` or a fused set ``A.tflite+B.tflite``."""
+    if isinstance(value, (list, tuple)):
+        return tuple(Path(v) for v in value)
+    return tuple(Path(part) for part in str(value).split("+") if part)
+
+
+def configurations(
+    models: Sequence[Path | Sequence[Path]], threads: Sequence[int], edgetpu: bool,
+    detector_backends: Sequence[str | None] = (None,),
+) -> list[Configuration]:
+    """Every (model or fused set, threads, detector backend) combination, duplicates dropped, in the order given."""
+    seen: dict[tuple[tuple[str, ...], int, str | None], Configuration] = {}
+    for m, t, b in itertools.product(models, threads, detector_backends):
+        first, *rest = model_set(m)
+        key = (tuple(str(p.resolve()) for p in (first, *rest)), t, b)
+        seen.setdefault(key, Configuration(first, int(t), edgetpu, b, tuple(rest)))
+    return list(seen.values())
+
+
+# --- frames ---------------------------------------------------------------------
+
+
+class FrameSet(NamedTuple):
+    """Frames held in memory for every configuration, or a live source."""
+
+    frames: list[Any]
+    """``Frame`` records read once (empty for a live source)."""
+    live: Any
+    """The open live source (camera), else None."""
+    info: dict[str, Any]
+    """The JSON ``source`` block."""
+
+
+def read_frames(spec: str, count: int) -> FrameSet:
+    """Opens a source; reads ``count`` frames into memory unless it is a live camera.
+
+    Raises:
+      FileNotFoundError, UserError, ValueError: from :func:`tla_edge.runtime.sources.open_source`.
+    """
+    from tla_edge.runtime.sources import open_source
+
+    src = open_source(spec)
+    info: dict[str, Any] = {"spec": recorded_path(spec), "kind": src.kind, "live": src.kind in LIVE_KINDS}
+    if info["live"]:
+        return FrameSet([], src, info)
+    frames = []
+    try:
+        for frame in src:
+            frames.append(frame)
+            if len(frames) == count:
+                break
+        info["skipped"] = [f"{name}: {why}" for name, why in src.skipped]
+    finally:
+        src.close()
+    if not frames:
+        raise UserError(f"source '{spec}' gave no frame; expected a folder with images or a video")
+    info["distinct_frames"] = len(frames)
+    info["frame_shape"] = list(frames[0].rgb.shape)
+    info["frames_mb"] = round(sum(f.rgb.nbytes for f in frames) / 2**20, 1)
+    info["decode_ms"] = stage_stats(f.decode_ms for f in frames)
+    if len(frames) < count:
+        print(
+            f"bench: source '{spec}' has {len(frames)} frames, fewer than the {count} needed; "
+            "reusing them in order",
+            file=sys.stderr,
+        )
+    return FrameSet(frames, None, info)
+
+
+def frames_for(frame_set: FrameSet, count: int) -> Iterator[tuple[Any, int]]:
+    """``(frame, timestamp_ms)`` for one configuration: memory frames in order, or live captures."""
+    if frame_set.live is None:
+        n = len(frame_set.frames)
+        for i in range(count):
+            yield frame_set.frames[i % n], (i + 1) * FRAME_INTERVAL_MS
+        return
+    taken = 0
+    for frame in frame_set.live:
+        yield frame, int(frame.timestamp_ms)
+        taken += 1
+        if taken == count:
+            return
+    raise UserError(f"source '{frame_set.info['spec']}' stopped after {taken} of {count} frames")
+
+
+# --- one configuration -------------------------------------------------------------
+
+
+class TimedPass(NamedTuple):
+    """What the pipeline pass of one configuration measured."""
+
+    samples: dict[str, list[float]]
+    """Per-frame milliseconds of every stage of :data:`STAGES`, timed frames only."""
+    decisions: collections.Counter
+    """Count of timed frames per decision."""
+    used: list[Any]
+    """Every frame the pass ran on, warm-up ones first (the raw pass reuses them)."""
+    faces: list[tuple[int, Any]]
+    """``(index into used, face)`` of the timed frames that were scored."""
+    scored_total: list[float]
+    """The pipeline's total of the timed frames that were scored."""
+
+
+def fusion_threshold(config: Configuration) -> tuple[float | None, str | None]:
+    """``(threshold, note)`` for the pipeline: None (the models' own) unless a fused set stores none."""
+    if not config.partners:
+        return None, None
+    from tla_edge.runtime import metadata as metadata_lib
+
+    try:
+        metadata_lib.fused_threshold([(m, metadata_lib.load(m)) for m in config.models])
+    except (ValueError, TypeError):
+        # Timing does not depend on the threshold; the decision counts then do.
+        return 0.5, "no stored fusion threshold: decisions at 0.5, not meaningful"
+    return None, None
+
+
+def time_pipeline(pipe: Any, label: str, frame_set: FrameSet, frames: int, warmup: int,
+                  show_progress: bool = True) -> TimedPass:
+    """Runs ``warmup`` untimed then ``frames`` timed frames through the pipeline; records each stage."""
+    from tla_edge.progress import Progress
+
+    timed = TimedPass({s: [] for s in STAGES}, collections.Counter(), [], [], [])
+    samples = timed.samples
+    with Progress(warmup + frames, label, unit="frame", enabled=show_progress) as bar:
+        for i, (frame, ts) in enumerate(frames_for(frame_set, warmup + frames)):
+            result = pipe.process(frame.rgb, ts)
+            timed.used.append(frame)
+            bar.update()
+            if i < warmup:
+                continue
+            tm = result.timings
+            timed.decisions[result.decision] += 1
+            samples["decode"].append(float(frame.decode_ms))
+            samples["detect"].append(tm["detect"])
+            if "detect_invoke" in tm:
+                samples["detect_invoke"].append(tm["detect_invoke"])
+            samples["total"].append(tm["total"])
+            if result.raw_score is not None:
+                samples["crop"].append(tm["crop"])
+                samples["invoke"].append(tm["invoke"])
+                timed.scored_total.append(tm["total"])
+                timed.faces.append((i, result.face))
+            samples["glue"].append(tm["total"] - tm["detect"] - tm["crop"] - tm["invoke"])
+    return timed
+
+
+def configuration_block(config: Configuration, backend: str, frames: int, timed: TimedPass,
+                        raw: dict[str, list[float]], threshold_note: str | None, rss_scope: str) -> dict[str, Any]:
+    """The JSON block of one configuration: stage statistics, raw invokes, overhead, FPS, memory."""
+    stages = {s: stage_stats(timed.samples[s]) for s in STAGES}
+    raw_stats = {k: stage_stats(v) for k, v in raw.items()}
+    scored = stage_stats(timed.scored_total)
+    return {
+        "id": config.id,
+        "model": fused_facts(config.models),
+        "threads": config.threads,
+        "edgetpu": config.edgetpu,
+        "detector_backend": backend,
+        "frames": frames,
+        "frames_scored": len(timed.scored_total),
+        "decisions": dict(sorted(timed.decisions.items())),
+        **({"threshold_note": threshold_note} if threshold_note else {}),
+        "stages": stages,
+        "total_scored": scored,
+        "raw_invoke_ms": raw_stats,
+        "overhead": overhead_ratio(scored, raw_stats["detector"], raw_stats["liveness"]),
+        "fps": fps_from(stages["total"]),
+        "peak_rss_mb": round(host.peak_rss_mb(), 1),
+        "peak_rss_scope": rss_scope,
+    }
+
+
+def bench_configuration(
+    config: Configuration,
+    frame_set: FrameSet,
+    frames: int,
+    warmup: int,
+    detector: str,
+    show_progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, list[float]]]:
+    """Runs one configuration: the pipeline pass, then the raw-invoke pass.
+
+    Returns:
+      ``(result, samples)``: the JSON block of the configuration, and the
+      per-frame times of every stage plus ``raw_detector``/``raw_liveness``
+      (for the plot).
+    """
+    from tla_edge.runtime.pipeline import Pipeline
+
+    rss_scope = "configuration" if host.reset_peak_rss() else "process"
+    threshold, threshold_note = fusion_threshold(config)
+    pipe = Pipeline(
+        config.models if config.partners else config.model, threshold=threshold, num_threads=config.threads,
+        edgetpu=config.edgetpu, detector_model=detector, video=True,
+        detector_backend=config.detector_backend or "auto",
+    )
+    backend = pipe.detector.backend  # read now: close() drops the detector
+    try:
+        timed = time_pipeline(pipe, config.id, frame_set, frames, warmup, show_progress)
+        raw = raw_invoke_times(pipe, timed.used, timed.faces, warmup, frames)
+    finally:
+        pipe.close()
+    result = configuration_block(config, backend, frames, timed, raw, threshold_note, rss_scope)
+    samples = {**timed.samples, "raw_detector": raw["detector"], "raw_liveness": raw["liveness"]}
+    return result, samples
+
+
+# --- every configuration -------------------------------------------------------------
+
+
+def default_inputs(
+    source: str | None, models: Sequence[Path | Sequence[Path]] | None
+) -> tuple[str, list[Path | Sequence[Path]]]:
+    """``(source, models)`` with the bundled ones where None: the sample frames, the bundled model set."""
+    from tla_edge.runtime import assets
+
+    if source is None:
+        source = str(assets.sample_frames_dir())
+    if not models:
+        models = [tuple(assets.default_liveness_models())]  # a fused default is one row, as the pipeline runs it
+    return source, list(models)
+
+
+def detector_block(detector: str, detector_path: Path) -> dict[str, Any]:
+    """The JSON ``detector`` block: the name asked for, its file, its mode and threads."""
+    return {
+        "model": detector,
+        **file_facts(detector_path),
+        "mode": "video",
+        "threads": "litert backend: the configuration's threads; mediapipe backend: its own default "
+        "(the Tasks API has no thread setting)",
+    }
+
+
+def run_benchmark(
+    source: str | None,
+    models: Sequence[Path | Sequence[Path]] | None,
+    threads: Sequence[int],
+    frames: int,
+    warmup: int,
+    detector: str = "short",
+    edgetpu: bool = False,
+    show_progress: bool = True,
+    detector_backends: Sequence[str | None] = (None,),
+) -> tuple[dict[str, Any], list[dict[str, list[float]]]]:
+    """Runs every configuration on the same frames.
+
+    Args:
+      source: image folder, video, camera index or ``samples``; None: the bundled sample frames.
+      models: liveness ``.tflite`` files, or fused sets (``A+B`` or a tuple); None or empty: the bundled model.
+      threads: liveness interpreter threads to compare.
+      frames: timed frames per configuration.
+      warmup: untimed frames first.
+      detector: ``short``, ``full`` or a face detector ``.tflite``.
+      edgetpu: run the liveness models on a Coral Edge TPU.
+      show_progress: draw a progress bar per configuration on stderr.
+      detector_backends: face detector backends to compare (None: auto, unnamed).
+
+    Returns:
+      ``(report, samples)``: the JSON-ready report, and per configuration the
+      per-frame times of each stage (for :func:`~tla_edge.runtime.benchmark_report.write_plot`).
+
+    Raises:
+      FileNotFoundError: a model, the source or the detector is missing.
+      ValueError: a file is not a TFLite model.
+      UserError: the source gives no frame, the Edge TPU is missing, ...
+    """
+    from tla_edge.runtime import faces as faces_lib
+    from tla_edge.runtime.interpreter import check_tflite_file, import_runtime
+
+    np.random.seed(SEED)
+    source, models = default_inputs(source, models)
+    for m in models:
+        for path in model_set(m):
+            check_tflite_file(path)
+    detector_path = faces_lib.resolve_model(detector)
+    machine = host.host_info(import_runtime().name)
+    configs = configurations(models, threads, edgetpu, detector_backends)
+    frame_set = read_frames(source, warmup + frames)
+    results, samples = [], []
+    try:
+        for config in configs:
+            result, sample = bench_configuration(config, frame_set, frames, warmup, detector, show_progress)
+            results.append(result)
+            samples.append(sample)
+    finally:
+        if frame_set.live is not None:
+            frame_set.live.close()
+    machine["load_avg_end"] = host.load_average()
+    overheads = [r["overhead"] for r in results if r["overhead"] is not None]
+    report = {
+        "format": FORMAT,
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "host": machine,
+        "source": frame_set.info,
+        "frames": frames,
+        "warmup": warmup,
+        "seed": SEED,
+        "detector": detector_block(detector, detector_path),
+        "overhead": max(overheads) if overheads else None,
+        "overhead_goal": OVERHEAD_GOAL,
+        "configurations": results,
+    }
+    return report, samples

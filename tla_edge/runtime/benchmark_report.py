@@ -1,0 +1,154 @@
+"""What the benchmark reports: the facts of its files, the one-screen table, the per-stage box plots.
+
+The plot needs matplotlib (the ``dev`` or ``train`` extra), imported inside
+:func:`write_plot` only, so a device prints the table without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from tla_edge.errors import missing_extra
+from tla_edge.fileio import sha256_file
+from tla_edge.runtime.metadata import portable_path
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+"""File types :func:`write_plot` writes."""
+
+
+# --- files ----------------------------------------------------------------------
+
+
+def recorded_path(path: str | Path) -> str:
+    """A path or source as the JSON records it: :func:`~tla_edge.runtime.metadata.portable_path`
+    for an absolute path (relative to the working directory when under it, else
+    ``<DIR>/<name>``); anything else exactly as given (``frames/``, ``0``, a URL).
+
+    Results are committed and compared across machines; an absolute path
+    names one machine's folders and says nothing the relative one does not.
+    """
+    return portable_path(path) if Path(str(path)).is_absolute() else str(path)
+
+
+def file_facts(path: Path) -> dict[str, Any]:
+    """Path (see :func:`recorded_path`), size and SHA-256 of a file."""
+    return {"path": recorded_path(path), "size_bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def model_facts(path: Path) -> dict[str, Any]:
+    """What the JSON says about a liveness model: file facts, I/O dtypes and shape, float tensors."""
+    from tla_edge.runtime import modelinfo as tflite_info
+
+    info = tflite_info.inspect_model(path)
+    return {
+        "name": path.stem,
+        **file_facts(path),
+        "dtype": info.inputs[0].dtype,
+        "output_dtype": info.outputs[0].dtype,
+        "input_shape": list(info.inputs[0].shape),
+        "float_tensors": {"activations": info.float_activations, "constants": info.float_constants},
+    }
+
+
+def fused_facts(paths: Sequence[Path]) -> dict[str, Any]:
+    """:func:`model_facts` of one model; of a fused set, the first's with the set's name and the others' facts."""
+    facts = model_facts(paths[0])
+    if len(paths) > 1:
+        facts["name"] = "+".join(p.stem for p in paths)
+        facts["fused_with"] = [model_facts(p) for p in paths[1:]]
+    return facts
+
+
+# --- table and plot ---------------------------------------------------------------
+
+
+def _fmt(value: float | None, width: int, digits: int = 2) -> str:
+    return f"{'-':>{width}}" if value is None else f"{value:{width}.{digits}f}"
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The one-screen summary: median milliseconds per stage, FPS, raw invokes, overhead, memory."""
+    src = report["source"]
+    host = report["host"]
+    shape = src.get("frame_shape")
+    size = f", {shape[1]}x{shape[0]}" if shape else ""
+    lines = [
+        f"tla-edge bench: {report['frames']} frames after {report['warmup']} warm-up from "
+        f"'{src['spec']}' ({src['kind']}{size}); detector {report['detector']['model']} "
+        f"({report['detector']['mode']} mode); {host['machine']}, {host['cpus_available']} CPUs, "
+        f"{host['runtime']['name']} {host['runtime']['version']}",
+        "",
+        f"{'median ms':28s} {'decode':>7s} {'detect':>7s} {'crop':>6s} {'invoke':>7s} {'glue':>6s} "
+        f"{'total':>7s} {'p90':>7s} {'fps':>6s} | {'raw det':>7s} {'raw liv':>7s} {'overhd':>6s} | {'RSS MB':>6s}",
+    ]
+    for c in report["configurations"]:
+        st = c["stages"]
+        raw = c["raw_invoke_ms"]
+        lines.append(
+            f"{c['id'][:28]:28s} {_fmt(st['decode']['median'], 7)} {_fmt(st['detect']['median'], 7)} "
+            f"{_fmt(st['crop']['median'], 6)} {_fmt(st['invoke']['median'], 7)} {_fmt(st['glue']['median'], 6)} "
+            f"{_fmt(st['total']['median'], 7)} {_fmt(st['total']['p90'], 7)} {_fmt(c['fps'], 6, 1)} | "
+            f"{_fmt(raw['detector']['median'], 7)} {_fmt(raw['liveness']['median'], 7)} "
+            f"{_fmt(c['overhead'], 6)} | {_fmt(c['peak_rss_mb'], 6, 0)}"
+        )
+    lines.append("")
+    lines.append(
+        "overhead = median total (frames with a score) / (median raw detector + median raw liveness invoke); "
+        f"goal <= {report['overhead_goal']}"
+    )
+    for c in report["configurations"]:
+        if c["frames_scored"] < c["frames"]:
+            lines.append(
+                f"{c['id']}: {c['frames_scored']} of {c['frames']} frames scored ("
+                + ", ".join(f"{k} {v}" for k, v in c["decisions"].items())
+                + "); crop and invoke are over the scored frames only"
+            )
+    return "\n".join(lines)
+
+
+PLOT_PANELS = ("detect", "crop", "invoke", "glue", "total", "raw_detector", "raw_liveness", "decode")
+
+
+def write_plot(path: Path, report: dict[str, Any], samples: Sequence[dict[str, list[float]]]) -> None:
+    """Box plots of every stage's per-frame times, one box per configuration, one colour per model.
+
+    Raises:
+      UserError: matplotlib is not installed.
+    """
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Patch
+    except ImportError:
+        raise missing_extra("matplotlib", "dev") from None
+    from tla_edge.fileio import atomic_path
+
+    configs = report["configurations"]
+    models = list(dict.fromkeys(c["model"]["name"] for c in configs))
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+    colour = {m: palette[i % len(palette)] for i, m in enumerate(models)}
+    fig = Figure(figsize=(4.0 * 4, 3.6 * 2), layout="constrained")
+    axes = fig.subplots(2, 4).ravel()
+    for ax, stage in zip(axes, PLOT_PANELS):
+        data = [s.get(stage) or [np.nan] for s in samples]
+        box = ax.boxplot(data, patch_artist=True, showfliers=True, flierprops={"markersize": 2})
+        for patch, c in zip(box["boxes"], configs):
+            patch.set_facecolor(colour[c["model"]["name"]])
+            patch.set_alpha(0.7)
+        ax.set_xticks(range(1, len(configs) + 1), [f"{c['threads']}t" for c in configs], fontsize=8)
+        ax.set_title(stage.replace("_", " "), fontsize=10)
+        ax.set_ylabel("ms")
+        ax.grid(axis="y", alpha=0.3)
+    handles = [Patch(color=colour[m], label=m) for m in models]
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(models), 4), fontsize=9)
+    host = report["host"]
+    fig.suptitle(
+        f"tla-edge bench: {report['frames']} frames, {host['machine']} ({host['cpu'][:50]}), "
+        f"{host['runtime']['name']} {host['runtime']['version']}",
+        fontsize=11,
+    )
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=110)
