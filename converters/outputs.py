@@ -139,8 +139,3 @@ def write_model(path: Path, data: bytes, meta: metadata_lib.ModelMetadata) -> by
 def mb(n: int) -> str:
     """``1234567`` -> ``"1.23 MB"``."""
     return f"{n / 1e6:.2f} MB"
-
-
-def mb(n: int) -> str:
-    """``1234567`` -> ``"1.23 MB"``."""
-    return f"{n / 1e6:.2f} MB"

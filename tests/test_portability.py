@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MACHINE_PATH = re.compile(r"(?<![\w.<>])/(?:work|tmp|home|root|Users)/")

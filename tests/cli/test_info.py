@@ -1,4 +1,4 @@
-"""tflite_info (FlatBuffer inspection, Edge TPU readiness) and ``tla-edge info``."""
+"""modelinfo (FlatBuffer inspection, Edge TPU readiness) and ``tla-edge info``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tla_edge import cli
 
 from tla_edge.runtime import metadata
 
-from tla_edge.runtime import modelinfo as tflite_info
+from tla_edge.runtime import modelinfo
 from tla_edge.runtime.edgetpu_check import edgetpu_readiness
 from tla_edge.runtime.modelinfo import ModelInfo, OpInfo, SubgraphInfo, TensorInfo
 
@@ -152,9 +152,9 @@ def test_model_info_counts():
 
 
 def test_short_name():
-    assert tflite_info.short_name("a/b/Relu6;a/b/BN/mul;a/b/conv") == "a/b/Relu6"
+    assert modelinfo.short_name("a/b/Relu6;a/b/BN/mul;a/b/conv") == "a/b/Relu6"
     long = "x" * 100
-    assert tflite_info.short_name(long, 20) == "..." + "x" * 17
+    assert modelinfo.short_name(long, 20) == "..." + "x" * 17
 
 
 # --- real .tflite files -----------------------------------------------------------
@@ -200,7 +200,7 @@ def test_parser_agrees_with_the_runtime(static_models, tiny_tflite):
     from tla_edge.runtime.interpreter import make_interpreter
 
     for path in [*static_models.values(), tiny_tflite["uint8"]]:
-        info = tflite_info.inspect_model(path)
+        info = modelinfo.inspect_model(path)
         details = make_interpreter(path).get_tensor_details()
         mine = info.subgraphs[0].tensors
         assert len(mine) == len(details), path
@@ -213,7 +213,7 @@ def test_parser_agrees_with_the_runtime(static_models, tiny_tflite):
 
 
 def test_float_model_is_not_ready(static_models):
-    info = tflite_info.inspect_model(static_models["float32"])
+    info = modelinfo.inspect_model(static_models["float32"])
     assert info.op_histogram == {"CONV_2D": 1, "DEPTHWISE_CONV_2D": 1, "FULLY_CONNECTED": 1, "MEAN": 1}
     assert info.static_shapes and info.num_subgraphs == 1
     assert info.float_activations > 0 and info.float_constants > 0
@@ -226,7 +226,7 @@ def test_float_model_is_not_ready(static_models):
 
 
 def test_int8_model_is_ready(static_models):
-    info = tflite_info.inspect_model(static_models["int8"])
+    info = modelinfo.inspect_model(static_models["int8"])
     assert info.inputs[0].dtype == "int8" and info.outputs[0].dtype == "int8"
     assert info.inputs[0].quantization[0] > 0
     assert info.float_activations == 0 and info.float_constants == 0
@@ -235,20 +235,20 @@ def test_int8_model_is_ready(static_models):
 
 
 def test_int8_with_float_io_is_ready_with_notes(static_models):
-    r = edgetpu_readiness(tflite_info.inspect_model(static_models["int8_float_io"]))
+    r = edgetpu_readiness(modelinfo.inspect_model(static_models["int8_float_io"]))
     assert r.ready, r.reasons
     assert [n.split("'")[0] for n in r.notes] == ["float32 input ", "float32 output "]
 
 
 def test_fp16_model_is_not_ready(static_models):
-    r = edgetpu_readiness(tflite_info.inspect_model(static_models["fp16"]))
+    r = edgetpu_readiness(modelinfo.inspect_model(static_models["fp16"]))
     assert not r.ready
     assert any(x.startswith("DEQUANTIZE op #") for x in r.reasons)
     assert any(" float16 tensors (0 activations, " in x for x in r.reasons)
 
 
 def test_dynamic_batch_model_is_not_ready(tiny_tflite):
-    r = edgetpu_readiness(tflite_info.inspect_model(tiny_tflite["int8"]))
+    r = edgetpu_readiness(modelinfo.inspect_model(tiny_tflite["int8"]))
     assert not r.ready
     assert r.reasons[0].endswith("the Edge TPU needs static shapes (convert with a fixed batch size of 1)")
 
@@ -257,7 +257,7 @@ def test_damaged_flatbuffer(tmp_path, static_models):
     bad = tmp_path / "cut.tflite"
     bad.write_bytes(static_models["int8"].read_bytes()[:200])
     with pytest.raises(ValueError, match=r"model file '.*cut.tflite' is a damaged TFLite flatbuffer"):
-        tflite_info.inspect_model(bad)
+        modelinfo.inspect_model(bad)
 
 
 # --- tla-edge info ---------------------------------------------------------------

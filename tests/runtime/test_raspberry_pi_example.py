@@ -7,7 +7,6 @@ import importlib.util
 import json
 import queue
 import threading
-from pathlib import Path
 
 import pytest
 

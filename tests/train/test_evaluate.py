@@ -78,7 +78,8 @@ def test_crops_with_int8_tflite(crops, tiny_tflite, tmp_path):
     assert m["threshold"] == 0.5 and m["threshold_source"] == "model metadata"
     assert set(m["apcer_per_species"]) == {"print", "replay"}
     assert set(m["per_session"]) == {"01", "02"}
-    assert m["model"] == str(tiny_tflite["int8"]) and m["data"] == str(crops)
+    # files written hold portable paths (no machine layout): relative as given, else <DIR>/name
+    assert m["model"] == f"<DIR>/{tiny_tflite['int8'].name}" and m["data"] == f"<DIR>/{crops.name}"
 
     rows = read_scores(out)
     assert len(rows) == 12

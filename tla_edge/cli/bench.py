@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        type=Path,
+        type=argtypes.path,
         action="append",
         default=None,
         metavar="M.tflite",
@@ -77,9 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="face detector backend; repeat to compare (None: auto, MediaPipe where it runs, else LiteRT)",
     )
-    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON (None: table only)")
+    parser.add_argument("--json", type=argtypes.path, default=None, metavar="PATH", help="write the results as JSON (None: table only)")
     parser.add_argument(
-        "--plot", type=Path, default=None, metavar="PATH", help="write per-stage latency box plots (.png/.svg/.pdf; None: no plot)"
+        "--plot", type=argtypes.path, default=None, metavar="PATH", help="write per-stage latency box plots (.png/.svg/.pdf; None: no plot)"
     )
     parser.add_argument("--force", action="store_true", help="overwrite --json/--plot outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -43,11 +43,11 @@ from tla_edge.thresholds import DEFAULT_FLOOR, DEFAULT_MAX_ERROR, DEFAULT_TARGET
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``calibrate`` flags."""
-    parser.add_argument("data", type=Path, metavar="DATA", help="a recording (tla-edge record) or any dataset")
-    parser.add_argument("--model", type=Path, default=None, metavar="MODEL.tflite",
+    parser.add_argument("data", type=argtypes.path, metavar="DATA", help="a recording (tla-edge record) or any dataset")
+    parser.add_argument("--model", type=argtypes.path, default=None, metavar="MODEL.tflite",
                         help="the .tflite to calibrate, with tla-edge metadata (None: the bundled int8 model, "
                         "alone: the calibrated copy runs without a fusion partner)")
-    parser.add_argument("--out", type=Path, required=True, metavar="CALIBRATED.tflite",
+    parser.add_argument("--out", type=argtypes.path, required=True, metavar="CALIBRATED.tflite",
                         help="the calibrated copy (its metadata sidecar is written beside it)")
     rule = parser.add_mutually_exclusive_group()
     rule.add_argument("--target-bpcer", type=argtypes.probability, default=DEFAULT_TARGET_BPCER, metavar="B",
@@ -62,13 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a threshold below this means no threshold serves")
     parser.add_argument("--max-error", type=argtypes.probability, default=DEFAULT_MAX_ERROR,
                         help="with attacks: the other error rate at the chosen threshold must not exceed this")
-    parser.add_argument("--confidence", type=float, default=0.95, help="confidence of the intervals")
+    parser.add_argument("--confidence", type=argtypes.number, default=0.95, help="confidence of the intervals")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH",
                         help="face detector (the one the device runs)")
     parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
                         help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT)")
     parser.add_argument("--num-threads", type=argtypes.positive_int, default=None, help="interpreter CPU threads")
-    parser.add_argument("--report", type=Path, default=None, metavar="FILE.json", help="also write the report here")
+    parser.add_argument("--report", type=argtypes.path, default=None, metavar="FILE.json", help="also write the report here")
     parser.add_argument("--force", action="store_true", help="overwrite --out, its sidecar and --report")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

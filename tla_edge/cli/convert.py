@@ -16,7 +16,6 @@ examples:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tla_edge.cli import argtypes
 from tla_edge.converters import calibration as calibration_lib
@@ -30,7 +29,7 @@ from tla_edge.errors import UserError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``convert`` flags."""
-    parser.add_argument("model", type=Path, metavar="MODEL",
+    parser.add_argument("model", type=argtypes.path, metavar="MODEL",
                         help="MODEL.keras, or a model folder holding model.keras and metadata.json")
     modes = parser.add_argument_group("what to write (one is required)")
     pick = modes.add_mutually_exclusive_group()
@@ -48,12 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="also quantization-aware training: fine-tune a QAT copy on the --calib "
                             "crops and write it as int8 (MobileNetV2 only; needs tensorflow-model-optimization)")
     data = parser.add_argument_group("data")
-    data.add_argument("--calib", type=Path, default=None, metavar="CROPS",
+    data.add_argument("--calib", type=argtypes.path, default=None, metavar="CROPS",
                       help="crops folder (tla-edge prepare) to calibrate int8 and fine-tune QAT on "
                            "(None: the crops the model was trained on, from its metadata)")
     data.add_argument("--calib-samples", type=argtypes.positive_int, default=calibration_lib.DEFAULT_CALIBRATION_SAMPLES,
                       metavar="N", help="calibration crops, stratified by class and attack species")
-    data.add_argument("--val", type=Path, default=None, metavar="CROPS",
+    data.add_argument("--val", type=argtypes.path, default=None, metavar="CROPS",
                       help="crops folder for the parity check (None: --calib's)")
     held = data.add_mutually_exclusive_group()
     held.add_argument("--val-session", type=str, default=None, metavar="SESSION",
@@ -66,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--resize-crops", action="store_true",
                       help="resize crops of another size to the model's input, as tla-edge train "
                            "--input-size does (unset: refuse them)")
-    data.add_argument("--seed", type=int, default=0, help="seed of the calibration draw and QAT shuffling")
+    data.add_argument("--seed", type=argtypes.integer, default=0, help="seed of the calibration draw and QAT shuffling")
     out = parser.add_argument_group("output")
     out.add_argument("--io", type=str, default="int8", choices=tflite_lib.IO_TYPES,
                      help="input/output type of int8 models: int8, uint8 (pycoral / Edge TPU "
@@ -74,23 +73,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--edgetpu", action="store_true",
                      help="run edgetpu_compiler on the int8 models (x86-64 Linux) and write *_edgetpu.tflite")
     where = out.add_mutually_exclusive_group()
-    where.add_argument("--out", type=Path, default=None, metavar="FILE.tflite",
+    where.add_argument("--out", type=argtypes.path, default=None, metavar="FILE.tflite",
                        help="output file when one model is written (None: see --out-dir)")
-    where.add_argument("--out-dir", type=Path, default=None, metavar="DIR",
+    where.add_argument("--out-dir", type=argtypes.path, default=None, metavar="DIR",
                        help="output folder, files named <model>_<mode>.tflite (None: the model's folder)")
-    out.add_argument("--report", type=Path, default=None, metavar="FILE.json",
+    out.add_argument("--report", type=argtypes.path, default=None, metavar="FILE.json",
                      help="also write the run's figures (sizes, parity, Edge TPU) as JSON (None: no JSON)")
     out.add_argument("--force", action="store_true", help="overwrite existing outputs")
     checks = parser.add_argument_group("parity checks")
     checks.add_argument("--min-agreement", type=argtypes.probability, default=parity_lib.DEFAULT_MIN_AGREEMENT,
                         help="a converted model deciding like the float one on fewer crops is degraded")
-    checks.add_argument("--min-score-std", type=float, default=parity_lib.DEFAULT_MIN_SCORE_STD,
+    checks.add_argument("--min-score-std", type=argtypes.number, default=parity_lib.DEFAULT_MIN_SCORE_STD,
                         help="a converted model whose scores vary less is collapsed")
     checks.add_argument("--allow-degraded", action="store_true",
                         help="write degraded models anyway and exit 0")
     qat = parser.add_argument_group("quantization-aware training (--qat)")
     qat.add_argument("--qat-epochs", type=argtypes.non_negative_int, default=qat_lib.DEFAULT_EPOCHS, help="fine-tuning epochs")
-    qat.add_argument("--qat-lr", type=float, default=qat_lib.DEFAULT_LR, help="Adam learning rate")
+    qat.add_argument("--qat-lr", type=argtypes.number, default=qat_lib.DEFAULT_LR, help="Adam learning rate")
     qat.add_argument("--qat-batch-size", type=argtypes.positive_int, default=qat_lib.DEFAULT_BATCH_SIZE, help="crops per step")
     qat.add_argument("--qat-target", type=str, default="teacher", choices=qat_lib.TARGETS,
                      help="what fine-tuning learns: the float model's scores on the training crops "

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from tla_edge.cli import argtypes
 from tla_edge.runtime.loop import check_options, format_summary, pipeline_for_source, run_loop
 from tla_edge.runtime.overlay import VideoSink, check_display
 from tla_edge.runtime.pipeline import DEFAULT_LIVE_FRAMES
@@ -39,31 +40,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", type=str, action="append", default=None, metavar="TFLITE",
         help="liveness .tflite, repeatable (scores averaged: two-scale fusion); None: the bundled int8 model",
     )
-    parser.add_argument("--threshold", type=float, default=None,
+    parser.add_argument("--threshold", type=argtypes.number, default=None,
                         help="live iff score >= this, strictly between 0 and 1; None: the model's own "
                         "(required for a .tflite without tla-edge metadata, and for several --model "
                         "without a stored fusion threshold)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads per interpreter; None: the runtime's choice")
+    parser.add_argument("--threads", type=argtypes.integer, default=None, help="CPU threads per interpreter; None: the runtime's choice")
     parser.add_argument("--edgetpu", action="store_true", help="run the liveness model on a Coral Edge TPU")
     parser.add_argument("--detector", type=str, choices=("short", "full"), default="short",
                         help="face detector: short (within ~2 m) or full range")
     parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
                         help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT), "
                         "mediapipe or litert")
-    parser.add_argument("--smoothing", type=int, default=None,
+    parser.add_argument("--smoothing", type=argtypes.integer, default=None,
                         help="frames whose scores are averaged per face (shown; never grants live); "
                         "None: 5 for a camera, video, stream or folder, 1 for one still image")
-    parser.add_argument("--live-frames", type=int, default=None, metavar="K",
+    parser.add_argument("--live-frames", type=argtypes.integer, default=None, metavar="K",
                         help="consecutive frames of one face, each at or above the threshold, before it is "
                         f"live; None: {DEFAULT_LIVE_FRAMES} for a camera, video, stream or folder, 1 for one "
                         "still image")
     parser.add_argument("--headless", action="store_true", help="no window: one JSON line per frame on stdout")
     parser.add_argument("--output", type=str, default=None, metavar="VIDEO",
                         help="also write the annotated frames to this .mp4 (mp4v); None: no video")
-    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames; None: at the end of the source")
+    parser.add_argument("--max-frames", type=argtypes.integer, default=None, help="stop after this many frames; None: at the end of the source")
     parser.add_argument("--loop", action="store_true", help="repeat a video or image folder forever")
-    parser.add_argument("--width", type=int, default=None, help="requested camera capture width; None: the driver's")
-    parser.add_argument("--height", type=int, default=None, help="requested camera capture height; None: the driver's")
+    parser.add_argument("--width", type=argtypes.integer, default=None, help="requested camera capture width; None: the driver's")
+    parser.add_argument("--height", type=argtypes.integer, default=None, help="requested camera capture height; None: the driver's")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
 
 

@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from tla_edge.cli import argtypes
 from tla_edge.data import datasets
@@ -36,10 +35,10 @@ from tla_edge.train.report import Selection
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``evaluate`` flags."""
-    parser.add_argument("data", type=Path, metavar="DATA", help="crops folder (tla-edge prepare) or, with --raw, a dataset")
+    parser.add_argument("data", type=argtypes.path, metavar="DATA", help="crops folder (tla-edge prepare) or, with --raw, a dataset")
     parser.add_argument(
         "--model",
-        type=Path,
+        type=argtypes.path,
         action="append",
         default=None,
         metavar="MODEL",
@@ -72,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="several .tflite --model: derive their fused threshold at the EER of the fused scores on DATA, "
         "report at it, and store it in each model's metadata (extra.fusion) for the runtime",
     )
-    parser.add_argument("--out", type=Path, required=True, metavar="REPORT_DIR", help="folder for the report files")
+    parser.add_argument("--out", type=argtypes.path, required=True, metavar="REPORT_DIR", help="folder for the report files")
     parser.add_argument("--force", action="store_true", help="overwrite report files in REPORT_DIR")
     parser.add_argument("--limit", type=argtypes.positive_int, default=None, metavar="N", help="evaluate N images, evenly spread (None: all)")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH", help="face detector (--raw)")

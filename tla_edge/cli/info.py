@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
+from tla_edge.cli import argtypes
 from tla_edge.runtime import modelinfo
 from tla_edge.runtime.modelinfo import describe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``info`` flags."""
-    parser.add_argument("model", type=Path, metavar="MODEL.tflite",
+    parser.add_argument("model", type=argtypes.path, metavar="MODEL.tflite",
                         help="the TFLite model to inspect; 'short' or 'full' for a bundled face detector")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument(

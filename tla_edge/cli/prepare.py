@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -80,8 +79,8 @@ def parse_scales(text: str) -> list[float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``prepare`` flags."""
-    parser.add_argument("data", type=Path, metavar="DATA", help="dataset folder or CSV manifest")
-    parser.add_argument("--out", type=Path, required=True, metavar="CROPS", help="crops folder to write")
+    parser.add_argument("data", type=argtypes.path, metavar="DATA", help="dataset folder or CSV manifest")
+    parser.add_argument("--out", type=argtypes.path, required=True, metavar="CROPS", help="crops folder to write")
     parser.add_argument(
         "--layout",
         type=str,

@@ -35,14 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="camera index, picamera2, a video file or URL, an image folder or an image")
     parser.add_argument("--label", type=str, required=True, metavar="real|print|replay|SPECIES",
                         help="what is presented: real (bona fide) or an attack species")
-    parser.add_argument("--out", type=Path, required=True, metavar="DATA",
+    parser.add_argument("--out", type=argtypes.path, required=True, metavar="DATA",
                         help="recording folder (created; appended to when it holds a recording)")
     parser.add_argument("--subject", type=str, default="", help="who is presented (a name or number; kept in the manifest)")
     parser.add_argument("--session", type=str, default="", help="capture session, e.g. 01 (light, day, place)")
     parser.add_argument("--every", type=argtypes.positive_int, default=1, metavar="K",
                         help="look at every K-th source frame only (neighbouring frames are near copies)")
     stop = parser.add_argument_group("when to stop (default: the source's end; a camera needs one of these)")
-    stop.add_argument("--seconds", type=float, default=None, help="stop after this many seconds")
+    stop.add_argument("--seconds", type=argtypes.number, default=None, help="stop after this many seconds")
     stop.add_argument("--frames", type=argtypes.positive_int, default=None, help="stop after keeping this many frames")
     parser.add_argument("--all-frames", action="store_true",
                         help="keep every frame, without checking for one usable face")

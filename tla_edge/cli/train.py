@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
+from tla_edge.cli import argtypes
 from tla_edge.train import history
 from tla_edge.train.options import Recipe, resolve_default_weights
 from tla_edge.train.recipe import train
@@ -29,17 +29,17 @@ from tla_edge.train.recipe import train
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``train`` flags."""
-    parser.add_argument("crops", type=Path, metavar="CROPS", help="folder written by tla-edge prepare")
-    parser.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="output model folder")
+    parser.add_argument("crops", type=argtypes.path, metavar="CROPS", help="folder written by tla-edge prepare")
+    parser.add_argument("--out", type=argtypes.path, required=True, metavar="MODEL_DIR", help="output model folder")
     parser.add_argument("--arch", type=str, choices=("mobilenetv2", "resnet34"), default="mobilenetv2",
                         help="architecture")
-    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
-    parser.add_argument("--input-size", type=int, default=None,
+    parser.add_argument("--alpha", type=argtypes.number, default=1.0, help="MobileNetV2 width multiplier")
+    parser.add_argument("--input-size", type=argtypes.integer, default=None,
                         help="model input side in pixels (default: the crops' size; else crops are resized)")
     parser.add_argument("--weights", type=str, default="imagenet",
                         help="'imagenet', 'none' (train from scratch), 'default' (fine-tune the bundled model: "
                         "its architecture, width, input size and crop scale, and a short recipe) or a .weights.h5 file")
-    parser.add_argument("--scale", type=float, default=None,
+    parser.add_argument("--scale", type=argtypes.number, default=None,
                         help="crop scale to train on (needed when CROPS holds several)")
     parser.add_argument("--sessions", type=str, default=None,
                         help="use only these comma-separated sessions (e.g. train on one, test on another)")
@@ -48,30 +48,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="hold out this session for validation (default: the last of >= 2 sessions)")
     val.add_argument("--val-subjects", type=str, default=None,
                      help="hold out these comma-separated subjects for validation")
-    val.add_argument("--val-random", type=float, default=None, metavar="FRACTION",
+    val.add_argument("--val-random", type=argtypes.number, default=None, metavar="FRACTION",
                      help="random frame split with this validation fraction (leaks; debugging only)")
-    parser.add_argument("--epochs", type=int, default=None,
+    parser.add_argument("--epochs", type=argtypes.integer, default=None,
                         help="phase-1 epochs (head on cached features), or all epochs with --weights none "
                         "(None: 10; 2 with --weights default)")
-    parser.add_argument("--fine-tune-epochs", type=int, default=None,
+    parser.add_argument("--fine-tune-epochs", type=argtypes.integer, default=None,
                         help="phase-2 epochs, 0 skips phase 2 (None: 10; 3 with --weights default)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size")
-    parser.add_argument("--lr", type=float, default=None,
+    parser.add_argument("--batch-size", type=argtypes.integer, default=32, help="batch size")
+    parser.add_argument("--lr", type=argtypes.number, default=None,
                         help="phase-1 learning rate (default 1e-4; from scratch 1e-3 RMSprop / 1e-2 SGD)")
-    parser.add_argument("--fine-tune-lr", type=float, default=1e-5, help="phase-2 learning rate")
-    parser.add_argument("--fine-tune-at", type=int, default=100, help="first base layer trained in phase 2")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience (epochs)")
+    parser.add_argument("--fine-tune-lr", type=argtypes.number, default=1e-5, help="phase-2 learning rate")
+    parser.add_argument("--fine-tune-at", type=argtypes.integer, default=100, help="first base layer trained in phase 2")
+    parser.add_argument("--seed", type=argtypes.integer, default=0, help="random seed")
+    parser.add_argument("--patience", type=argtypes.integer, default=5, help="early-stopping patience (epochs)")
     parser.add_argument("--monitor", type=str, choices=("val_loss", "val_auc"), default="val_loss",
                         help="validation figure for early stopping and the kept (best) epoch")
-    parser.add_argument("--target-apcer", type=float, default=0.05,
+    parser.add_argument("--target-apcer", type=argtypes.number, default=0.05,
                         help="APCER of the second operating point kept in the metadata")
     parser.add_argument("--strategy", type=str, choices=("default", "mirrored"), default="default",
                         help="tf.distribute strategy")
     parser.add_argument("--mixed-precision", type=str, choices=("auto", "on", "off"), default="auto",
                         help="mixed_float16 (auto: on a GPU only)")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    parser.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS",
+    parser.add_argument("--label-smoothing", type=argtypes.number, default=0.0, metavar="EPS",
                         help="targets 1 - EPS/2 and EPS/2 instead of 1 and 0: bounded, less over-confident scores "
                         "whose validation threshold carries better to a new session")
     parser.add_argument("--force", action="store_true", help="overwrite an existing MODEL_DIR")

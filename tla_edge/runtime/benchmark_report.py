@@ -40,9 +40,9 @@ def file_facts(path: Path) -> dict[str, Any]:
 
 def model_facts(path: Path) -> dict[str, Any]:
     """What the JSON says about a liveness model: file facts, I/O dtypes and shape, float tensors."""
-    from tla_edge.runtime import modelinfo as tflite_info
+    from tla_edge.runtime import modelinfo
 
-    info = tflite_info.inspect_model(path)
+    info = modelinfo.inspect_model(path)
     return {
         "name": path.stem,
         **file_facts(path),

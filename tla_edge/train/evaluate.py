@@ -73,7 +73,7 @@ class Scorer:
     def describe(self) -> dict[str, Any]:
         """What metrics.json records about the model."""
         return {
-            "path": str(self.path),
+            "path": metadata_lib.portable_path(self.path),
             "kind": self.kind,
             "architecture": self.meta.architecture,
             "input_size": list(self.meta.input_size),

@@ -134,12 +134,12 @@ def format_summary(summary: dict[str, Any], out: Path | str) -> str:
     lines = [
         f"prepared {summary['images']} images into {out}",
         f"  computed now      {summary['processed']}  (kept from a previous run: {summary['resumed']})",
-        f"  crops per scale   "
+        "  crops per scale   "
         + ", ".join(f"{s}: {n}" for s, n in summary["crops_per_scale"].items()),
         f"  images with crops {summary['sources_with_crops']}  "
         + "  ".join(f"{k} {v}" for k, v in summary["per_class"].items()),
-        f"  attack species    " + (", ".join(f"{k} {v}" for k, v in summary["per_species"].items()) or "-"),
-        f"  sessions          " + (", ".join(f"{k or '?'}: {v}" for k, v in summary["per_session"].items()) or "-"),
+        "  attack species    " + (", ".join(f"{k} {v}" for k, v in summary["per_species"].items()) or "-"),
+        "  sessions          " + (", ".join(f"{k or '?'}: {v}" for k, v in summary["per_session"].items()) or "-"),
         f"  skipped           no face {summary['no_face']}, corrupt {summary['corrupt']}, errors {summary['errors']}"
         + ("  (" + ", ".join(f"{k} {v}" for k, v in skipped_per_class.items()) + ")" if skipped_per_class else ""),
         f"  time              {format_duration(summary['time_s'])}"

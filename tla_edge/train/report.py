@@ -20,6 +20,7 @@ import numpy as np
 
 from tla_edge import fileio, metrics
 from tla_edge.errors import UserError
+from tla_edge.runtime.metadata import portable_path
 from tla_edge.runtime.pipeline import LIVE, SPOOF
 
 OUTPUT_FILES = (
@@ -177,10 +178,10 @@ def build_report(ev: Evaluated, threshold: float, scorers: Sequence[Any], data: 
         "corrupt": len(ev.corrupt),
         "corrupt_files": ev.corrupt,
         "threshold_source": threshold_source,
-        "model": " + ".join(str(s.path) for s in scorers),
+        "model": " + ".join(portable_path(s.path) for s in scorers),
         "models": [s.describe() for s in scorers],
         "fusion": "mean of scores" if len(scorers) > 1 else None,
-        "data": str(data),
+        "data": portable_path(data),
         "mode": "raw (device pipeline, image-mode detector, no smoothing)" if raw else "crops",
         "split": selection.split,
         "sessions": selection.sessions,
