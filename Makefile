@@ -10,15 +10,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Device side only: LiteRT, MediaPipe (brings OpenCV), NumPy. No TensorFlow.
+# Device side only: LiteRT (the face detector too), OpenCV, NumPy. No TensorFlow, no MediaPipe.
 install-runtime: $(BIN)/python
 	$(BIN)/pip install -q -e ".[runtime]"
 
-# Everything: runtime + training/conversion + tests. tensorflow-model-optimization
+# Everything: runtime + the opt-in MediaPipe detector (so the tests compare both
+# backends) + training/conversion + tests. tensorflow-model-optimization
 # pins absl-py~=1.2, which conflicts with mediapipe's absl-py~=2.3, so it goes
 # in last with --no-deps (its other dependencies are in the train extra).
 install-dev: $(BIN)/python
-	$(BIN)/pip install -q -e ".[runtime,train,dev]"
+	$(BIN)/pip install -q -e ".[runtime,mediapipe,train,dev]"
 	$(BIN)/pip install -q --no-deps "tensorflow-model-optimization==0.8.1"
 
 quickstart: install-runtime

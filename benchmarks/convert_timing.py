@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tla_edge import fileio
+from tla_edge.cli import argtypes
 from tla_edge.errors import UserError
 
 
@@ -42,7 +43,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="the merged JSON (convert_<model>.json)")
     p.add_argument("--work", type=Path, default=None, help="where the .tflite files go (default: a temp folder)")
     p.add_argument("--bench-frames", type=int, default=100, help="timed frames per model")
-    p.add_argument("--threads", type=int, default=1, help="liveness interpreter threads")
+    p.add_argument("--threads", type=argtypes.threads, default=1, help="liveness interpreter threads")
     p.add_argument("--qat-target", type=str, default="teacher", choices=("labels", "teacher"),
                    help="passed to tla-edge convert")
     p.add_argument("--qat-epochs", type=int, default=2, help="passed to tla-edge convert")

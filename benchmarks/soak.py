@@ -59,6 +59,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from tla_edge.cli import argtypes
 from tla_edge.host import current_rss_mb, host_kind, package_versions, peak_rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
@@ -386,7 +387,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--model", type=str, default=None,
                    help="liveness .tflite; default: the bundled model, else a built MobileNetV2-0.35-160")
     p.add_argument("--detector", type=str, choices=("short", "full"), default="short", help="face detector")
-    p.add_argument("--threads", type=int, default=None, help="liveness interpreter threads")
+    p.add_argument("--threads", type=argtypes.threads, default=None, help="liveness interpreter threads")
     p.add_argument("--out", type=str, default=None,
                    help="result JSON; default benchmarks/results/soak_<host-kind>.json")
     p.add_argument("--force", action="store_true", help="overwrite --out")

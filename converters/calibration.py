@@ -99,6 +99,7 @@ def load_crop_set(
     what: str = "calibration",
     resize: bool = False,
     subjects: str | Iterable[str] | None = None,
+    crop_rule: str | None = None,
 ) -> Any:
     """Reads a crops folder through :func:`tla_edge.data.crops.load_crops`, with clear errors.
 
@@ -112,6 +113,8 @@ def load_crop_set(
       resize: resize crops of another size to ``input_size`` the way
         ``tla-edge train --input-size`` does, instead of refusing them.
       subjects: keep only these subjects (None: all).
+      crop_rule: the model's crop rule (its metadata's ``crop_rule``); None
+        when the folder holds one rule at that scale.
 
     Returns:
       The :class:`tla_edge.data.crops.CropSet`.
@@ -143,7 +146,7 @@ def load_crop_set(
                 f"{what} crops in '{crops_dir}' are at crop scale {scales[0]:g} but the model was "
                 f"trained at {float(scale):g}; prepare crops with --scales {float(scale):g}"
             )
-    crops = crops_lib.load_crops(crops_dir, scale=scale, sessions=sessions, subjects=subjects)
+    crops = crops_lib.load_crops(crops_dir, scale=scale, sessions=sessions, subjects=subjects, crop_rule=crop_rule)
     if input_size is not None:
         got = tuple(int(v) for v in crops.images.shape[1:3])
         want = tuple(int(v) for v in input_size)
@@ -170,6 +173,7 @@ def calibration_set(
     sessions: str | Iterable[str] | None = None,
     resize: bool = False,
     subjects: str | Iterable[str] | None = None,
+    crop_rule: str | None = None,
 ) -> CalibrationSet:
     """Draws calibration crops from a prepared crops folder, stratified by class and species.
 
@@ -182,6 +186,7 @@ def calibration_set(
       sessions: draw only from these sessions (None: all).
       resize: resize crops of another size (see :func:`load_crop_set`).
       subjects: draw only from these subjects (None: all).
+      crop_rule: the model's crop rule (None: the folder's only one at that scale).
 
     Returns:
       The :class:`CalibrationSet` (uint8 crops; normalise them with
@@ -193,7 +198,7 @@ def calibration_set(
     """
     if int(n) < 1:
         raise ValueError(f"calibration sample count {n!r} is not >= 1")
-    crops = load_crop_set(crops_dir, scale, input_size, sessions, "calibration", resize, subjects)
+    crops = load_crop_set(crops_dir, scale, input_size, sessions, "calibration", resize, subjects, crop_rule)
     strata = strata_of(crops.labels, crops.species)
     idx = stratified_indices(strata, n, seed)
     counts: dict[str, int] = {}
@@ -374,7 +379,7 @@ def crop_sets(meta: metadata_lib.ModelMetadata, calib_dir: Path | None, val_dir:
     size = tuple(meta.input_size)
     holdout = held_out(meta, crops.val_session, crops.val_subjects, val_dir)
     val = load_crop_set(
-        val_dir, meta.crop_scale, size, what="validation", resize=crops.resize,
+        val_dir, meta.crop_scale, size, what="validation", resize=crops.resize, crop_rule=meta.crop_rule,
         **holdout.filters(held_out=True),
     )
     val_desc = f"'{val_dir}' {holdout.describe()}" + (
@@ -388,7 +393,7 @@ def crop_sets(meta: metadata_lib.ModelMetadata, calib_dir: Path | None, val_dir:
     if needs_int8:
         calib = calibration_set(
             calib_dir, crops.calib_samples, crops.seed, meta.crop_scale, size,
-            resize=crops.resize, **train_filters,
+            resize=crops.resize, crop_rule=meta.crop_rule, **train_filters,
         )
         log(f"calibrating on {len(calib.labels)} of {calib.available} crops of '{calib_dir}' "
             f"{train_desc} "

@@ -134,7 +134,7 @@ def train_qat(source: Source, crops: CropSets, qat: QatOptions, seed: int,
     meta = source.meta
     train = calibration_lib.load_crop_set(
         crops.calib_dir, meta.crop_scale, tuple(meta.input_size), what="QAT training",
-        resize=resize, **crops.train_filters,
+        resize=resize, crop_rule=meta.crop_rule, **crops.train_filters,
     )
     return qat_lib.qat_model(
         source.model, meta, train.images, train.labels, qat.epochs,
@@ -285,6 +285,7 @@ def build_report(source: Source, crops: CropSets, models: list[dict[str, Any]], 
         "source": {"file": metadata_lib.portable_path(source.path), "sha256": source.sha256,
                    "bytes": source.path.stat().st_size,
                    "threshold": meta.threshold, "crop_scale": meta.crop_scale,
+                   "crop_rule": meta.crop_rule,
                    "input_size": list(meta.input_size), "architecture": meta.architecture},
         "validation": {"crops_dir": metadata_lib.portable_path(crops.val_dir), "part": crops.holdout.describe(),
                        "source": crops.holdout.source, "crops": int(len(crops.val.labels))},

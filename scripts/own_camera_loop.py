@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     crops, model_dir, int8 = args.work / "crops", args.work / "model", args.work / "fine_tuned_int8.tflite"
     from tla_edge.runtime import metadata
 
-    scale = metadata.load(default_model).crop_scale  # crops at the default model's scale
-    wall = sh(["prepare", str(rec), "--out", str(crops), "--scales", f"{scale:g}", "--quiet"], log)
+    dmeta = metadata.load(default_model)  # crops at the default model's scale and crop rule
+    wall = sh(["prepare", str(rec), "--out", str(crops), "--scales", f"{dmeta.crop_scale:g}",
+               "--crop-rule", dmeta.crop_rule, "--quiet"], log)
     steps["prepare"] = {"wall_s": round(wall, 1)}
     if args.default_weights is None:
         weights = ["--weights", "default"]

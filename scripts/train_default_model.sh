@@ -71,8 +71,10 @@ done
 if [ "${#models[@]}" -gt 1 ]; then
   echo "[default-model] fused threshold: EER of the mean int8 score on the held-out subjects" >&2
   model_args=(); for m in "${models[@]}"; do model_args+=(--model "$m"); done
-  "$PY" -m tla_edge.cli evaluate "$CROPS" "${model_args[@]}" --subjects "$VAL_SUBJECTS" --store-fusion \
-    --out "$OUT/fusion_validation" --force
+  "$PY" -m tla_edge.cli evaluate "$CROPS" "${model_args[@]}" --subjects "$VAL_SUBJECTS" \
+    --store-fusion "$OUT/fused" --out "$OUT/fusion_validation" --force
+  fused=(); for m in "${models[@]}"; do fused+=("$OUT/fused/${m##*/}"); done
+  models=("${fused[@]}")  # the copies carrying the fused threshold are the ones bundled
 fi
 
 "$PY" - "$OUT/$primary/model.keras" "$OUT/liveness_default.weights.h5" <<'EOF'

@@ -2,8 +2,9 @@
 
 Floors, from the ground up: shared helpers (errors, fileio, metrics, thresholds,
 host, progress) -> runtime/ -> data/ -> train/, converters/ -> cli/. A floor
-imports only its own floor and the floors below it, inside functions too;
-TensorFlow is never imported at module level; no module imports another's
+imports only its own floor and the floors below it, inside functions too
+(train/ may import runtime/, data/ and the helpers); TensorFlow and onnxruntime
+are never imported at module level; no module imports another's
 private ``_name``. The checks read the source (``ast``), so they see imports
 that a test run would never execute.
 """
@@ -29,7 +30,9 @@ REEXPORTS = {"tla_edge.pipeline", "tla_edge.sources"}
 FLOOR = {"helpers": 0, "runtime": 1, "data": 2, "train": 3, "converters": 3, "cli": 4}
 # (importer, imported) edges allowed against the floors, with why. Keep it empty if you can.
 ALLOWED_EDGES: dict[tuple[str, str], str] = {}
-HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization")
+# Never imported at module level (the runtime must stay light; onnxruntime runs the
+# Silent-Face teacher on the workstation only, the 'teacher' extra).
+HEAVY = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "onnxruntime")
 
 
 # --- reading the tree -------------------------------------------------------------
@@ -242,7 +245,7 @@ def test_the_raspberry_pi_example_imports_only_the_device_side():
     assert not wrong, "\n".join(wrong)
 
 
-# --- (d) TensorFlow only inside functions ----------------------------------------------------
+# --- (d) TensorFlow and onnxruntime only inside functions -------------------------------------
 
 
 def test_no_tensorflow_at_module_level():
@@ -259,6 +262,18 @@ def test_no_tensorflow_at_module_level():
             if heavy:
                 wrong.append(f"{path.relative_to(REPO)}:{node.lineno} imports {', '.join(heavy)} at module level")
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_teacher_sits_on_the_train_floor():
+    # the Silent-Face teacher is workstation-only: train/, importing onnxruntime inside functions
+    module = "tla_edge.train.teacher"
+    assert floor_of(module) == "train"
+    found = {target.split(".")[0] for target, _, _ in imports(module)}
+    assert "onnxruntime" in found, "the teacher no longer imports onnxruntime (inside a function)"
+    # training side only: nothing a device runs imports it, not even inside a function
+    device = [f"{m}:{line}" for m in MODULES if floor_of(m) in ("helpers", "runtime", "reexport")
+              for target, _, line in imports(m) if target.split(".")[0] == "onnxruntime"]
+    assert not device, f"device-side modules import onnxruntime: {device}"
 
 
 # --- the checks themselves -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from tla_edge.errors import UserError
 
@@ -49,6 +49,58 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """True when two names reach one file: the same inode where both exist, else the same resolved path."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_outputs(
+    outputs: Mapping[str, str | os.PathLike | None],
+    inputs: Mapping[str, str | os.PathLike | None] | Iterable[tuple[str, str | os.PathLike | None]] | None = None,
+    force: bool = False,
+) -> None:
+    """The one check of a command's output paths: none is an input or another output, each is writable.
+
+    ``--force`` allows replacing an earlier output, never an input, and never
+    lets two outputs of one run write the same file.
+
+    Args:
+      outputs: what each output is called (``"--out"``, ``"--out's sidecar"``) -> its path; None: not written.
+      inputs: the same for the files and folders read (``"--model"``, ``"DATA"``); a mapping or
+        ``(name, path)`` pairs (several ``--model``).
+      force: whether existing outputs may be replaced (see :func:`check_writable`).
+
+    Raises:
+      UserError: ``--report 'm.tflite' is the input --model; expected a file that is not an input``, or
+        ``--out and --report are both 'x.json'; expected different files``, or a :func:`check_writable` refusal.
+    """
+    check_distinct(outputs, inputs)
+    for path in outputs.values():
+        if path is not None:
+            check_writable(path, force)
+
+
+def check_distinct(
+    outputs: Mapping[str, str | os.PathLike | None],
+    inputs: Mapping[str, str | os.PathLike | None] | Iterable[tuple[str, str | os.PathLike | None]] | None = None,
+) -> None:
+    """:func:`check_outputs` without the writability check (for a command that checks that itself)."""
+    named_out = [(k, v) for k, v in outputs.items() if v is not None]
+    pairs = (inputs or {}).items() if isinstance(inputs, Mapping) or inputs is None else inputs
+    named_in = [(k, v) for k, v in pairs if v is not None]
+    for i, (name, path) in enumerate(named_out):
+        for in_name, in_path in named_in:
+            if same_file(path, in_path):
+                raise UserError(f"{name} '{path}' is the input {in_name}; expected a path that is not an "
+                                "input (inputs are never changed, --force or not)")
+        for other_name, other in named_out[:i]:
+            if same_file(path, other):
+                raise UserError(f"{other_name} and {name} are both '{path}'; expected different files")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path beside ``path``; renames it over ``path`` on success.
@@ -81,8 +133,16 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes ``text`` (UTF-8) to ``path`` through a temporary file and a rename."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
+    """Writes ``text`` (UTF-8) to ``path`` through a temporary file and a rename.
+
+    A file name that is not UTF-8 (Python holds its bytes as lone surrogates) is
+    written back as its own bytes, so a report naming it is never lost at the end.
+    """
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        data = text.encode("utf-8", "backslashreplace")
+    return write_bytes_atomic(path, data)
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
@@ -105,3 +165,44 @@ def signals_blocked() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def write_files_atomic(files: Mapping[str | os.PathLike, bytes]) -> list[Path]:
+    """Writes several files all or nothing: every one staged under a temporary name, then all renamed.
+
+    A failure while staging leaves nothing changed; the renames run with
+    SIGINT, SIGTERM and SIGHUP held back, and a rename that fails undoes the
+    renames before it where they created a new file.
+
+    Returns:
+      The paths written, in the order given.
+    """
+    staged: list[tuple[Path, Path]] = []
+    done: list[Path] = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
+            staged.append((Path(tmp), path))
+        existed = {path for _, path in staged if path.exists()}
+        with signals_blocked():
+            try:
+                for tmp, path in staged:
+                    os.replace(tmp, path)
+                    done.append(path)
+            except OSError:
+                for path in done:
+                    if path not in existed:
+                        path.unlink(missing_ok=True)
+                raise
+    finally:
+        for tmp, _ in staged:
+            if tmp.exists():
+                tmp.unlink()
+    return [Path(p) for p in files]

@@ -175,19 +175,29 @@ def verdict(
     auc: float | None,
     floor: float,
     max_error: float,
+    threshold: float | None = None,
 ) -> list[str]:
     """Why no threshold serves; an empty list when the chosen one does.
 
-    ``edge`` is the chosen threshold before :func:`centre_in_gap`: for the
-    BPCER rule, the lowest bona fide score still accepted.
+    ``edge`` is the chosen threshold before :func:`centre_in_gap` (for the
+    BPCER rule, the lowest bona fide score still accepted); ``threshold`` the
+    one that would be written (None: ``edge``). Centring moves a threshold
+    down, so the floor is checked on the lower of the two, and a threshold a
+    model cannot hold (outside (0, 1): 1.0 makes no face live) never serves.
     """
+    written = edge if threshold is None else threshold
     reasons = []
     if auc is not None and auc <= 0.5:
         reasons.append(f"bona fide frames score below the attack frames (AUC {auc:.3f} <= 0.5)")
-    if edge < floor:
+    if min(edge, written) < floor:
         reasons.append(
-            f"the threshold {edge:.4f} is below the floor {floor:g}: the model scores this camera's "
+            f"the threshold {min(edge, written):.4f} is below the floor {floor:g}: the model scores this camera's "
             "real faces as spoofs, and a threshold that low accepts most attacks"
+        )
+    if not 0.0 < written < 1.0:
+        reasons.append(
+            f"the threshold {written:.4f} is not strictly between 0 and 1 (at 1 no face is ever live): "
+            "the scores leave no room for one, e.g. attacks scoring 1.0"
         )
     other = apcer if rule == "bpcer" else bpcer
     name = "APCER" if rule == "bpcer" else "BPCER"

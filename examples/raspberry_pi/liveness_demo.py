@@ -8,7 +8,7 @@
     python liveness_demo.py --headless --url http://door.local/unlock
 
 :func:`on_live` runs once each time a *live* decision has held for
-``--hold-frames`` consecutive frames; any other decision (spoof, no face,
+``--hold-frames`` consecutive frames; any other decision (pending, spoof, no face,
 face too small or cut off, error) re-arms it, so liveness fails closed. Edit
 it to do what your kiosk needs. Everything else is tla-edge's own frame loop
 (:mod:`tla_edge.runtime.loop`, the one ``tla-edge demo`` runs), with the same flags.

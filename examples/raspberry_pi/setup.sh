@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Sets up tla-edge on a Raspberry Pi 4/5 (Raspberry Pi OS Bookworm 64-bit) or
-# any 64-bit Linux: a venv, the runtime extra (no TensorFlow), and a
-# self-check that runs one bundled sample frame through the whole pipeline.
+# any 64-bit Linux: a venv, the runtime extra (no TensorFlow, no MediaPipe: the
+# face detector runs through LiteRT on every board), and a self-check that runs
+# one bundled sample frame through the whole pipeline.
 #
 #   examples/raspberry_pi/setup.sh                 # venv in ~/tla-edge-venv
 #   examples/raspberry_pi/setup.sh --venv DIR --apt --edgetpu
+#   examples/raspberry_pi/setup.sh --mediapipe     # + the opt-in MediaPipe detector (Pi 5 only)
 #
 # Safe to run again: it reuses the venv and reinstalls tla-edge from this checkout.
 set -euo pipefail
@@ -13,25 +15,29 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 VENV=$HOME/tla-edge-venv
 APT=0
 EDGETPU=0
+MEDIAPIPE=0
 SYSTEM_SITE=auto
 CHECK=1
 PYTHON=${PYTHON:-python3}
-# What OpenCV's and MediaPipe's native libraries load; Raspberry Pi OS Lite
-# lacks them. EGL and GLES are MediaPipe's only: added below where it runs.
+# What OpenCV's native libraries load; Raspberry Pi OS Lite lacks them. EGL and
+# GLES are MediaPipe's only: added below with --mediapipe.
 APT_PACKAGES=(python3-venv python3-pip libgl1 libglib2.0-0 libxcb1)
 SONAMES=(libGL.so.1 libglib-2.0.so.0 libxcb.so.1)
-# The arm64 CPU features (/proc/cpuinfo) mediapipe 1.x needs (tla_edge.runtime.cpu.ARMV82_FEATURES):
-# a Pi 5 (Cortex-A76) has them; a Pi 4 (Cortex-A72, ARMv8.0) does not, and its
-# face detector runs through LiteRT instead (the same BlazeFace, same boxes).
+# The arm64 CPU features (/proc/cpuinfo) mediapipe 1.x needs (tla_edge.runtime.cpu.ARMV82_FEATURES),
+# checked only with --mediapipe: a Pi 5 (Cortex-A76) has them; a Pi 4 (Cortex-A72,
+# ARMv8.0) does not, and mediapipe stops there with SIGILL. The default detector
+# (LiteRT, the same BlazeFace, same boxes) needs none of them.
 MEDIAPIPE_FEATURES=(aes sha2 crc32 atomics asimddp fphp asimdhp asimdrdm lrcpc)
 
 usage() {
     cat <<EOF
-usage: $0 [--venv DIR] [--apt] [--edgetpu] [--system-site-packages | --no-system-site-packages] [--skip-check]
+usage: $0 [--venv DIR] [--apt] [--edgetpu] [--mediapipe] [--system-site-packages | --no-system-site-packages] [--skip-check]
 
   --venv DIR                  where to create the virtual environment (default: $VENV)
-  --apt                       install the system packages OpenCV and MediaPipe need with sudo apt-get:
-                              ${APT_PACKAGES[*]} (+ libegl1 libgles2 where MediaPipe runs)
+  --apt                       install the system packages OpenCV needs with sudo apt-get:
+                              ${APT_PACKAGES[*]} (+ libegl1 libgles2 with --mediapipe)
+  --mediapipe                 also install the opt-in MediaPipe Tasks detector (tla-edge[runtime,mediapipe],
+                              for --detector-backend mediapipe); refused on a CPU it cannot run on (Pi 4)
   --edgetpu                   also check that the Coral Edge TPU delegate loads (libedgetpu1-std, see README)
   --system-site-packages      let the venv see apt's python3-picamera2 (default: when picamera2 is installed)
   --no-system-site-packages   an isolated venv even when picamera2 is installed
@@ -47,6 +53,7 @@ while [[ $# -gt 0 ]]; do
         --venv) VENV=${2:?--venv needs a directory}; shift 2 ;;
         --apt) APT=1; shift ;;
         --edgetpu) EDGETPU=1; shift ;;
+        --mediapipe) MEDIAPIPE=1; shift ;;
         --system-site-packages) SYSTEM_SITE=yes; shift ;;
         --no-system-site-packages) SYSTEM_SITE=no; shift ;;
         --skip-check) CHECK=0; shift ;;
@@ -62,21 +69,17 @@ case "$pyver" in 3.10|3.11|3.12) ;; *) die "$PYTHON is Python $pyver; expected 3
 say "$(uname -m), Python $pyver, $(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME")"
 [[ $(uname -m) == armv7l ]] && die "this is a 32-bit OS (armv7l); ai-edge-litert needs 64-bit Raspberry Pi OS (aarch64)"
 
-# --- the face detector backend this board gets
-BACKEND=mediapipe
-cpu_features=$(grep -m1 '^Features' /proc/cpuinfo 2>/dev/null | cut -d: -f2 || true)
-if [[ $(uname -m) == aarch64 && -n $cpu_features ]]; then
-    lacking=()
-    for f in "${MEDIAPIPE_FEATURES[@]}"; do
-        [[ " $cpu_features " == *" $f "* ]] || lacking+=("$f")
-    done
-    if ((${#lacking[@]} > 0)); then
-        BACKEND=litert
-        say "this CPU lacks ${lacking[*]}: mediapipe 1.x cannot run on it (a Pi 4's Cortex-A72);" \
-            "the face detector will run through LiteRT (--detector-backend auto picks it)"
+# --- the opt-in MediaPipe detector (the default, LiteRT, runs on every board)
+if [[ $MEDIAPIPE == 1 ]]; then
+    cpu_features=$(grep -m1 '^Features' /proc/cpuinfo 2>/dev/null | cut -d: -f2 || true)
+    if [[ $(uname -m) == aarch64 && -n $cpu_features ]]; then
+        lacking=()
+        for f in "${MEDIAPIPE_FEATURES[@]}"; do
+            [[ " $cpu_features " == *" $f "* ]] || lacking+=("$f")
+        done
+        ((${#lacking[@]} == 0)) || die "this CPU lacks ${lacking[*]}: mediapipe 1.x cannot run on it" \
+            "(a Pi 4's Cortex-A72); drop --mediapipe, the default LiteRT detector gives the same boxes"
     fi
-fi
-if [[ $BACKEND == mediapipe ]]; then
     APT_PACKAGES+=(libegl1 libgles2)
     SONAMES+=(libEGL.so.1 libGLESv2.so.2)
 fi
@@ -106,6 +109,10 @@ fi
 say "installing tla-edge[runtime] from $REPO"
 "$VENV/bin/python" -m pip install -q --upgrade pip
 (cd "$REPO" && "$VENV/bin/python" -m pip install -q -r examples/raspberry_pi/requirements.txt)
+if [[ $MEDIAPIPE == 1 ]]; then
+    say "installing the mediapipe extra (tla-edge[runtime,mediapipe])"
+    (cd "$REPO" && "$VENV/bin/python" -m pip install -q ".[runtime,mediapipe]")
+fi
 # The same version number may hide newer code in the checkout: reinstall it.
 (cd "$REPO" && "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps .)
 

@@ -82,3 +82,62 @@ def test_closed_stdout_is_one_line_exit_2(argv):
     assert lines == [f"tla-edge {argv[0]}: error: standard output is closed; expected somewhere to write the "
                      "results (redirect it to a file, or to /dev/null to discard them)"]
     assert "Traceback" not in r.stderr
+
+
+# --- thread counts (issue 18, item 8) -------------------------------------------
+
+THREAD_FLAGS = [("bench", "--threads"), ("demo", "--threads"), ("evaluate", "--num-threads"),
+                ("calibrate", "--num-threads")]
+
+
+@pytest.mark.parametrize("command,flag", THREAD_FLAGS)
+@pytest.mark.parametrize("value", ["0", "65", "30000", "2147483648", "two"])
+def test_thread_flags_are_bounded_1_to_64(capsys, command, flag, value):
+    # 30000 made LiteRT segfault without a word and 2**31 raised a traceback.
+    extra = [] if command in ("bench", "demo") else ["data"]
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, *extra, flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {flag}: '{value}' is not a thread count; expected an integer in [1, 64]" in err
+
+
+def test_thread_type_accepts_the_range_ends():
+    from tla_edge.cli import argtypes
+
+    assert (argtypes.threads("1"), argtypes.threads("64")) == (1, 64)
+
+
+# --- outputs that are inputs or each other (issue 18, item 5) ----------------------------
+
+SAME_PATH_CASES = [
+    # calibrate --report M.tflite --force wrote JSON over the input model, then said it was unchanged
+    (["calibrate", "data", "--model", "m.tflite", "--out", "new.tflite", "--report", "m.tflite", "--force"],
+     "--report 'm.tflite' is the input --model"),
+    (["calibrate", "data", "--model", "m.tflite", "--out", "m.tflite.json", "--force"],
+     "--out 'm.tflite.json' is the input --model's sidecar"),
+    (["calibrate", "data", "--model", "m.tflite", "--out", "x.tflite", "--report", "x.tflite"],
+     "--out and --report are both 'x.tflite'; expected different files"),
+    (["evaluate", "data", "--raw", "--model", "m.tflite", "--out", "data"], "--out 'data' is the input DATA"),
+    (["bench", "--model", "m.tflite", "--json", "m.tflite", "--force"], "--json 'm.tflite' is the input --model"),
+    (["demo", "--source", "m.tflite", "--output", "m.tflite", "--headless"], "--output 'm.tflite' is the input --source"),
+    (["record", "--source", "data", "--out", "data", "--label", "real", "--headless"], "--out 'data' is the input --source"),
+]
+
+
+@pytest.mark.parametrize("argv,expected", SAME_PATH_CASES, ids=lambda v: v[0] if isinstance(v, list) else "")
+def test_no_command_writes_over_an_input_or_twice_into_one_file(tmp_path, monkeypatch, capsys, argv, expected):
+    import shutil
+
+    from conftest import FIXTURES
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    shutil.copy(FIXTURES / "tiny_int8.tflite", "m.tflite")
+    shutil.copy(FIXTURES / "tiny_int8.tflite.json", "m.tflite.json")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("m.*")}
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tla-edge {argv[0]}: error: {expected}") and "\n" not in err
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("m.*")} == before
+    assert not (tmp_path / "x.tflite").exists()

@@ -18,7 +18,7 @@ from tla_edge import cli  # noqa: E402
 
 from tla_edge.runtime import loop, overlay  # noqa: E402
 from tla_edge.runtime.faces import FaceBox  # noqa: E402
-from tla_edge.runtime.pipeline import DECISIONS, LivenessResult  # noqa: E402
+from tla_edge.runtime.pipeline import DECISIONS, SCORED, LivenessResult  # noqa: E402
 from tla_edge.runtime.sources import Frame  # noqa: E402
 
 TIMINGS = {"detect": 4.0, "crop": 0.5, "invoke": 2.0, "total": 7.0}
@@ -100,7 +100,8 @@ def test_result_record_is_json_with_the_documented_keys():
     assert none["faces"] == [] and none["score"] is None and none["is_live"] is False
 
 
-@pytest.mark.parametrize("decision,colour", [("live", overlay.GREEN), ("spoof", overlay.RED), ("face_cut_off", overlay.YELLOW)])
+@pytest.mark.parametrize("decision,colour", [("live", overlay.GREEN), ("pending", overlay.BLUE),
+                                            ("spoof", overlay.RED), ("face_cut_off", overlay.YELLOW)])
 def test_overlay_box_colour_on_a_bgr_copy(decision, colour):
     f = frame()
     before = f.rgb.copy()
@@ -260,8 +261,9 @@ def test_threshold_flag_decides(run_cli, nuaa_folder, tiny_tflite):
     dk = [json.loads(line) for line in out_k.splitlines()]
     assert d0 == ["live"] * 6 + ["no_face"]
     assert d1 == ["spoof"] * 6 + ["no_face"]
-    # a folder is a stream: the first frame never decides alone, whatever its score
-    assert dk[0]["decision"] == "spoof" and dk[0]["raw_score"] >= 1e-9
+    # a folder is a stream: the first frame never decides alone, whatever its score;
+    # at or above the threshold it is pending, not spoof, and never live
+    assert dk[0]["decision"] == "pending" and dk[0]["raw_score"] >= 1e-9 and dk[0]["is_live"] is False
 
 
 @pytest.mark.parametrize(
@@ -510,7 +512,6 @@ def test_missing_model_file(run_cli, nuaa_folder, tmp_path):
         (("--threshold", "1.5"), "--threshold 1.5 is not strictly between 0 and 1"),
         (("--smoothing", "0"), "--smoothing 0 is not >= 1"),
         (("--max-frames", "-3"), "--max-frames -3 is not >= 1"),
-        (("--threads", "0"), "--threads 0 is not >= 1"),
         (("--output", "out.gif"), "output 'out.gif' is not a video file name; expected one ending in "
                                   ".mp4, .m4v, .mov, .avi, .mkv"),
     ],
@@ -521,5 +522,25 @@ def test_bad_flag_values(run_cli, flags, expected):
 
 def test_every_decision_name_is_known_to_the_overlay():
     for d in DECISIONS:
-        text, colour = overlay.label_of(result(d, 0.5 if d in ("live", "spoof") else None))
-        assert text and colour in (overlay.GREEN, overlay.RED, overlay.YELLOW)
+        text, colour = overlay.label_of(result(d, 0.5 if d in SCORED else None))
+        assert text and colour in (overlay.GREEN, overlay.BLUE, overlay.RED, overlay.YELLOW)
+    # pending has its own label and colour, apart from live, spoof and the non-responses
+    assert overlay.label_of(result("pending", 0.921)) == ("PENDING 0.92", overlay.BLUE)
+    assert len({overlay.GREEN, overlay.BLUE, overlay.RED, overlay.YELLOW}) == 4
+
+
+def test_quickstart_samples_say_pending_not_spoof(run_cli):
+    # `make quickstart`: the bundled pair on the sample frames, a folder, so a stream
+    # of live_frames=3; 01_person.jpg scores 0.92 over the threshold 0.907 on its first
+    # frame: pending (not live yet), never spoof.
+    golden = json.loads((Path(__file__).resolve().parents[1] / "golden" / "bundled_samples.json").read_text())
+    code, out, err = run_cli("--headless", "--source", "samples")
+    assert code == 0, err
+    records = {r["name"]: r for r in map(json.loads, out.splitlines())}
+    first = records["01_person.jpg"]
+    assert first["raw_score"] >= golden["threshold"]
+    assert first["decision"] == "pending" and first["is_live"] is False
+    for r in records.values():
+        if r["raw_score"] is not None and r["raw_score"] >= golden["threshold"] and not r["is_live"]:
+            assert r["decision"] == "pending", r
+    assert re.search(r"decisions: .*pending \d", err), err

@@ -101,6 +101,34 @@ def test_no_threshold_serves_when_real_scores_below_attacks_or_floor():
     assert rep["serves"]
 
 
+def test_the_floor_is_checked_on_the_threshold_written_after_centring():
+    # the edge 0.1 meets the floor 0.1, but centring in the gap below it gave 0.0625, and that was written
+    real = [0.025, 0.1, 0.3, 0.5, 0.7, 0.9, 0.95, 0.96, 0.97, 0.98]
+    rep = calibration.calibration_report(_scored(real, []), "bpcer", 0.1, previous=0.5, floor=0.1)
+    assert (rep["threshold_edge"], rep["threshold"]) == (0.1, pytest.approx(0.0625))
+    assert not rep["serves"]
+    assert rep["reasons"][0].startswith("the threshold 0.0625 is below the floor 0.1")
+
+
+def test_a_threshold_of_one_never_serves():
+    # every frame scored 1.0: the threshold 1.0 was written, and the written model then could not load
+    rep = calibration.calibration_report(_scored([1.0] * 20, []), "bpcer", 0.01, previous=0.5)
+    assert rep["threshold"] == 1.0 and not rep["serves"]
+    assert rep["reasons"] == ["the threshold 1.0000 is not strictly between 0 and 1 (at 1 no face is ever live): "
+                              "the scores leave no room for one, e.g. attacks scoring 1.0"]
+
+
+def test_the_summary_says_which_rows_named_missing_images():
+    from tla_edge.cli.calibrate import format_summary
+
+    rep = calibration.calibration_report(_scored([0.9] * 40, []), "bpcer", 0.01, previous=0.5)
+    rep.update(data="rec", model="m.tflite", dataset_notes=[
+        "1 CSV rows name files missing on disk and were skipped (first: line 42 'real/x.jpg')"])
+    lines = format_summary(rep, Path("out.tflite")).splitlines()
+    assert lines[0].startswith("tla-edge calibrate: 'm.tflite' on 'rec': 40 of 40 frames scored")
+    assert lines[1] == "  dataset: 1 CSV rows name files missing on disk and were skipped (first: line 42 'real/x.jpg')"
+
+
 def test_two_class_rules_need_both_classes():
     with pytest.raises(UserError, match=r"has only real frames \(3\) and no attack frames; --at eer needs both"):
         calibration.calibration_report(_scored([0.6, 0.7, 0.8], []), "eer", None, previous=0.5)

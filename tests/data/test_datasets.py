@@ -286,3 +286,49 @@ def test_manifest_that_is_not_utf8_names_the_file(tmp_path):
     for call in (crops_lib.read_manifest, crops_lib.is_crops_dir):
         with pytest.raises(UserError, match=r"crops manifest '.*manifest.csv' is not UTF-8 text"):
             call(crops)
+
+
+def test_a_huge_image_reads_as_unreadable_so_datasets_count_it(tmp_path):
+    # prepare, evaluate and calibrate count None as "unreadable"; a header claiming
+    # 100000x100000 px was a cv2.error traceback that ended the whole run.
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"\x00" * 50)) + chunk(b"IEND", b""))
+    (tmp_path / "huge.png").write_bytes(png)
+    assert datasets.read_image_rgb(tmp_path / "huge.png") is None
+
+
+def test_filter_records_refuses_subjects_and_sessions_it_does_not_have():
+    # `evaluate --subjects 0001,nobody` ignored the typo and evaluated 0001 alone
+    recs = [datasets.Record(Path(f"{s}_{n}.jpg"), "real", "", s, "01", "") for s in ("0001", "0002") for n in range(2)]
+    assert len(datasets.filter_records(recs, subjects="1")) == 2  # "1" is "0001"
+    with pytest.raises(UserError, match=r"^--subjects names 'nobody', in none of the 4 images; expected some of: 0001, 0002$"):
+        datasets.filter_records(recs, subjects="0001,nobody")
+    with pytest.raises(UserError, match=r"^--sessions names '03', in none of the 4 images; expected some of: 01$"):
+        datasets.filter_records(recs, sessions="03")
+
+
+@pytest.mark.parametrize("label", ["banana", "live", "Real", "1"])
+def test_crops_manifest_label_outside_the_vocabulary_names_the_line(tmp_path, label):
+    # a crops label other than real/attack counted as attack
+    root = make_crops(tmp_path / "crops")
+    text = (root / "manifest.csv").read_text().splitlines()
+    text[3] = text[3].replace(",attack,", f",{label},", 1) if ",attack," in text[3] else text[3].replace(",real,", f",{label},", 1)
+    (root / "manifest.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(UserError, match=rf"^crops manifest '.*manifest.csv' line 4: label '{label}' is not real or attack"):
+        crops_lib.load_crops(root, scale=2.7)
+
+
+def test_load_crops_refuses_subjects_and_sessions_it_does_not_have(tmp_path):
+    # `evaluate --subjects 0001,nobody` on a crops folder evaluated 0001 alone
+    root = make_crops(tmp_path / "crops")
+    with pytest.raises(UserError, match=r"^--subjects names 'nobody', in none of the 4 crops; expected some of: 0001, 0002$"):
+        crops_lib.load_crops(root, scale=2.7, subjects="0001,nobody")
+    with pytest.raises(UserError, match=r"^--sessions names '07', in none of the 4 crops; expected some of: 01, 02$"):
+        crops_lib.load_crops(root, scale=2.7, sessions="07")
+

@@ -204,3 +204,99 @@ def test_refuses_a_crops_folder_and_reads_a_recording_through_its_manifest(tmp_p
         + recording.manifest_line({"path": "real/a/x.png", "label": "real", "subject": "a", "session": "07"}))
     assert datasets.detect_layout(data) == "csv"
     assert [(r.subject, r.session) for r in datasets.load_dataset(data)] == [("a", "07")]
+
+
+# --- one manifest reader, one label vocabulary (issue 18, items 9, 10, 11) ----------------
+
+
+def _recording(out: Path, frames: int = 2) -> Path:
+    rec = recording.Recorder(out, "real", "", "s1", "01", "fake", "cam", fmt="png")
+    recording.record(_frames(frames), rec, detector=None)
+    return out
+
+
+def test_appending_to_a_manifest_with_a_one_column_row_is_refused_by_line(tmp_path, capsys):
+    out = _recording(tmp_path / "rec")
+    with open(out / "manifest.csv", "a") as f:
+        f.write("stray\n")
+    # was a TypeError traceback from the summary, after the frames were recorded
+    with pytest.raises(UserError, match=r"^CSV '.*manifest.csv' line 4 has 1 column\(s\); expected 11 \(path,label,"):
+        recording.check_out_dir(out)
+    with pytest.raises(UserError, match=r"line 4 has 1 column"):
+        recording.recording_summary(out)
+
+
+def test_record_labels_are_read_back_as_written():
+    # `--label 1` was filed as attack species "1" while the CSV reader takes 1 as real
+    assert recording.parse_label("1") == ("real", "")
+    assert recording.parse_label("bona-fide") == ("real", "")
+    assert recording.parse_label("0") == ("attack", "attack")
+    assert recording.parse_label("print_attack") == ("attack", "print")
+    for text in ("real", "1", "live", "print", "0", "spoof", "print_attack", "banana"):
+        label, species = recording.parse_label(text)
+        read_label, read_species = datasets.parse_label(label)
+        assert (read_label, species or read_species or "attack") == (label, species or "attack")
+
+
+def test_a_manifest_with_a_non_utf8_byte_is_refused_not_read_as_folders(tmp_path):
+    out = _recording(tmp_path / "rec")
+    (out / "manifest.csv").write_bytes((out / "manifest.csv").read_bytes().replace(b"cam", b"c\xe9m", 1))
+    # was read as the folder layout: subjects and sessions gone
+    with pytest.raises(UserError, match=r"^CSV '.*manifest.csv' is not UTF-8 text \(byte 0xe9 at offset \d+\)"):
+        datasets.load_dataset(out)
+
+
+def test_duplicated_manifest_rows_are_refused_with_their_lines(tmp_path):
+    out = _recording(tmp_path / "rec")
+    lines = (out / "manifest.csv").read_text().splitlines(keepends=True)
+    (out / "manifest.csv").write_text("".join(lines + lines[1:2]))
+    with pytest.raises(UserError, match=r"^CSV '.*' lines 2 and 4 list 'real/s1/01_.*\.png' twice; expected each image once$"):
+        datasets.load_dataset(out)
+
+
+def test_rows_naming_missing_images_are_counted_and_named(tmp_path):
+    out = _recording(tmp_path / "rec", frames=3)
+    rows = _rows(out)
+    (out / rows[1]["path"]).unlink()
+    data = datasets.load_dataset(out)
+    assert len(data) == 2 and data.missing == 1
+    assert data.notes == [f"1 CSV rows name files missing on disk and were skipped (first: line 3 '{rows[1]['path']}')"]
+
+
+# --- two writers, one folder (issue 18, item 4) ---------------------------------------------
+
+
+def test_two_runs_started_in_the_same_second_get_different_run_ids(tmp_path):
+    # run ids were to the second: two runs collided on file names, one frame replaced another
+    ids = {recording.Recorder(tmp_path / "rec", "real", "", "", "", "fake", "cam").run_id for _ in range(20)}
+    assert len(ids) == 20
+
+
+def test_a_second_writer_into_one_folder_is_refused_and_the_first_keeps_its_frames(tmp_path):
+    out = tmp_path / "rec"
+    first = recording.Recorder(out, "real", "", "s1", "01", "fake", "cam", fmt="png")
+    second = recording.Recorder(out, "attack", "print", "s1", "01", "fake", "cam", fmt="png")
+    frame = next(_frames(1)).rgb
+    first.write(frame, "f0")
+    with pytest.raises(UserError, match=r"^--out '.*rec' is being written by another tla-edge record \(lock "):
+        second.write(frame, "g0")
+    first.write(frame, "f1")
+    first.close()
+    second.write(frame, "g0")  # the lock is released with the first run
+    second.close()
+    rows = _rows(out)
+    assert [r["frame"] for r in rows] == ["f0", "f1", "g0"]
+    assert len({r["path"] for r in rows}) == 3 and all((out / r["path"]).is_file() for r in rows)
+
+
+def test_a_stream_that_stalls_says_the_kept_frames_are_saved(tmp_path):
+    # it ended with rc 2 and the stream's message only, as if everything was lost
+    def stalling() -> Iterator[Frame]:
+        yield from _frames(3)
+        raise UserError("stream 'rtsp://cam' delivered no frame for 5 s")
+
+    rec = recording.Recorder(tmp_path / "rec", "real", "", "", "", "fake", "cam", fmt="png")
+    with pytest.raises(UserError, match=r"^stream 'rtsp://cam' delivered no frame for 5 s; the 3 frames kept before "
+                                        r"it are saved in '.*rec' \(run the same command again to add more\)$"):
+        recording.record(stalling(), rec, detector=None)
+    assert len(_rows(tmp_path / "rec")) == 3

@@ -2,8 +2,8 @@
 
 The pure steps are checked on hand-made inputs against values worked out by
 hand; none of these tests needs mediapipe. The last layer runs the bundled
-models through LiteRT on the bundled sample frames, and compares with
-MediaPipe where it is installed.
+models through LiteRT (the default backend) on the bundled sample frames, and
+compares with MediaPipe where the opt-in mediapipe extra is installed.
 """
 
 from __future__ import annotations
@@ -230,38 +230,46 @@ def test_cpu_features_and_verdict():
     assert verdict("Linux", "armv7l", frozenset({"neon"})) is None
 
 
-@pytest.fixture()
-def fresh_auto():
-    cpu.auto_backend.cache_clear()
-    yield
-    cpu.auto_backend.cache_clear()
-
-
-def test_auto_takes_litert_without_mediapipe(monkeypatch, fresh_auto):
+def _find_spec_without_mediapipe(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(cpu.importlib.util, "find_spec",
                         lambda name, *a: None if name == "mediapipe" else real(name, *a))
-    assert cpu.auto_backend() == ("litert", "mediapipe is not installed")
+
+
+def test_auto_takes_litert_even_where_mediapipe_runs(monkeypatch):
+    monkeypatch.setattr(cpu, "this_cpu_verdict", lambda: (True, "x86_64 CPU"))
+    monkeypatch.setattr(cpu.importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(mediapipe_backend, "import_mediapipe", lambda: pytest.fail("mediapipe imported"))
+    backend, why = cpu.auto_backend()
+    assert backend == "litert" and "--detector-backend mediapipe" in why
     assert cpu.resolve_backend("auto") == "litert"
+    assert cpu.resolve_backend("mediapipe") == "mediapipe"  # asked for, installed, runs here
 
 
-def test_auto_takes_litert_on_a_pi4_cpu_without_importing_mediapipe(monkeypatch, fresh_auto):
+def test_auto_detector_is_litert():
+    with FaceDetector("short", num_threads=1) as det:
+        assert det.backend == "litert"
+
+
+def test_mediapipe_asked_for_but_absent_is_one_line_naming_the_extra(monkeypatch):
+    _find_spec_without_mediapipe(monkeypatch)
+    assert cpu.resolve_backend("auto") == "litert"
+    message = r"^detector backend 'mediapipe' needs the mediapipe extra: pip install 'tla-edge\[runtime,mediapipe\]'"
+    for ask in (lambda: cpu.resolve_backend("mediapipe"), lambda: FaceDetector("short", backend="mediapipe"),
+                mediapipe_backend.import_mediapipe):
+        with pytest.raises(UserError, match=message) as err:
+            ask()
+        assert "\n" not in str(err.value)
+
+
+def test_mediapipe_asked_for_on_a_pi4_cpu_is_refused_without_importing_it(monkeypatch):
     monkeypatch.setattr(cpu, "this_cpu_verdict", lambda: (False, "aarch64 CPU without asimddp, atomics"))
     monkeypatch.setattr(mediapipe_backend, "import_mediapipe", lambda: pytest.fail("mediapipe imported"))
     monkeypatch.setattr(cpu.importlib.util, "find_spec", lambda name, *a: object())
-    backend, why = cpu.auto_backend()
-    assert backend == "litert" and "cannot run on this aarch64 CPU without asimddp" in why
+    assert cpu.auto_backend()[0] == "litert"
     with pytest.raises(UserError, match="mediapipe 1.x cannot run on this aarch64 CPU.*--detector-backend litert"):
         cpu.resolve_backend("mediapipe")
     assert cpu.resolve_backend("litert") == "litert"
-
-
-def test_auto_probes_in_a_child_process_when_the_cpu_does_not_tell(monkeypatch, fresh_auto):
-    monkeypatch.setattr(cpu, "this_cpu_verdict", lambda: (None, "riscv64 CPU"))
-    monkeypatch.setattr(cpu.importlib.util, "find_spec", lambda name, *a: object())
-    monkeypatch.setattr(cpu, "probe_mediapipe_in_subprocess",
-                        lambda: (False, "the mediapipe test run was killed by signal 4"))
-    assert cpu.auto_backend() == ("litert", "the mediapipe test run was killed by signal 4")
 
 
 def test_unknown_backend():
@@ -292,7 +300,7 @@ def test_litert_backend_on_the_sample_frames(samples, model):
         assert face.x <= right_eye[0] < left_eye[0] <= face.x + face.width, (name, face)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mediapipe") is None, reason="mediapipe is not installed")
+@pytest.mark.skipif(cpu.mediapipe_unavailable() is not None, reason=f"{cpu.mediapipe_unavailable()}")
 @pytest.mark.parametrize("model", ["short", "full"])
 def test_litert_backend_agrees_with_mediapipe(samples, model):
     with FaceDetector(model, backend="mediapipe", policy="all") as mp, \
@@ -351,3 +359,19 @@ def test_info_reports_the_bundled_detectors_and_what_an_edgetpu_one_needs():
         assert len(dequant) == 2 and re.match(r"\d+ more DEQUANTIZE ops inside the graph", dequant[1])
         assert "detector   BlazeFace" in format_report(d)
     assert info.describe(default_liveness_model())["detector"] is None
+
+
+@pytest.mark.parametrize("num_threads", [0, 65, 30000])
+def test_runner_refuses_thread_counts_outside_1_to_64(num_threads):
+    with pytest.raises(ValueError, match=rf"num_threads {num_threads} is not an integer in \[1, 64\] or None"):
+        bf.BlazeFaceLiteRT(bundled_detector_path("short"), num_threads=num_threads)
+
+
+def test_loop_options_and_benchmark_bound_threads():
+    from tla_edge.runtime.benchmark import run_benchmark
+    from tla_edge.runtime.loop import check_options
+
+    with pytest.raises(ValueError, match=r"--threads 30000 is not an integer in \[1, 64\] or None"):
+        check_options(None, threads=30000)
+    with pytest.raises(ValueError, match=r"threads 65 is not an integer in \[1, 64\] or None"):
+        run_benchmark(None, None, [1, 65], frames=1, warmup=0, show_progress=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import subprocess
@@ -14,15 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tla_edge.runtime import faces
+from tla_edge.runtime import cpu, faces
 from tla_edge.runtime.faces import FaceBox, FaceDetector, bundled_detector_path, select_faces
 
 REPO = Path(__file__).resolve().parents[2]
 
-needs_mediapipe = pytest.mark.skipif(
-    importlib.util.find_spec("mediapipe") is None,
-    reason="mediapipe is not installed (pip install 'tla-edge[runtime]')",
-)
+MEDIAPIPE_ABSENT = cpu.mediapipe_unavailable()
+"""Why the opt-in mediapipe backend cannot run here, or None."""
+needs_mediapipe = pytest.mark.skipif(MEDIAPIPE_ABSENT is not None, reason=f"opt-in backend: {MEDIAPIPE_ABSENT}")
+
+
+@pytest.fixture(scope="module", params=["litert", "mediapipe"])
+def backend(request) -> str:
+    """Each detector backend: litert (the default) always, mediapipe where its extra is installed."""
+    if request.param == "mediapipe" and MEDIAPIPE_ABSENT is not None:
+        pytest.skip(f"opt-in backend: {MEDIAPIPE_ABSENT}")
+    return request.param
 
 
 # --- FaceBox geometry on hand-made boxes -------------------------------------
@@ -115,26 +121,29 @@ def test_bad_mode_policy_and_numbers():
         FaceDetector("short", mode="stream")
     with pytest.raises(ValueError, match=r"min_score 1.5 is not a number in \[0, 1\]"):
         FaceDetector("short", min_score=1.5)
-    with pytest.raises(ValueError, match=r"num_threads 0 is not a positive integer"):
+    with pytest.raises(ValueError, match=r"num_threads 0 is not an integer in \[1, 64\] or None"):
         FaceDetector("short", num_threads=0)
+
+
+@pytest.mark.parametrize("num_threads", [65, 30000, 2**31, 2.0, True])
+def test_thread_counts_outside_1_to_64_are_refused(num_threads):
+    # 30000 made LiteRT segfault (rc 139, no message); 2**31 overflowed into a traceback.
+    with pytest.raises(ValueError, match=rf"num_threads {num_threads!r} is not an integer in \[1, 64\] or None"):
+        FaceDetector("short", backend="litert", num_threads=num_threads)
 
 
 # --- the detector: bad inputs -------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def short_detector():
-    if importlib.util.find_spec("mediapipe") is None:
-        pytest.skip("mediapipe is not installed (pip install 'tla-edge[runtime]')")
-    with FaceDetector("short") as detector:
+def short_detector(backend):
+    with FaceDetector("short", backend=backend) as detector:
         yield detector
 
 
 @pytest.fixture(scope="module")
-def full_detector():
-    if importlib.util.find_spec("mediapipe") is None:
-        pytest.skip("mediapipe is not installed (pip install 'tla-edge[runtime]')")
-    with FaceDetector("full") as detector:
+def full_detector(backend):
+    with FaceDetector("full", backend=backend) as detector:
         yield detector
 
 
@@ -150,6 +159,26 @@ def test_bad_frame_dtype(short_detector):
         short_detector.detect(np.zeros((480, 640, 3), np.float32))
 
 
+@pytest.mark.parametrize("shape", [(1, 16385, 3), (16385, 1, 3), (10001, 10000, 3)])
+def test_a_frame_over_the_cap_is_refused_before_the_backend(shape, monkeypatch):
+    # MediaPipe aborts the whole process (SIGABRT, no message) on a side of 32,767 px:
+    # the size is checked before any backend sees the frame.
+    with FaceDetector("short", backend="litert") as det:
+        monkeypatch.setattr(det._backend, "detect", lambda *a: pytest.fail("the backend saw the frame"))
+        frame = np.broadcast_to(np.zeros(3, np.uint8), shape)  # no 300 MB allocation
+        with pytest.raises(ValueError, match=rf"^image is {shape[1]}x{shape[0]} px; expected at most 16384 px"):
+            det.detect(frame)
+
+
+def test_the_pipeline_fails_closed_on_a_frame_over_the_cap():
+    from tla_edge.runtime.pipeline import Pipeline
+
+    with Pipeline(detector_backend="litert") as pipe:
+        result = pipe.process(np.zeros((2, 16385, 3), np.uint8), 0)
+    assert (result.decision, result.is_live) == ("error", False)
+    assert result.error == "detector: image is 16385x2 px; expected at most 16384 px a side and 100 MP"
+
+
 def test_blank_frame_has_no_face(short_detector):
     assert short_detector.detect(np.zeros((120, 160, 3), np.uint8)) == []
 
@@ -160,22 +189,20 @@ def test_model_that_mediapipe_cannot_load(tmp_path):
     junk.write_bytes(b"not a flatbuffer")
     message = r"face detector model '.*junk.tflite' could not be loaded by MediaPipe"
     with pytest.raises(ValueError, match=message):
-        FaceDetector(junk)
+        FaceDetector(junk, backend="mediapipe")
 
 
-@needs_mediapipe
-def test_closed_detector_refuses_frames():
-    detector = FaceDetector("short")
+def test_closed_detector_refuses_frames(backend):
+    detector = FaceDetector("short", backend=backend)
     detector.close()
     detector.close()  # twice is fine
     with pytest.raises(RuntimeError, match="face detector is closed"):
         detector.detect(np.zeros((64, 64, 3), np.uint8))
 
 
-@needs_mediapipe
-def test_video_timestamps_must_increase():
+def test_video_timestamps_must_increase(backend):
     frame = np.zeros((64, 64, 3), np.uint8)
-    with FaceDetector("short", mode="video") as detector:
+    with FaceDetector("short", mode="video", backend=backend) as detector:
         detector.detect(frame, 100)
         message = r"timestamp_ms 100 is not greater than the previous frame's \(100\)"
         with pytest.raises(ValueError, match=message):
@@ -187,8 +214,7 @@ def test_video_timestamps_must_increase():
         detector.detect(frame)
 
 
-@needs_mediapipe
-def test_import_is_light_and_exit_is_clean():
+def test_import_is_light_and_exit_is_clean(backend):
     """No MediaPipe on import, no TensorFlow ever, no traceback at exit if never closed."""
     code = textwrap.dedent(
         """
@@ -196,12 +222,13 @@ def test_import_is_light_and_exit_is_clean():
         import numpy as np
         import tla_edge.runtime.faces as faces
         assert "mediapipe" not in sys.modules, "import tla_edge.runtime.faces loaded mediapipe"
-        detector = faces.FaceDetector("short")  # deliberately never closed
+        detector = faces.FaceDetector("short", backend=BACKEND)  # deliberately never closed
         detector.detect(np.zeros((64, 64, 3), np.uint8))
         assert "tensorflow" not in sys.modules, "the detector loaded tensorflow"
+        assert BACKEND == "mediapipe" or "mediapipe" not in sys.modules, "litert loaded mediapipe"
         print("ok")
         """
-    )
+    ).replace("BACKEND", repr(backend))
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
@@ -290,10 +317,8 @@ def test_full_range_agrees_with_short_range(short_detector, full_detector, sampl
         assert iou > 0.5, f"{path.name}: IoU {iou:.2f} between {short[0]} and {full[0]}"
 
 
-def test_policy_all_returns_faces_largest_first(nuaa_dir, sample_frames):
-    if importlib.util.find_spec("mediapipe") is None:
-        pytest.skip("mediapipe is not installed")
-    with FaceDetector("short", policy="all", min_score=0.3) as detector:
+def test_policy_all_returns_faces_largest_first(nuaa_dir, sample_frames, backend):
+    with FaceDetector("short", policy="all", min_score=0.3, backend=backend) as detector:
         for path, rgb in sample_frames[:8]:
             found = detector.detect(rgb)
             assert found, path.name
@@ -302,14 +327,12 @@ def test_policy_all_returns_faces_largest_first(nuaa_dir, sample_frames):
             assert all(f.score >= 0.3 for f in found), path.name
 
 
-def test_video_mode_on_a_sequence(nuaa_dir, short_detector):
-    if importlib.util.find_spec("mediapipe") is None:
-        pytest.skip("mediapipe is not installed")
+def test_video_mode_on_a_sequence(nuaa_dir, short_detector, backend):
     subject = nuaa_dir / "ClientRaw" / "0001"
     sequence = sorted((p for p in subject.glob("*.jpg") if _session(p) == "01"), key=_pic_no)[:15]
     assert len(sequence) == 15
-    video = FaceDetector("short", mode="video")
-    generated = FaceDetector("short", mode="video")
+    video = FaceDetector("short", mode="video", backend=backend)
+    generated = FaceDetector("short", mode="video", backend=backend)
     with video, generated:
         for i, path in enumerate(sequence):
             rgb = _read_rgb(path)
@@ -351,7 +374,8 @@ def test_quiet_native_logs_silences_fd2_only_not_python(tmp_path):
 def test_detector_finalizer_does_not_redirect_stderr(monkeypatch):
     from tla_edge.runtime import faces, mediapipe_backend
 
-    pytest.importorskip("mediapipe")
+    if MEDIAPIPE_ABSENT is not None:
+        pytest.skip(f"opt-in backend: {MEDIAPIPE_ABSENT}")
     det = faces.FaceDetector("short", backend="mediapipe")
     backend = det._backend
     assert backend is not None and backend._task is not None
@@ -365,3 +389,33 @@ def test_detector_finalizer_does_not_redirect_stderr(monkeypatch):
     monkeypatch.setattr(mediapipe_backend, "quiet_native_logs", recorder)
     det.__del__()
     assert calls == [] and det._backend is None and backend._task is None
+
+
+def test_a_box_clamped_at_the_left_or_top_edge_is_put_back_where_its_keypoints_centre_it():
+    kps = ((-10.0, 40.0), (30.0, 40.0), (10.0, 60.0), (10.0, 80.0))  # centre (10, 55): box centre (10, 63)
+    moved_in = FaceBox(0.0, 0.0, 100.0, 100.0, 0.9, kps)  # as both backends return it: clamped, size kept
+    back = faces.restore_edge_box(moved_in)
+    assert back.x == pytest.approx(-40.0) and back.y == 0.0  # 40 px cut at the left; the top is in view (63 - 50 > 0)
+    top = faces.restore_edge_box(FaceBox(20.0, 0.0, 100.0, 100.0, 0.9, tuple((x + 60, y - 60) for x, y in kps)))
+    assert top.x == 20.0 and top.y == pytest.approx(63.0 - 60.0 - 50.0)
+    assert back.width == 100.0 and back.height == 100.0
+    inside = FaceBox(5.0, 7.0, 100.0, 100.0, 0.9, kps)
+    assert faces.restore_edge_box(inside) == inside  # away from the edges: untouched
+    assert faces.restore_edge_box(FaceBox(0.0, 0.0, 50.0, 50.0)) == FaceBox(0.0, 0.0, 50.0, 50.0)  # no keypoints
+
+
+def test_a_face_cut_off_at_the_left_is_judged_like_one_cut_off_at_the_right(nuaa_dir, backend):
+    """Both backends clamp a box at 0 keeping its size: the left cut was judged on a shifted crop."""
+    from tla_edge.data.datasets import read_image_rgb
+    from tla_edge.runtime import preprocess
+
+    frame = read_image_rgb(sorted((nuaa_dir / "ClientRaw" / "0001").iterdir())[0])
+    with FaceDetector("short", mode="image", backend=backend) as det:
+        whole = max(det.detect(frame), key=lambda f: f.area)
+        left, right = int(whole.x + 0.25 * whole.width), int(whole.x + 0.75 * whole.width)  # 25 % outside
+        results = {}
+        for side, img in (("left", frame[:, left:]), ("right", frame[:, :right])):
+            found = det.detect(np.ascontiguousarray(img))
+            results[side] = (preprocess.face_problem(max(found, key=lambda f: f.area), img.shape)
+                             if found else "no_face")
+    assert results == {"left": "face_cut_off", "right": "face_cut_off"}

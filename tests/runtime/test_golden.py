@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tla_edge.errors import UserError
 from tla_edge.runtime import assets, cpu, metadata, sources
 from tla_edge.runtime.pipeline import Pipeline
 
@@ -39,20 +38,13 @@ def _int8_tolerance(model: Path) -> float:
 def runtime_absent(backend: str) -> str | None:
     """Why ``backend`` cannot run here because its runtime is absent, or None when it can.
 
-    Absent means not installed, or mediapipe on a CPU it cannot run on (ARMv8.0
-    cores stop it with SIGILL, which :func:`cpu.resolve_backend` knows first).
+    Absent means not installed (mediapipe is the opt-in ``mediapipe`` extra), or
+    mediapipe on a CPU it cannot run on (ARMv8.0 cores stop it with SIGILL,
+    which :func:`cpu.mediapipe_unavailable` knows first).
     """
     if not any(importlib.util.find_spec(m) for m in TFLITE_RUNTIMES):
         return "no TFLite runtime is installed (the 'runtime' extra)"
-    for package in BACKEND_PACKAGES[backend]:
-        if importlib.util.find_spec(package) is None:
-            return f"{package} is not installed"
-    if backend == "mediapipe":
-        try:
-            cpu.resolve_backend(backend)
-        except UserError as err:
-            return str(err)
-    return None
+    return cpu.mediapipe_unavailable() if backend == "mediapipe" else None
 
 
 def open_pipeline(backend: str) -> Pipeline:

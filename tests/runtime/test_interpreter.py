@@ -133,6 +133,21 @@ def test_metadata_embedded_round_trip(tiny_tflite, tmp_path):
     assert metadata.strip_embedded(path.read_bytes()) == tiny_tflite["int8"].read_bytes()
 
 
+def test_metadata_crop_rule_round_trip_and_default(tiny_tflite, tmp_path):
+    shift = metadata.ModelMetadata(input_size=(32, 32), crop_rule="shift")
+    assert shift.to_dict()["crop_rule"] == "shift"
+    assert metadata.ModelMetadata.from_dict(shift.to_dict()) == shift
+    # "pad" is not written, and a file without the field means "pad": older files read as before
+    pad = metadata.ModelMetadata(input_size=(32, 32))
+    assert "crop_rule" not in pad.to_dict()
+    assert metadata.ModelMetadata.from_dict(pad.to_dict()).crop_rule == "pad"
+    path = tmp_path / "shift.tflite"
+    path.write_bytes(metadata.embed(tiny_tflite["float"].read_bytes(), shift))
+    assert LivenessModel(path).meta.crop_rule == "shift"
+    with pytest.raises(ValueError, match=r"^metadata crop_rule 'padded' is not one of 'pad', 'shift'$"):
+        metadata.ModelMetadata.from_dict({**pad.to_dict(), "crop_rule": "padded"})
+
+
 def test_metadata_input_size_mismatch(tiny_tflite, tmp_path):
     path = tmp_path / "m.tflite"
     path.write_bytes(metadata.embed(tiny_tflite["float"].read_bytes(), metadata.ModelMetadata()))
@@ -164,6 +179,8 @@ def test_without_metadata_a_threshold_is_required(tiny_tflite, tmp_path):
         ("live_index", 2, r"live_index 2 is not 0 or 1"),
         ("live_index", -1, r"live_index -1 is not 0 or 1"),
         ("live_index", 0.5, r"live_index 0.5 is not 0 or 1"),
+        ("crop_rule", "mirror", r"crop_rule 'mirror' is not one of 'pad', 'shift'"),
+        ("crop_rule", 1, r"crop_rule 1 is not one of 'pad', 'shift'"),
     ],
 )
 @pytest.mark.parametrize("where", ["sidecar", "embedded"])

@@ -126,7 +126,7 @@ def test_swapped_in_photo_is_never_live(tiny_tflite):
     model = FixedModel(tiny_tflite["float"], logit=float(np.log(0.99 / 0.01)))
     pipe = Pipeline(model, FakeDetector([FACE]), threshold=0.8, smoothing=5, live_frames=3)
     decisions = [pipe.process(FRAME).decision for _ in range(4)]
-    assert decisions == [pl.SPOOF, pl.SPOOF, pl.LIVE, pl.LIVE]
+    assert decisions == [pl.PENDING, pl.PENDING, pl.LIVE, pl.LIVE]
     model.logit = 0.0  # the photo: 0.5 on its own
     r = pipe.process(FRAME)
     assert r.score == pytest.approx((4 * 0.99 + 0.5) / 5) and r.score >= 0.8
@@ -156,13 +156,52 @@ def test_first_frame_after_a_reset_never_decides_alone(tiny_tflite):
     pipe = Pipeline(model, det, live_frames=3)
     assert [pipe.process(FRAME).is_live for _ in range(3)] == [False, False, True]
     pipe.reset()
-    assert pipe.process(FRAME).decision == pl.SPOOF  # first frame after reset: not alone
+    assert pipe.process(FRAME).decision == pl.PENDING  # first frame after reset: not alone
     det.faces = [FaceBox(220, 100, 80, 80, 0.9)]  # another face: IoU 0 -> a new streak
     assert not pipe.process(FRAME).is_live
     assert not pipe.process(FRAME).is_live
     assert pipe.process(FRAME).is_live
     assert pl.DEFAULT_LIVE_FRAMES > 1
     assert Pipeline(model, FakeDetector([FACE])).smoother.live_frames == pl.DEFAULT_LIVE_FRAMES
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+def test_pending_until_k_frames_then_live_and_a_low_frame_resets_to_spoof(tiny_tflite):
+    model = FixedModel(tiny_tflite["float"])
+    pipe = Pipeline(model, FakeDetector([FACE]), threshold=0.8, smoothing=1, live_frames=3)
+    got = []
+    for score in (0.9, 0.92, 0.95, 0.97, 0.5, 0.9, 0.9, 0.9):
+        model.logit = _logit(score)
+        got.append(pipe.process(FRAME))
+    assert [r.decision for r in got] == [pl.PENDING, pl.PENDING, pl.LIVE, pl.LIVE,
+                                         pl.SPOOF, pl.PENDING, pl.PENDING, pl.LIVE]
+    assert [r.is_live for r in got] == [r.decision == pl.LIVE for r in got]
+    assert got[0].raw_score == pytest.approx(0.9) and got[0].score == pytest.approx(0.9)
+
+
+def test_pending_is_never_live_and_only_for_a_frame_at_or_above_the_threshold():
+    rng = np.random.default_rng(1)
+    for window, k in ((1, 1), (5, 3), (3, 5)):
+        s = Smoother(window, live_frames=k)
+        for score in rng.uniform(0.0, 1.0, 300):
+            out = s.update(FACE, score, 0.6)
+            decision = pl.decide(score, 0.6, out.is_live)
+            assert decision == (pl.LIVE if out.is_live else pl.PENDING if score >= 0.6 else pl.SPOOF)
+            assert (decision == pl.LIVE) == out.is_live
+    # a smoother that says live on a frame under the threshold is overruled: spoof
+    assert pl.decide(0.5, 0.6, True) == pl.SPOOF and pl.decide(0.6, 0.6, False) == pl.PENDING
+
+
+def test_the_decision_set_is_documented_in_one_place():
+    assert pl.DECISIONS == (pl.LIVE, pl.PENDING, pl.SPOOF, *pl.NON_RESPONSES)
+    assert set(pl.SCORED) | set(pl.NON_RESPONSES) == set(pl.DECISIONS)
+    assert not set(pl.SCORED) & set(pl.NON_RESPONSES)
+    src = open(pl.__file__, encoding="utf-8").read()
+    for d in pl.DECISIONS:  # each constant carries its docstring right below it
+        assert f'{d.upper()} = "{d}"\n"""' in src, d
 
 
 def test_smoothing_resets_when_the_face_is_lost(tiny_tflite):
@@ -200,6 +239,27 @@ def test_fused_models_of_one_crop_scale_share_the_crop(tiny_tflite, monkeypatch)
     assert r.decision == "live" and calls == [a, c]
 
 
+def test_a_shift_model_gets_the_shifted_crop_beside_a_pad_model(tiny_tflite):
+    """A fused pair of one scale but two crop rules: two crops, each model its own."""
+    import dataclasses
+
+    frame = np.full((240, 320, 3), 200, np.uint8)
+    face = FaceBox(0, 60, 80, 80, 0.9)  # at the left edge: the 160 px window (2.0x) starts 40 px outside
+    pad, shift = FixedModel(tiny_tflite["float"], 1.0), FixedModel(tiny_tflite["float"], 1.0)
+    shift.meta = dataclasses.replace(shift.meta, crop_rule="shift")
+    seen = {}
+
+    def recording(name, m):
+        return lambda crop: seen.setdefault(name, crop.copy()) is not None and LivenessModel.input_tensor(m, crop)
+
+    pad.input_tensor, shift.input_tensor = recording("pad", pad), recording("shift", shift)
+    r = Pipeline([pad, shift], FakeDetector([face]), threshold=0.5, live_frames=1).process(frame)
+    assert r.decision == "live" and set(seen) == {"pad", "shift"}
+    assert (seen["shift"] == 200).all()  # moved inside the frame: every pixel is the frame's
+    # centred and padded: the first quarter of the window (40 of 160 px -> 8 of 32) is PAD_VALUE
+    assert (seen["pad"][:, :6] == preprocess.PAD_VALUE).all() and (seen["pad"][:, 10:] == 200).all()
+
+
 def _pair_with_thresholds(tiny_tflite, tmp_path, fusion=None):
     """Copies of two different tiny models, own thresholds 0.3 and 0.5 (mean 0.4)."""
     import json
@@ -225,7 +285,8 @@ def test_fused_threshold_is_the_stored_one_not_the_mean(tiny_tflite, tmp_path):
     import hashlib
 
     own = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)  # no embedded zip here
-    assert record == {"models": [p.name for p in paths], "partners": own, "threshold": 0.7}
+    metas = {hashlib.sha256(p.read_bytes()).hexdigest(): metadata.metadata_sha256(metadata.load(p)) for p in paths}
+    assert record == {"models": [p.name for p in paths], "partners": own, "metadata_sha256": metas, "threshold": 0.7}
     with Pipeline(paths, FakeDetector([FACE])) as pipe:
         assert pipe.threshold == pytest.approx(0.7)  # not (0.3 + 0.5) / 2
     with Pipeline(paths[::-1], FakeDetector([FACE]), threshold=0.45) as pipe:
@@ -237,7 +298,7 @@ def test_fused_threshold_is_the_stored_one_not_the_mean(tiny_tflite, tmp_path):
     [
         None,  # no record: the mean of 0.3 and 0.5 must not be used
         lambda ps: {"partners": ["0" * 64, "1" * 64], "threshold": 0.7},  # another pair's record
-        lambda ps: metadata.fusion_record([ps[0], ps[0]], 0.7),  # names only one of them
+        lambda ps: {**metadata.fusion_record(ps, 0.7), "partners": [metadata.model_sha256(ps[0])] * 2},  # one of them twice
     ],
 )
 def test_fused_models_without_a_matching_record_need_a_threshold(tiny_tflite, tmp_path, fusion):

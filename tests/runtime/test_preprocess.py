@@ -134,3 +134,61 @@ def test_atomic_writes_refuse_overwrite_and_keep_the_umask_mode(tmp_path):
     with pytest.raises(UserError, match=r"output '.*out.json' already exists; pass --force to overwrite it"):
         fileio.check_writable(out, force=False)
     fileio.check_writable(out, force=True)
+
+
+# --- the "shift" rule: shrunk to fit, moved inside the frame, never padded -----------
+
+
+def test_shift_region_in_the_middle_is_the_pad_region():
+    assert crop_region((300, 200, 40, 60), 2.0, (H, W, 3), "shift") == (260, 170, 120, 0.0)
+    assert crop_region((300, 200, 40, 60), 2.0, (H, W, 3), "pad") == (260, 170, 120, 0.0)
+
+
+@pytest.mark.parametrize(
+    "name,box,x0,y0",
+    [
+        # a 100 px face touching each edge, 300 px window; pad would start at -100 or end 100 past the edge
+        ("left", (0, 190, 100, 100), 0, 90),
+        ("right", (540, 190, 100, 100), 640 - 300, 90),
+        ("top", (270, 0, 100, 100), 170, 0),
+        ("bottom", (270, 380, 100, 100), 170, 480 - 300),
+        ("corner", (0, 0, 100, 100), 0, 0),
+    ],
+)
+def test_shift_region_moves_inside_the_frame_at_each_edge(name, box, x0, y0):
+    assert crop_region(box, 3.0, (H, W), "shift") == (x0, y0, 300, 0.0), name
+
+
+@pytest.mark.parametrize(
+    "box,rows,cols",
+    [
+        ((0, 200, 40, 40), slice(160, 280), slice(0, 120)),  # left edge: window 0..120, not -40..80
+        ((600, 200, 40, 40), slice(160, 280), slice(520, 640)),  # right edge
+        ((300, 0, 40, 40), slice(0, 120), slice(260, 380)),  # top edge
+        ((300, 440, 40, 40), slice(360, 480), slice(260, 380)),  # bottom edge
+    ],
+)
+def test_shift_crop_at_each_edge_is_the_frame_never_padding(box, rows, cols):
+    frame = gradient_frame()
+    crop = crop_face(frame, box, scale=3.0, size=120, rule="shift")  # 120 px window -> no resize
+    np.testing.assert_array_equal(crop, frame[rows, cols])
+    assert (crop[..., 2] == 7).all()  # every pixel is the frame's (its blue is 7), none is PAD_VALUE
+
+
+def test_shift_window_larger_than_the_frame_shrinks_to_its_shorter_side():
+    h, w = 100, 160
+    # box centre (80, 50); 4 x 40 = 160 px wanted, min(160, 100, 160) = 100 px kept
+    assert crop_region((60, 30, 40, 40), 4.0, (h, w), "shift") == (30, 0, 100, 0.0)
+    yy, xx = np.mgrid[0:h, 0:w]
+    frame = np.stack([xx, yy, np.full_like(xx, 7)], axis=-1).astype(np.uint8)
+    crop = crop_face(frame, (60, 30, 40, 40), scale=4.0, size=100, rule="shift")
+    np.testing.assert_array_equal(crop, frame[0:100, 30:130])
+    # a window wider than a portrait frame: its width, moved to the left edge for a face there
+    assert crop_region((0, 60, 40, 40), 4.0, (w, h), "shift") == (0, 30, 100, 0.0)
+
+
+def test_unknown_crop_rule_is_refused():
+    with pytest.raises(ValueError, match=r"^crop rule 'mirror' is not one of 'pad', 'shift'$"):
+        crop_region((0, 0, 10, 10), 2.0, (H, W), "mirror")
+    with pytest.raises(ValueError, match=r"crop rule 'Shift' is not one of"):
+        crop_face(gradient_frame(), (0, 0, 10, 10), 2.0, 16, rule="Shift")

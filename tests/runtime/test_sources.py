@@ -442,3 +442,30 @@ def test_stream_that_cannot_be_opened_is_one_line(capfd):
         open_source(url)
     assert str(info.value).startswith(f"cannot open stream '{url}' (no answer or refused within")
     assert "Connection" not in capfd.readouterr().err  # FFmpeg's own line stays quiet
+
+
+# --- images whose header claims a huge size (issue 18, item 7) -------------------
+
+
+def test_an_image_claiming_100000_px_a_side_is_refused_before_decoding(tmp_path):
+    from test_imagesize import jpeg_header, png_header
+
+    for name, data, side in (("huge.png", png_header(100000, 100000), 100000),
+                             ("huge.jpg", jpeg_header(60000, 60000), 60000)):
+        (tmp_path / name).write_bytes(data + b"\x00" * 40)
+        expected = f"image is {side}x{side} px; expected at most 16384 px a side and 100 MP"
+        with pytest.raises(ValueError, match=rf"^{expected}$"):  # was a cv2.error traceback
+            sources.read_image_bgr(tmp_path / name)
+
+
+def test_a_huge_image_in_a_folder_is_skipped_and_listed(tmp_path):
+    from test_imagesize import TOO_LARGE, png_header
+
+    write_png(tmp_path / "a.png", solid_bgr(RED_BGR))
+    (tmp_path / "b.png").write_bytes(png_header(100000, 100000))
+    with open_source(tmp_path) as src:
+        frames = list(src)
+    assert [f.name for f in frames] == ["a.png"]
+    assert src.skipped == [("b.png", TOO_LARGE)]
+    with pytest.raises(UserError, match=rf"cannot read image '.*b.png': {TOO_LARGE}"):
+        list(open_source(tmp_path / "b.png"))

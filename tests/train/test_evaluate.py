@@ -209,7 +209,7 @@ def test_bad_models_and_data(tmp_path, crops, tiny_tflite, keras_dir, capsys):
 
 
 def test_raw_frames_through_the_pipeline(nuaa_dir, tiny_tflite, tmp_path):
-    pytest.importorskip("mediapipe", reason="the face detector needs the 'runtime' extra")
+    pytest.importorskip("ai_edge_litert", reason="the face detector (BlazeFace through LiteRT) needs the 'runtime' extra")
     data = tmp_path / "raw"
     for folder, src in ((data / "real" / "0001", nuaa_dir / "ClientRaw" / "0001"),
                         (data / "attack" / "print" / "0001", nuaa_dir / "ImposterRaw" / "0001")):
@@ -318,35 +318,159 @@ def test_evaluate_releases_its_models(crops, tiny_tflite, tmp_path, monkeypatch)
     assert len(opened) == 2 and all(m in closed and m.interpreter is None for m in opened)
 
 
-def test_store_fusion_derives_the_fused_threshold_and_the_pipeline_uses_it(crops, tiny_tflite, tmp_path, capsys):
+def _model_copies(tiny_tflite, folder: Path, kinds=("float", "int8")) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    models = []
+    for kind in kinds:
+        path = folder / f"{kind}.tflite"
+        path.write_bytes(tiny_tflite[kind].read_bytes())
+        shutil.copy(str(tiny_tflite[kind]) + ".json", str(path) + ".json")
+        models.append(path)
+    return models
+
+
+def _tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+LOOSE = ("--min-frames", "3", "--max-error", "1")  # 6 + 6 hand-made crops: the checks' own tests are below
+
+
+def test_store_fusion_writes_fused_copies_and_the_pipeline_uses_them(crops, tiny_tflite, tmp_path, capsys):
     import hashlib
 
     from tla_edge.runtime import metadata
     from tla_edge.runtime.pipeline import Pipeline
 
-    models = []
-    for kind in ("float", "int8"):
-        path = tmp_path / f"{kind}.tflite"
-        path.write_bytes(tiny_tflite[kind].read_bytes())
-        shutil.copy(str(tiny_tflite[kind]) + ".json", str(path) + ".json")
-        models.append(path)
-    out = tmp_path / "r"
-    assert run_cli(crops, "--model", models[0], "--model", models[1], "--store-fusion", "--out", out) == 0
+    models = _model_copies(tiny_tflite, tmp_path / "in")
+    before = _tree_bytes(tmp_path / "in")
+    out, fused = tmp_path / "r", tmp_path / "fused"
+    assert run_cli(crops, "--model", models[0], "--model", models[1], "--store-fusion", fused, *LOOSE,
+                   "--out", out) == 0
+    assert "(the input models are unchanged)" in capsys.readouterr().out
+    assert _tree_bytes(tmp_path / "in") == before  # never the models given
     m = json.loads((out / "metrics.json").read_text())
     rows = read_scores(out)
-    fused = np.array([float(r["score"]) for r in rows])
+    scores = np.array([float(r["score"]) for r in rows])
     labels = np.array([1 if r["label"] == "real" else 0 for r in rows])
     # independent: the EER threshold of the fused scores, recomputed from scores.csv
-    assert m["threshold"] == pytest.approx(metrics.eer(fused, labels)[1], abs=1e-6)
+    assert m["threshold"] == pytest.approx(metrics.eer(scores, labels)[1], abs=1e-6)
+    hashes = [hashlib.sha256(p.read_bytes()).hexdigest() for p in models]  # no embedded zip here
     record = {"models": ["float.tflite", "int8.tflite"],  # the order given: the first is the primary
-              "partners": sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in models),
+              "partners": sorted(hashes),
+              "metadata_sha256": {h: metadata.metadata_sha256(metadata.load(p)) for h, p in sorted(zip(hashes, models))},
               "threshold": m["threshold"]}
     assert m["fusion_record"] == record
-    for p in models:
+    copies = [fused / p.name for p in models]
+    assert sorted(x.name for x in fused.iterdir()) == ["float.tflite", "float.tflite.json", "int8.tflite",
+                                                     "int8.tflite.json"]
+    for p in copies:
         assert metadata.load(p).extra["fusion"] == record
-    with Pipeline(models, detector=object()) as pipe:
+    with Pipeline(copies, detector=object()) as pipe:
         assert pipe.threshold == pytest.approx(m["threshold"])
     assert all(r["decision"] == ("live" if float(r["score"]) >= m["threshold"] else "spoof") for r in rows)
-    # a third model, or one of them alone, is not that pair
-    assert run_cli(crops, "--model", models[0], "--store-fusion", "--out", tmp_path / "x") == 2
-    assert "--store-fusion needs two or more .tflite --model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how, message", [
+    ("none", r"--store-fusion needs explicit --model files \(two or more .tflite\); got none"),
+    ("one", r"--store-fusion needs two or more .tflite --model; got 1"),
+    ("twice", r"--model '.*float.tflite' and --model '.*float.tflite' are the same model or share a file name"),
+    ("same name", r"--model '.*in/float.tflite' and --model '.*other/float.tflite' are the same model or share"),
+    ("package", r"--store-fusion '.*assets' is inside the installed package '.*tla_edge'; expected a folder outside"),
+    ("onto input", r"--store-fusion's float.tflite '.*in/float.tflite' is the input --model"),
+])
+def test_store_fusion_refuses_before_any_work(crops, tiny_tflite, tmp_path, capsys, how, message):
+    from tla_edge.runtime import assets
+
+    models = _model_copies(tiny_tflite, tmp_path / "in")
+    other = _model_copies(tiny_tflite, tmp_path / "other", kinds=("float",))[0]
+    fused = tmp_path / "fused"
+    args = {"none": [], "one": ["--model", models[0]], "twice": ["--model", models[0], "--model", models[0]],
+            "same name": ["--model", models[0], "--model", other],
+            "package": ["--model", models[0], "--model", models[1]],
+            "onto input": ["--model", models[0], "--model", models[1]]}[how]
+    target = {"package": assets.ASSETS_DIR, "onto input": tmp_path / "in"}.get(how, fused)
+    installed = _tree_bytes(assets.ASSETS_DIR)
+    assert run_cli(crops, *args, "--store-fusion", target, *LOOSE, "--out", tmp_path / "r", "--force") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and __import__("re").match(rf"tla-edge evaluate: error: {message}", err), err
+    assert not fused.exists() and not (tmp_path / "r").exists()
+    assert _tree_bytes(assets.ASSETS_DIR) == installed
+
+
+def _swap_labels(crops_dir: Path, dest: Path) -> Path:
+    shutil.copytree(crops_dir, dest)
+    text = (dest / "manifest.csv").read_text()
+    (dest / "manifest.csv").write_text(text.replace(",real,", ",TMP,").replace(",attack,", ",real,").replace(",TMP,", ",attack,"))
+    return dest
+
+
+@pytest.mark.parametrize("case, extra, message", [
+    ("swapped", LOOSE, r"bona fide frames score below the attack frames \(AUC 0.\d+ <= 0.5\)"),
+    ("floor", ("--min-frames", "3", "--max-error", "1", "--floor", "0.99"), r"is below the floor 0.99"),
+    ("few", ("--max-error", "1"), r"6 bona fide presentations processed, fewer than --min-frames 30; "
+                                  r"6 attack presentations processed, fewer than --min-frames 30"),
+])
+def test_store_fusion_applies_calibrates_checks_and_writes_nothing(crops, tiny_tflite, tmp_path, capsys, case,
+                                                                  extra, message):
+    models = _model_copies(tiny_tflite, tmp_path / "in")
+    data = _swap_labels(crops, tmp_path / "swapped") if case == "swapped" else crops
+    fused = tmp_path / "fused"
+    assert run_cli(data, "--model", models[0], "--model", models[1], "--store-fusion", fused, *extra,
+                   "--out", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "--store-fusion: no fused threshold serves on this data" in err and "nothing written" in err
+    assert __import__("re").search(message, err), err
+    assert not fused.exists() and not (tmp_path / "r").exists()
+
+
+def test_store_fusion_is_all_or_nothing(crops, tiny_tflite, tmp_path, monkeypatch, capsys):
+    import os
+
+    models = _model_copies(tiny_tflite, tmp_path / "in")
+    fused = tmp_path / "fused"
+    real_replace, calls = os.replace, []
+
+    def failing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 3:  # the third of four renames fails (disk full, a signal, ...)
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", failing_replace)
+    assert run_cli(crops, "--model", models[0], "--model", models[1], "--store-fusion", fused, *LOOSE,
+                   "--out", tmp_path / "r") != 0
+    assert "No space left on device" in capsys.readouterr().err
+    assert len(calls) == 3 and list(fused.iterdir()) == []  # the two renamed are undone, no temp file left
+
+
+def test_store_fusion_on_an_installed_copy_of_the_bundled_models(tmp_path, monkeypatch, capsys):
+    """Every store-fusion path against a copy of the installed assets: the package is never written."""
+    from tla_edge.runtime import assets, metadata
+    from tla_edge.runtime.pipeline import Pipeline
+
+    real_dir = assets.ASSETS_DIR
+    installed = _tree_bytes(real_dir)
+    copy = Path(shutil.copytree(real_dir, tmp_path / "site" / "assets",
+                                ignore=shutil.ignore_patterns("samples", "*.h5")))
+    monkeypatch.setattr(assets, "ASSETS_DIR", copy)
+    monkeypatch.setattr(assets, "DEFAULT_LIVENESS_MODEL", copy / assets.DEFAULT_LIVENESS_MODEL.name)
+    pair = assets.default_liveness_models()
+    assert [p.parent for p in pair] == [copy, copy] and len(pair) == 2
+    copied = _tree_bytes(copy)
+    data = make_crops(tmp_path / "crops", size=160, scale="2.7", n=12)
+    fused, r = tmp_path / "fused", tmp_path / "r"
+    # no --model: refused (it stored into the installed default before)
+    assert run_cli(data, "--store-fusion", fused, "--out", r) == 2
+    # the same model twice; onto the installed folder itself
+    assert run_cli(data, "--model", pair[0], "--model", pair[0], "--store-fusion", fused, "--out", r) == 2
+    assert run_cli(data, "--model", pair[0], "--model", pair[1], "--store-fusion", copy, "--out", r, "--force") == 2
+    # the real run: both checks loosened for 12 hand-made crops; the copies are new files elsewhere
+    code = run_cli(data, "--model", pair[0], "--model", pair[1], "--store-fusion", fused, "--out", r,
+                   "--min-frames", "3", "--max-error", "1", "--floor", "0")
+    err = capsys.readouterr().err
+    assert code in (0, 2) and (code == 0 or "no fused threshold serves" in err), err
+    assert _tree_bytes(copy) == copied and _tree_bytes(real_dir) == installed
+    if code == 0:
+        with Pipeline([fused / p.name for p in pair], detector=object()) as pipe:
+            assert pipe.threshold == metadata.load(fused / pair[0].name).extra["fusion"]["threshold"]

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tla_edge import cli
+from tla_edge.errors import UserError
 
 from tla_edge.runtime import assets
 
@@ -67,6 +69,20 @@ def test_default_weights_settings_come_from_the_bundled_model(tmp_path, monkeypa
     args = parser.parse_args(["crops", "--out", "m", "--weights", "default", "--arch", "resnet34"])
     with pytest.raises(Exception, match="--weights default is a mobilenetv2 model; --arch resnet34"):
         resolve(args)
+    # explicit settings that contradict the bundled model were silently replaced by its own
+    for flags, expected in ((["--alpha", "1.0"], f"--alpha 1 contradicts --weights default (a mobilenetv2 of "
+                                                 f"alpha {bundled.extra['alpha']:g})"),
+                            (["--input-size", "96"], f"--input-size 96 contradicts --weights default (a "
+                                                     f"mobilenetv2 of input-size {bundled.input_size[0]})")):
+        args = parser.parse_args(["crops", "--out", "m", "--weights", "default", *flags])
+        with pytest.raises(UserError, match=rf"^{re.escape(expected)}; expected"):
+            resolve(args)
+    same = parser.parse_args(["crops", "--out", "m", "--weights", "default", "--alpha", str(bundled.extra["alpha"])])
+    assert resolve(same).alpha == bundled.extra["alpha"]
+    # --scale is the user's, and the note says so instead of calling it the bundled model's
+    capsys.readouterr()
+    note = resolve(parser.parse_args(["crops", "--out", "m", "--weights", "default", "--scale", "3.5"])).note
+    assert f"crop scale 3.5 (--scale; the bundled model's is {bundled.crop_scale:g})" in note
 
 
 def throwaway_default_weights(crops_dir: Path, scale: float, path: Path) -> Path:

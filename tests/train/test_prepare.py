@@ -22,7 +22,7 @@ from tla_edge.train import prepare as prepare_lib
 from tla_edge.progress import Progress, format_duration, progress
 
 cv2 = pytest.importorskip("cv2")
-pytest.importorskip("mediapipe", reason="the face detector needs the 'runtime' extra")
+pytest.importorskip("ai_edge_litert", reason="the face detector (BlazeFace through LiteRT) needs the 'runtime' extra")
 
 
 def manifest_rows(crops: Path) -> list[dict[str, str]]:
@@ -125,6 +125,58 @@ def test_resume_with_other_settings_is_refused(nuaa_crops, nuaa_dir, tmp_path, c
     assert "pass --force to recompute them" in err
 
 
+def test_crop_rule_shift_writes_its_own_folder_beside_the_padded_crops(nuaa_crops, nuaa_dir, tmp_path, capsys):
+    out = tmp_path / "crops"
+    shutil.copytree(nuaa_crops, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    args = ["prepare", str(nuaa_dir), "--out", str(out), "--scales", "2.0", "--limit", "12", "--quiet"]
+    # another rule is other crops: a resume computes them, beside the padded ones
+    assert cli.main(args + ["--crop-rule", "shift"]) == 0
+    info = prepare_json(out)
+    assert info["summary"]["processed"] == 12 and info["summary"]["crops_written"] == 12
+    assert info["summary"]["crops_per_scale"] == {"2.0": 12, "2.0_shift": 12, "3.0": 12}
+    assert set(info["settings"]["crop_rules"]) == {"pad", "shift"}
+    assert info["settings"]["crop_rules"]["pad"] == info["settings"]["crop_fingerprint"]
+    assert [r["crop_rule"] for r in info["runs"]] == ["pad", "shift"]
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # the padded crops are untouched
+    rows = manifest_rows(out)
+    shift_rows = [r for r in rows if r["crop_rule"] == "shift"]
+    assert len(shift_rows) == 12 and all(r["crop"].startswith("s2.0_shift/") for r in shift_rows)
+    assert {r["crop_rule"] for r in rows if not r["crop"].startswith("s2.0_shift/")} == {"pad"}
+    # a second shift run finds them all
+    assert cli.main(args + ["--crop-rule", "shift"]) == 0
+    assert prepare_json(out)["summary"]["processed"] == 0
+    # readers choose a rule where a scale has two
+    with pytest.raises(Exception, match=r"holds crop rules pad, shift at scale 2; choose one"):
+        crops_lib.load_crops(out, scale=2.0)
+    shifted = crops_lib.load_crops(out, scale=2.0, crop_rule="shift")
+    assert shifted.crop_rule == "shift" and len(shifted) == 12
+    assert crops_lib.load_crops(out, scale=3.0).crop_rule == "pad"
+    with pytest.raises(Exception, match=r"has no 'shift' crops at scale 3 .* --scales 3 --crop-rule shift"):
+        crops_lib.load_crops(out, scale=3.0, crop_rule="shift")
+    # the shift crop of a frame is the device's shift crop of its detected face
+    row = shifted.sources.index(shift_rows[0]["source"])
+    rgb = datasets.read_image_rgb(nuaa_dir / shift_rows[0]["source"])
+    box = tuple(float(shift_rows[0][k]) for k in ("box_x", "box_y", "box_w", "box_h"))
+    from tla_edge.runtime import preprocess
+
+    np.testing.assert_array_equal(shifted.images[row], preprocess.crop_face(rgb, box, 2.0, 160, "shift"))
+
+
+def test_resume_of_a_rule_made_by_another_version_is_refused(nuaa_crops, nuaa_dir, tmp_path, capsys):
+    out = tmp_path / "crops"
+    shutil.copytree(nuaa_crops, out)
+    info = prepare_json(out)
+    info["settings"]["crop_rules"] = {"shift": "0123456789abcdef"}
+    (out / "prepare.json").write_text(json.dumps(info))
+    args = ["prepare", str(nuaa_dir), "--out", str(out), "--scales", "2.0", "--limit", "12", "--quiet"]
+    assert cli.main(args + ["--crop-rule", "shift"]) == 2
+    assert "holds 'shift' crops made by another version of that rule" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(args + ["--crop-rule", "mirror"])
+    assert exit_info.value.code == 2 and "invalid choice: 'mirror'" in capsys.readouterr().err
+
+
 def test_crop_fingerprint_follows_the_crop_pixels(monkeypatch):
     from tla_edge.runtime import preprocess
 
@@ -133,6 +185,8 @@ def test_crop_fingerprint_follows_the_crop_pixels(monkeypatch):
     original = preprocess.crop_face
     monkeypatch.setattr(preprocess, "crop_face", lambda *a, **k: original(*a, **k) // 2)
     assert prepare_lib.crop_fingerprint() != before
+    monkeypatch.undo()
+    assert prepare_lib.crop_fingerprint("shift") not in (before, prepare_lib.crop_fingerprint())
 
 
 def write_image(path: Path, img: np.ndarray) -> None:
@@ -392,3 +446,20 @@ def test_prepare_crop_equals_the_device_crop_pixel_for_pixel(nuaa_dir, tmp_path)
             written = cv2.cvtColor(cv2.imread(str(out / row["crop"])), cv2.COLOR_BGR2RGB)
             np.testing.assert_array_equal(written, device)
             assert float(row["box_x"]) == pytest.approx(result.face.x, abs=0.005)
+
+
+def test_prepare_killed_before_its_first_manifest_is_rerun_not_refused(nuaa_crops, nuaa_dir, tmp_path, capsys):
+    # SIGKILL in the first 30 s left crops without manifest.csv, and the re-run refused the folder
+    out = tmp_path / "crops"
+    shutil.copytree(nuaa_crops, out, ignore=shutil.ignore_patterns("manifest.csv", "prepare.json"))
+    (out / "s2.0" / ".x.png.1234.tmp").write_bytes(b"half")  # a temp file the kill left behind
+    assert not (out / "manifest.csv").exists() and any(out.rglob("*.png"))
+    args = ["prepare", str(nuaa_dir), "--out", str(out), "--scales", "2.0,3.0", "--limit", "12", "--quiet"]
+    assert cli.main(args) == 0
+    assert len(manifest_rows(out)) == 24 and prepare_json(out)["summary"]["crops_written"] == 24
+    # anything else in a folder without a manifest is still refused
+    other = tmp_path / "other"
+    shutil.copytree(nuaa_crops, other, ignore=shutil.ignore_patterns("manifest.csv", "prepare.json"))
+    (other / "notes.txt").write_text("mine")
+    assert cli.main(["prepare", str(nuaa_dir), "--out", str(other), "--scales", "2.0", "--quiet"]) == 2
+    assert "is not empty and holds no manifest.csv" in capsys.readouterr().err

@@ -19,7 +19,8 @@ from tla_edge.train.split import check_classes, class_weights, split_validation
 tf = pytest.importorskip("tensorflow")
 
 
-def make_crops(root: Path, size: int = 32, per_group: int = 6, classes=("real", "attack"), scale: float = 2.7) -> Path:
+def make_crops(root: Path, size: int = 32, per_group: int = 6, classes=("real", "attack"), scale: float = 2.7,
+               rule: str = "pad") -> Path:
     """A crops folder following the prepare convention: 2 sessions x 2 subjects.
 
     Real crops are reddish, attacks bluish (plus noise): separable by colour.
@@ -29,7 +30,7 @@ def make_crops(root: Path, size: int = 32, per_group: int = 6, classes=("real", 
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     rows = []
-    sub = f"s{scale:.1f}"
+    sub = f"s{scale:.1f}" + ("" if rule == "pad" else f"_{rule}")
     (root / sub).mkdir(exist_ok=True)
     for label in classes:
         for session in ("01", "02"):
@@ -43,7 +44,7 @@ def make_crops(root: Path, size: int = 32, per_group: int = 6, classes=("real", 
                         "crop": name, "source": f"{label}/{subject}_{session}_{i}.jpg", "label": label,
                         "species": "print" if label == "attack" else "", "subject": subject,
                         "session": session, "split": "train", "scale": scale, "box_x": 10, "box_y": 10,
-                        "box_w": 20, "box_h": 20, "det_score": 0.9,
+                        "box_w": 20, "box_h": 20, "det_score": 0.9, "crop_rule": rule,
                     })
     with open(root / "manifest.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(MANIFEST_COLUMNS))
@@ -119,6 +120,16 @@ def test_augment_is_seeded_uint8_and_varies():
 # --- smoke runs through the CLI ---------------------------------------------------
 
 
+def test_train_data_carries_the_crop_rule(tmp_path):
+    from tla_edge.train.split import load_train_data
+
+    crops = make_crops(tmp_path / "crops", rule="shift")
+    data = load_train_data(crops)
+    assert data.crops.crop_rule == "shift" and data.summary["crop_rule"] == "shift"
+    with pytest.raises(UserError, match=r"has no 'pad' crops at scale 2.7 \(it holds shift\)"):
+        load_train_data(crops, crop_rule="pad")
+
+
 def _train(crops: Path, out: Path, *extra: str) -> int:
     return cli.main([
         "train", str(crops), "--out", str(out), "--arch", "mobilenetv2", "--alpha", "0.35",
@@ -155,6 +166,17 @@ def test_train_from_scratch_writes_everything(tmp_path, capsys):
     # refuses to overwrite without --force, with the path in the message
     assert _train(crops, out) == 2
     assert f"output '{out}' already exists; pass --force" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_on_shift_crops_stores_the_rule_in_the_model(tmp_path):
+    from tla_edge.runtime import metadata
+
+    crops = make_crops(tmp_path / "crops", rule="shift", per_group=3)
+    assert _train(crops, tmp_path / "model", "--epochs", "1", "--crop-rule", "shift") == 0
+    meta = metadata.load(tmp_path / "model" / "model.keras")
+    assert meta.crop_rule == "shift" and meta.extra["data"]["crop_rule"] == "shift"
+    assert json.loads((tmp_path / "model" / "metadata.json").read_text())["crop_rule"] == "shift"
 
 
 @pytest.mark.slow
@@ -236,3 +258,8 @@ def test_zero_epochs_is_refused_and_writes_nothing(tmp_path, capsys, extra, mess
     assert code == 2
     assert capsys.readouterr().err.strip() == f"tla-edge train: error: {message}"
     assert not out.exists() and not out.parent.exists()
+
+
+def test_val_subjects_refuses_a_subject_it_does_not_have():
+    with pytest.raises(UserError, match=r"^--val-subjects names 'nobody', in none of the 4 crops; expected some of: 0001, 0002$"):
+        split_validation(["01", "01", "02", "02"], ["0001", "0002", "0001", "0002"], val_subjects="0001,nobody")

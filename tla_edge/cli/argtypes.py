@@ -66,3 +66,16 @@ def threshold(text: str) -> float:
     if not 0.0 < value < 1.0:  # False for nan too
         raise argparse.ArgumentTypeError(f"{text!r} is not strictly between 0 and 1")
     return value
+
+
+def threads(text: str) -> int:
+    """An interpreter thread count: an integer in [1, 64] (more crashes LiteRT without a word)."""
+    from tla_edge.runtime.cpu import MAX_THREADS
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count; expected an integer in [1, {MAX_THREADS}]")
+    return value

@@ -14,6 +14,9 @@ detector backend: its warp, invoke, decoding and NMS on the frame). Their
 ratio to the pipeline's total is the overhead (goal: <= 1.15).
 Repeat --detector-backend to time MediaPipe and LiteRT detection side by side.
 
+Per configuration it also reports frames per second end to end (decode to
+decision) and each stage's share of that time.
+
 Results: a table on stdout, --json (schema in benchmarks/README.md) and --plot
 (per-stage distributions, needs matplotlib). Timed with time.perf_counter().
 The measurement is tla_edge.runtime.benchmark; table and plot are
@@ -57,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--threads",
-        type=argtypes.positive_int,
+        type=argtypes.threads,
         action="append",
         default=None,
         metavar="N",
@@ -75,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         choices=("auto", "mediapipe", "litert"),
         default=None,
-        help="face detector backend; repeat to compare (None: auto, MediaPipe where it runs, else LiteRT)",
+        help="face detector backend; repeat to compare (None: auto = LiteRT; mediapipe needs the mediapipe extra)",
     )
     parser.add_argument("--json", type=argtypes.path, default=None, metavar="PATH", help="write the results as JSON (None: table only)")
     parser.add_argument(
@@ -85,22 +88,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def check_outputs(json_path: Path | None, plot_path: Path | None, force: bool) -> None:
-    """Refuses bad ``--json``/``--plot`` outputs before minutes of measuring."""
-    from tla_edge.fileio import check_writable
+def check_outputs(json_path: Path | None, plot_path: Path | None, force: bool,
+                  inputs: list[tuple[str, str | os.PathLike | None]] | None = None) -> None:
+    """Refuses bad ``--json``/``--plot`` outputs before minutes of measuring (an input among them too)."""
+    from tla_edge.fileio import check_outputs as check_paths
     from tla_edge.runtime.benchmark_report import PLOT_SUFFIXES
 
-    if json_path is not None:
-        check_writable(json_path, force)
+    check_paths({"--json": json_path, "--plot": plot_path}, inputs, force)
     if plot_path is None:
         return
-    check_writable(plot_path, force)
     if importlib.util.find_spec("matplotlib") is None:
         raise missing_extra("matplotlib", "dev")
     if plot_path.suffix.lower() not in PLOT_SUFFIXES:
         raise ValueError(f"--plot '{plot_path}' has suffix '{plot_path.suffix}'; expected .png, .svg or .pdf")
-    if json_path is not None and os.path.abspath(json_path) == os.path.abspath(plot_path):
-        raise ValueError(f"--json and --plot are both '{plot_path}'; expected two different files")
+
+
+def bench_inputs(args: argparse.Namespace) -> list[tuple[str, str | os.PathLike | None]]:
+    """The files ``bench`` reads, named for :func:`tla_edge.fileio.check_outputs`."""
+    from tla_edge.runtime.benchmark import model_set
+
+    inputs = [("--source", args.source), ("--detector", args.detector)]
+    return inputs + [("--model", m) for value in args.model or () for m in model_set(value)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from tla_edge.runtime.benchmark import run_benchmark
     from tla_edge.runtime.benchmark_report import format_table, write_plot
 
-    check_outputs(args.json, args.plot, args.force)
+    check_outputs(args.json, args.plot, args.force, bench_inputs(args))
     report, samples = run_benchmark(
         args.source,
         args.model,

@@ -66,8 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH",
                         help="face detector (the one the device runs)")
     parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
-                        help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT)")
-    parser.add_argument("--num-threads", type=argtypes.positive_int, default=None, help="interpreter CPU threads")
+                        help="face detector backend: auto (LiteRT), litert, or mediapipe (the opt-in 'mediapipe' extra)")
+    parser.add_argument("--num-threads", type=argtypes.threads, default=None, help="interpreter CPU threads")
     parser.add_argument("--report", type=argtypes.path, default=None, metavar="FILE.json", help="also write the report here")
     parser.add_argument("--force", action="store_true", help="overwrite --out, its sidecar and --report")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -88,11 +88,11 @@ def run(args: argparse.Namespace) -> int:
     meta = calibration.check_model(model)
     out = Path(args.out)
     sidecar = metadata_lib.sidecar_path(out)
-    if out.resolve() == model.resolve():
-        raise UserError(f"--out '{out}' is the input model; the input is never changed: choose another name")
-    outputs = [out, sidecar] + ([args.report] if args.report is not None else [])
-    for p in outputs:
-        fileio.check_writable(p, args.force)
+    fileio.check_outputs(
+        {"--out": out, "--out's sidecar": sidecar, "--report": args.report},
+        {"--model": model, "--model's sidecar": metadata_lib.sidecar_path(model), "DATA": args.data},
+        args.force,
+    )
 
     report = calibration.calibrate_dataset(
         args.data, model, rule, target, float(meta.threshold), sessions=args.sessions, subjects=args.subjects,
@@ -132,6 +132,7 @@ def format_summary(report: dict[str, Any], written: Path | None, report_path: Pa
         + (f" ({species})" if species else "")
         + f"; {len(report['subjects'])} people, sessions {','.join(report['sessions']) or '-'}",
     ]
+    lines.extend(f"  dataset: {note}" for note in report.get("dataset_notes", ()))
     if report["no_usable_face"]:
         lines.append(f"  no usable face (not scored; the device never accepts them): {report['no_usable_face']}")
     lines.append(f"  threshold {report['threshold']:.4f} for {rule_text} (was {report['previous_threshold']:.4f})")

@@ -44,13 +44,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="live iff score >= this, strictly between 0 and 1; None: the model's own "
                         "(required for a .tflite without tla-edge metadata, and for several --model "
                         "without a stored fusion threshold)")
-    parser.add_argument("--threads", type=argtypes.integer, default=None, help="CPU threads per interpreter; None: the runtime's choice")
+    parser.add_argument("--threads", type=argtypes.threads, default=None, help="CPU threads per interpreter; None: the runtime's choice")
     parser.add_argument("--edgetpu", action="store_true", help="run the liveness model on a Coral Edge TPU")
     parser.add_argument("--detector", type=str, choices=("short", "full"), default="short",
                         help="face detector: short (within ~2 m) or full range")
     parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
-                        help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT), "
-                        "mediapipe or litert")
+                        help="face detector backend: auto (LiteRT BlazeFace), "
+                        "litert, or mediapipe (the mediapipe extra)")
     parser.add_argument("--smoothing", type=argtypes.integer, default=None,
                         help="frames whose scores are averaged per face (shown; never grants live); "
                         "None: 5 for a camera, video, stream or folder, 1 for one still image")
@@ -100,7 +100,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.headless:
         check_display()
     if args.output:
+        from tla_edge.fileio import check_distinct
+
         # Checked before the slow parts, so a refusal comes at once.
+        check_distinct({"--output": args.output},
+                       [("--source", args.source), *(("--model", m) for m in args.model or ())])
         VideoSink(args.output, force=args.force)
     for model in args.model or ():
         if not Path(model).is_file():

@@ -12,7 +12,9 @@ reported apart by class and reason (``non_response``), and an end-to-end
 figure counts it as a rejection (``end_to_end_non_response_as_rejection``).
 Several --model values are fused by averaging their scores (two-scale
 fusion); their threshold is --threshold or the fused threshold stored in
-their metadata, never the mean of their own.
+their metadata, never the mean of their own. --store-fusion FUSED_DIR derives
+that threshold on DATA and writes copies of the models carrying it into
+FUSED_DIR (never the models given, never the installed package).
 
 Writes to --out: metrics.json, report.md, scores.csv, roc.png, det.png,
 hist.png, confusion.png and worst_errors.png (crops of the data: keep the
@@ -25,9 +27,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from tla_edge.cli import argtypes
 from tla_edge.data import datasets
+from tla_edge.train import fusion
 from tla_edge.train import report as report_lib
 from tla_edge.train.evaluate import CROPS, Detection, evaluate
 from tla_edge.train.report import Selection
@@ -67,17 +71,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "without tla-edge metadata and for several --model without a stored fusion threshold)"
     )
     parser.add_argument(
-        "--store-fusion", action="store_true",
-        help="several .tflite --model: derive their fused threshold at the EER of the fused scores on DATA, "
-        "report at it, and store it in each model's metadata (extra.fusion) for the runtime",
+        "--store-fusion", type=argtypes.path, default=None, metavar="FUSED_DIR",
+        help="two or more explicit .tflite --model: derive their fused threshold at the EER of the fused scores "
+        "on DATA, check it as calibrate does (--floor, --max-error, --min-frames, AUC), report at it, and write "
+        "copies of the models carrying it (extra.fusion) into FUSED_DIR; the models given are never changed",
     )
+    parser.add_argument("--floor", type=argtypes.probability, default=fusion.DEFAULT_FLOOR,
+                        help="--store-fusion: a fused threshold below this does not serve")
+    parser.add_argument("--max-error", type=argtypes.probability, default=fusion.DEFAULT_MAX_ERROR,
+                        help="--store-fusion: the BPCER at the fused threshold must not exceed this")
+    parser.add_argument("--min-frames", type=argtypes.positive_int, default=fusion.DEFAULT_MIN_FRAMES,
+                        help="--store-fusion: fewest processed bona fide and attack presentations each")
     parser.add_argument("--out", type=argtypes.path, required=True, metavar="REPORT_DIR", help="folder for the report files")
     parser.add_argument("--force", action="store_true", help="overwrite report files in REPORT_DIR")
     parser.add_argument("--limit", type=argtypes.positive_int, default=None, metavar="N", help="evaluate N images, evenly spread (None: all)")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH", help="face detector (--raw)")
     parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
-                        help="face detector backend (--raw): auto (MediaPipe where it runs, else LiteRT), mediapipe or litert")
-    parser.add_argument("--num-threads", type=argtypes.positive_int, default=None, help="interpreter CPU threads (None: the runtime's default)")
+                        help="face detector backend (--raw): auto (LiteRT), litert, or mediapipe (the opt-in 'mediapipe' extra)")
+    parser.add_argument("--num-threads", type=argtypes.threads, default=None, help="interpreter CPU threads (None: the runtime's default)")
     parser.add_argument("--batch-size", type=argtypes.positive_int, default=64, help="batch size of a .keras model")
     parser.add_argument("--worst", type=argtypes.positive_int, default=12, help="worst false accepts and rejects shown")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -85,16 +96,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``tla-edge evaluate``; returns 0."""
+    check_paths(args)
     ev, report = evaluate(
         args.data, args.out, args.model, layout=args.layout, raw=args.raw,
         selection=Selection(args.split, args.sessions, args.subjects, args.limit),
-        threshold=args.threshold, store_fusion=args.store_fusion, force=args.force,
+        threshold=args.threshold, force=args.force,
+        store_fusion=None if args.store_fusion is None else fusion.FusionRequest(
+            Path(args.store_fusion), args.floor, args.max_error, args.min_frames),
         detection=Detection(args.detector, args.detector_backend, args.num_threads),
         num_threads=args.num_threads, batch_size=args.batch_size, show_progress=not args.quiet,
     )
     if "fusion_record" in report:
-        print(f"stored fused threshold {report['threshold']:.4f} in "
-              + ", ".join(f"'{m['path']}'" for m in report["models"]))
+        print(fusion.summary(Path(args.store_fusion), report["fusion_record"]))
     report_lib.write_report(args.out, ev, report, args.worst)
     print(report_lib.format_summary(report, args.out))
     return 0
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuses a report folder, or a report file in it, that is the data or a model (before any work)."""
+    from tla_edge.fileio import check_distinct
+    from tla_edge.runtime.metadata import sidecar_path
+    from tla_edge.train.report import OUTPUT_FILES
+
+    out = Path(args.out)
+    inputs = [("DATA", args.data)]
+    for m in args.model or ():
+        inputs += [("--model", m), ("--model's sidecar", sidecar_path(Path(m)))]
+    check_distinct({"--out": out, **{f"--out's {name}": out / name for name in OUTPUT_FILES}}, inputs)

@@ -75,9 +75,10 @@ def format_report(d: dict[str, Any]) -> str:
         lines.append(f"metadata   none ({d['metadata_source']})")
     else:
         h, w = meta["input_size"]
+        rule = f", crop_rule {meta['crop_rule']}" if meta.get("crop_rule", "pad") != "pad" else ""  # "pad": as before
         lines.append(
             f"metadata   {meta.get('format', '?')} ({d['metadata_source']}): input {h}x{w}, "
-            f"crop_scale {meta['crop_scale']}, normalization {meta['normalization']}, "
+            f"crop_scale {meta['crop_scale']}{rule}, normalization {meta['normalization']}, "
             f"output {meta['output']} (live_index {meta['live_index']}), threshold {meta['threshold']:.4g}, "
             f"architecture {meta['architecture']}"
         )

@@ -3,7 +3,9 @@
 Every image is read once and searched once by the MediaPipe face detector
 (image mode, largest face); the face is then cropped at every ``--scales``
 value by the shared :func:`tla_edge.runtime.preprocess.crop_face` and written as a PNG
-under ``OUT/s<scale>/``. ``OUT/manifest.csv`` has one row per image per scale;
+under ``OUT/s<scale>/`` (``--crop-rule pad``, the default: a square centred on
+the face, padded where it leaves the frame) or ``OUT/s<scale>_shift/``
+(``--crop-rule shift``: shrunk to fit and moved inside the frame, never padded). ``OUT/manifest.csv`` has one row per image per scale;
 ``OUT/prepare.json`` keeps the settings, the summary and every skipped image
 with its reason. Unreadable images and frames without a face are skipped and
 counted, never fatal. A second run into the same folder keeps the crops it
@@ -11,6 +13,7 @@ finds and computes only what is missing; --force recomputes everything.
 
 Example:
   tla-edge prepare ../shared/data/nuaa-train --out crops/nuaa --scales 2.7,4.0
+  tla-edge prepare ../shared/data/msu-mfsd --out crops/msu --crop-rule shift
 """
 
 from __future__ import annotations
@@ -95,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S[,S...]",
         help="crop side over the face box's longer side; several values write one subfolder each",
     )
+    parser.add_argument(
+        "--crop-rule", type=str, choices=preprocess.CROP_RULES, default=preprocess.DEFAULT_CROP_RULE,
+        help="where the crop leaves the frame: pad (centred on the face, padded) or shift (shrunk and moved "
+        "inside the frame, never padded); a model trained on these crops crops the same way on the device",
+    )
     parser.add_argument("--size", type=parse_size, default=preprocess.DEFAULT_INPUT_SIZE,
                         help=f"crop side in pixels, {MIN_SIZE} to {MAX_SIZE}")
     parser.add_argument(
@@ -102,7 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
-        help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT), mediapipe or litert",
+        help="face detector backend: auto (LiteRT), litert, or mediapipe (the opt-in 'mediapipe' extra)",
     )
     parser.add_argument("--min-score", type=argtypes.probability, default=DEFAULT_MIN_SCORE, help="smallest face detection score kept")
     parser.add_argument(
@@ -140,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         min_score=args.min_score,
         force=args.force,
         detector_backend=args.detector_backend,
+        crop_rule=args.crop_rule,
         dataset_root=plan.root,
         dataset_info=plan.info,
         show_progress=not args.quiet,

@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tla_edge import fileio
 from tla_edge.cli import argtypes
 from tla_edge.data import recording
 from tla_edge.data.datasets import MANIFEST_NAME
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--headless", action="store_true", help="no window; a progress line on stderr")
     parser.add_argument("--detector", type=str, default="short", metavar="short|full|PATH", help="face detector")
     parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
-                        help="face detector backend: auto (MediaPipe where it runs on this CPU, else LiteRT)")
+                        help="face detector backend: auto (LiteRT), litert, or mediapipe (the opt-in 'mediapipe' extra)")
     parser.add_argument("--camera-name", type=str, default=None,
                         help="camera name for the manifest (None: the device's own name, or the file name)")
     parser.add_argument("--width", type=argtypes.positive_int, default=None, help="requested camera width")
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
     session = recording.check_id("--session", args.session.strip())
     if args.seconds is not None and not args.seconds > 0:
         raise UserError(f"--seconds {args.seconds:g} is not > 0")
+    fileio.check_distinct({"--out": args.out}, {"--source": args.source})
     appending = recording.check_out_dir(args.out)
     if not args.headless:
         from tla_edge.runtime.overlay import check_display

@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=argtypes.path, required=True, metavar="MODEL_DIR", help="output model folder")
     parser.add_argument("--arch", type=str, choices=("mobilenetv2", "resnet34"), default="mobilenetv2",
                         help="architecture")
-    parser.add_argument("--alpha", type=argtypes.number, default=1.0, help="MobileNetV2 width multiplier")
+    parser.add_argument("--alpha", type=argtypes.number, default=None,
+                        help="MobileNetV2 width multiplier (None: 1.0, or the bundled model's with --weights default)")
     parser.add_argument("--input-size", type=argtypes.integer, default=None,
                         help="model input side in pixels (default: the crops' size; else crops are resized)")
     parser.add_argument("--weights", type=str, default="imagenet",
@@ -41,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "its architecture, width, input size and crop scale, and a short recipe) or a .weights.h5 file")
     parser.add_argument("--scale", type=argtypes.number, default=None,
                         help="crop scale to train on (needed when CROPS holds several)")
+    parser.add_argument("--crop-rule", type=str, choices=("pad", "shift"), default=None,
+                        help="crop rule of the crops to train on (needed when CROPS holds both at that scale); "
+                        "stored in the model, whose device crop then follows it")
     parser.add_argument("--sessions", type=str, default=None,
                         help="use only these comma-separated sessions (e.g. train on one, test on another)")
     val = parser.add_mutually_exclusive_group()
@@ -88,7 +92,7 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         print(d.note, file=sys.stderr)
     return Recipe(
         arch=args.arch, alpha=d.alpha, input_size=d.input_size, weights=d.weights, scale=d.scale,
-        sessions=args.sessions, val_session=args.val_session, val_subjects=args.val_subjects,
+        crop_rule=args.crop_rule, sessions=args.sessions, val_session=args.val_session, val_subjects=args.val_subjects,
         val_random=args.val_random, epochs=d.epochs, fine_tune_epochs=d.fine_tune_epochs,
         batch_size=args.batch_size, lr=args.lr, fine_tune_lr=args.fine_tune_lr, fine_tune_at=args.fine_tune_at,
         seed=args.seed, patience=args.patience, monitor=args.monitor, target_apcer=args.target_apcer,

@@ -127,7 +127,7 @@ def calibration_report(scored: Scored, rule: str, target: float | None, previous
         eer = metrics.eer(s, y)[0]
     # ISO/IEC 30107-3 reports the worst species' APCER.
     ap_worst = Rate(**per_species[worst]) if worst is not None else None
-    reasons = verdict(edge, rule, bp, ap_worst, auc, floor, max_error)
+    reasons = verdict(edge, rule, bp, ap_worst, auc, floor, max_error, threshold=thr)
     no_face = Counter(f"{'real' if lab == 1 else 'attack'}:{d}"
                       for d, lab, k in zip(scored.decisions, labels_all, ok) if not k)
     return {
@@ -185,7 +185,8 @@ def calibrate_dataset(
     Raises:
       UserError: no frame left after filtering, no usable face, or a class the rule needs is missing.
     """
-    records = datasets.filter_records(datasets.load_dataset(data), sessions=sessions, subjects=subjects)
+    dataset = datasets.load_dataset(data)
+    records = datasets.filter_records(dataset, sessions=sessions, subjects=subjects)
     if not records:
         raise UserError(f"dataset '{data}' has no frames for sessions={datasets.id_list(sessions)} "
                         f"subjects={datasets.id_list(subjects)}")
@@ -197,6 +198,7 @@ def calibrate_dataset(
         "model": str(model),
         "model_sha256": fileio.sha256_file(model),
         "detector": detector,
+        "dataset_notes": list(dataset.notes),  # rows naming missing images, said, not dropped silently
     })
     return report
 

@@ -76,7 +76,13 @@ def _csv_in(path: Path) -> Path | None:
         try:
             with candidate.open(newline="", encoding="utf-8-sig") as f:
                 header = next(csv.reader(f), [])
-        except (OSError, UnicodeDecodeError):
+        except UnicodeDecodeError as err:
+            if candidate.name == MANIFEST_NAME:
+                # A recording's manifest with one bad byte must not turn the folder
+                # into the folder layout (subjects and sessions gone) without a word.
+                raise UserError(_not_utf8(candidate, err)) from None
+            continue
+        except OSError:
             continue
         cols = {c.strip().lower() for c in header}
         if {"path", "label"} <= cols:
@@ -250,14 +256,15 @@ def _load_csv(path: Path) -> Dataset:
     try:
         return _read_csv(csv_path)
     except UnicodeDecodeError as err:
-        raise UserError(
-            f"CSV '{csv_path}' is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
-            "expected a UTF-8 CSV manifest"
-        ) from None
+        raise UserError(_not_utf8(csv_path, err)) from None
+
+
+def _not_utf8(csv_path: Path, err: UnicodeDecodeError) -> str:
+    return (f"CSV '{csv_path}' is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "expected a UTF-8 CSV manifest")
 
 
 def _read_csv(csv_path: Path) -> Dataset:
-    base = csv_path.parent
     data = Dataset(root=csv_path, layout="csv")
     seen: dict[Path, tuple[int, str]] = {}
     with csv_path.open(newline="", encoding="utf-8-sig") as f:
@@ -267,34 +274,54 @@ def _read_csv(csv_path: Path) -> Dataset:
             raise UserError(
                 f"CSV '{csv_path}' has columns {list(cols.values())}; expected at least path,label"
             )
-        for line_no, raw in enumerate(reader, start=2):
-            row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
-            if not row.get("path"):
+        first_missing = ""
+        for raw in reader:
+            line_no = reader.line_num
+            if not any((v or "").strip() for k, v in raw.items() if k is not None):
+                continue  # a blank line
+            record = _csv_record(csv_path, line_no, raw, cols)
+            key = Path(os.path.abspath(record.path))
+            if key in seen:
+                # listed twice, it would be scored and counted twice
+                how, expected = (("twice", "each image once") if seen[key][1] == record.label else
+                                 (f"as {seen[key][1]} and as {record.label}", "one label per image"))
+                raise UserError(f"CSV '{csv_path}' lines {seen[key][0]} and {line_no} list "
+                                f"'{raw.get(_col(cols, 'path'))}' {how}; expected {expected}")
+            seen[key] = (line_no, record.label)
+            if not record.path.is_file():
+                data.note_missing(record.path)
+                first_missing = first_missing or f"line {line_no} '{raw.get(_col(cols, 'path'))}'"
                 continue
-            try:
-                label, species = parse_label(row["label"])
-            except ValueError as err:
-                raise UserError(f"CSV '{csv_path}' line {line_no}: {err}") from None
-            if label == "attack":
-                species = row.get("species") or species or "attack"
-            img = Path(row["path"].replace("\\", "/"))
-            img = img if img.is_absolute() else base / img
-            key = Path(os.path.abspath(img))
-            if key in seen and seen[key][1] != label:
-                raise UserError(
-                    f"CSV '{csv_path}' lines {seen[key][0]} and {line_no} list '{row['path']}' as "
-                    f"{seen[key][1]} and as {label}; expected one label per image"
-                )
-            seen.setdefault(key, (line_no, label))
-            if not img.is_file():
-                data.note_missing(img)
-                continue
-            data.append(
-                Record(img, label, species, row.get("subject", ""), row.get("session", ""), row.get("split", ""))
-            )
+            data.append(record)
     if data.missing:
-        data.notes.append(f"{data.missing} CSV rows name files missing on disk and were skipped")
+        data.notes.append(f"{data.missing} CSV rows name files missing on disk and were skipped "
+                          f"(first: {first_missing})")
     return data
+
+
+def _col(cols: dict[str, str], name: str) -> str | None:
+    """The header text of the column ``name`` (headers are matched case- and space-insensitively)."""
+    return next((k for k, v in cols.items() if v == name), None)
+
+
+def _csv_record(csv_path: Path, line_no: int, raw: dict, cols: dict[str, str]) -> Record:
+    """One CSV row as a Record; a row with too few columns or an unknown label is refused by line."""
+    if raw.get(_col(cols, "label")) is None:  # csv.DictReader gives None to the columns a short row lacks
+        n = sum(v is not None for k, v in raw.items() if k is not None)
+        raise UserError(f"CSV '{csv_path}' line {line_no} has {n} column(s); expected {len(cols)} "
+                        f"({','.join(cols.values())})")
+    row = {cols[k]: (v or "").strip() for k, v in raw.items() if k is not None}
+    if not row.get("path"):
+        raise UserError(f"CSV '{csv_path}' line {line_no} has an empty path; expected an image file name")
+    try:
+        label, species = parse_label(row["label"])
+    except ValueError as err:
+        raise UserError(f"CSV '{csv_path}' line {line_no}: {err}") from None
+    if label == "attack":
+        species = row.get("species") or species or "attack"
+    img = Path(row["path"].replace("\\", "/"))
+    img = img if img.is_absolute() else csv_path.parent / img
+    return Record(img, label, species, row.get("subject", ""), row.get("session", ""), row.get("split", ""))
 
 
 def id_list(value: str | Iterable[str] | None) -> list[str] | None:
@@ -332,14 +359,34 @@ def evenly_spread(n: int, limit: int | None) -> np.ndarray:
     return np.unique(np.linspace(0, n - 1, limit).round().astype(int))
 
 
+def check_known_ids(flag: str, wanted: Sequence[str] | None, values: Sequence[str], what: str = "images") -> None:
+    """Refuses a session or subject asked for that none of ``values`` matches (a typo is not ignored).
+
+    Raises:
+      UserError: ``--subjects names 'nobody', in none of the 40 images; expected some of: 0001, 0002``.
+    """
+    have = sorted(set(values))
+    unknown = [w for w in wanted or () if not any(same_id(h, w) for h in have)]
+    if unknown:
+        shown = ", ".join(h or "''" for h in have[:20]) + (", ..." if len(have) > 20 else "")
+        raise UserError(f"{flag} names {', '.join(repr(u) for u in unknown)}, in none of the "
+                        f"{len(values)} {what}; expected some of: {shown}")
+
+
 def filter_records(
     records: Sequence[Record],
     split: str | None = None,
     sessions: str | Iterable[str] | None = None,
     subjects: str | Iterable[str] | None = None,
 ) -> list[Record]:
-    """The records of one split (None: all) and of these sessions and subjects (None: all; ``"2"`` matches ``"02"``)."""
+    """The records of one split (None: all) and of these sessions and subjects (None: all; ``"2"`` matches ``"02"``).
+
+    Raises:
+      UserError: a session or subject asked for is in none of the records (a typo is not ignored).
+    """
     want_sessions, want_subjects = id_list(sessions), id_list(subjects)
+    check_known_ids("--sessions", want_sessions, [r.session for r in records])
+    check_known_ids("--subjects", want_subjects, [r.subject for r in records])
     return [
         r
         for r in records

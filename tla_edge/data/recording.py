@@ -19,7 +19,7 @@ import csv
 import io
 import os
 import re
-import sys
+import secrets
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -29,14 +29,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from tla_edge import fileio
-from tla_edge.data.crops import is_crops_dir
-from tla_edge.data.datasets import ATTACK_WORDS, MANIFEST_NAME, REAL_WORDS, detect_layout
+from tla_edge.data.datasets import parse_label as parse_csv_label
+from tla_edge.data.recording_folder import (  # noqa: F401 - the recording's folder rules, re-exported
+    COLUMNS, LOCK_NAME, MANIFEST_NAME, check_out_dir, is_recording, lock_folder, recording_summary, repair_manifest,
+)
 from tla_edge.errors import UserError
 from tla_edge.runtime import preprocess
-
-COLUMNS = ("path", "label", "species", "subject", "session", "split",
-           "source", "camera", "resolution", "time", "frame")
-"""Columns of a recording's manifest.csv; the first six are the CSV dataset layout's."""
 
 FORMATS = ("jpg", "png")
 JPEG_QUALITY = 95
@@ -54,10 +52,15 @@ def parse_label(text: str) -> tuple[str, str]:
       UserError: the text is empty or cannot be a folder name.
     """
     value = text.strip().lower()
-    if value in REAL_WORDS:
+    # The CSV reader's vocabulary, so a label is read back as it was meant: ``1`` is
+    # real there, so it is real here too (it was filed as attack species "1").
+    try:
+        label, species = parse_csv_label(value)
+    except ValueError:
+        label, species = "attack", value
+    if label == "real":
         return "real", ""
-    if value in ATTACK_WORDS:
-        value = "attack"
+    value = species or "attack"
     if not _SAFE_ID.match(value):
         raise UserError(
             f"--label {text!r} is not real or an attack species; expected real, print, replay or "
@@ -117,72 +120,6 @@ def skipped_text(skipped: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
 
 
-# --- the recording folder --------------------------------------------------------
-
-
-def is_recording(folder: Path) -> bool:
-    """True when ``folder`` holds a manifest.csv written by ``tla-edge record``."""
-    manifest = folder / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
-    with manifest.open(newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f), [])
-    return tuple(header[: len(COLUMNS)]) == COLUMNS
-
-
-def check_out_dir(out: Path) -> bool:
-    """Checks that ``out`` may receive a recording; returns True when it already holds one.
-
-    A new or empty folder starts a recording; a folder written by ``tla-edge
-    record`` is appended to. Anything else (another dataset's layout, prepared
-    crops, unrelated files) is refused, so no dataset is mixed with new frames.
-
-    Raises:
-      UserError: ``out`` is a file, or a non-empty folder that is not a recording.
-    """
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise UserError(f"--out '{out}' is a file; expected a recording folder (new, empty or written by tla-edge record)")
-    if is_recording(out):
-        return True
-    entries = [p for p in out.iterdir() if not p.name.startswith(".")]
-    if not entries:
-        return False
-    if is_crops_dir(out):
-        what = "a crops folder written by tla-edge prepare"
-    else:
-        try:
-            what = f"a dataset of the {detect_layout(out)} layout"
-        except (UserError, FileNotFoundError):
-            what = f"{len(entries)} other files or folders"
-    raise UserError(
-        f"--out '{out}' holds {what}, not a recording; expected a new or empty folder, or one "
-        f"written by tla-edge record (its {MANIFEST_NAME} starts with {','.join(COLUMNS[:6])},...)"
-    )
-
-
-def repair_manifest(manifest: Path) -> None:
-    """Drops a torn last line (a run killed mid-write) so appended rows stay well formed."""
-    data = manifest.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data[: data.rfind(b"\n") + 1]
-        fileio.write_bytes_atomic(manifest, keep)
-        print(f"tla-edge record: warning: dropped a torn last line of '{manifest}'", file=sys.stderr)
-
-
-def recording_summary(out: Path) -> dict[str, Any]:
-    """Counts of a recording's manifest: frames per label/species, subjects and sessions."""
-    with (out / MANIFEST_NAME).open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return {
-        "frames": len(rows),
-        "per_class": dict(sorted(Counter(r["species"] or r["label"] for r in rows).items())),
-        "subjects": sorted({r["subject"] for r in rows if r["subject"]}),
-        "sessions": sorted({r["session"] for r in rows if r["session"]}),
-    }
-
-
 def camera_name(source: Any) -> str:
     """A human name of the device or file behind a source, for the manifest."""
     kind = getattr(source, "kind", "")
@@ -227,10 +164,14 @@ class Recorder:
         self.label, self.species, self.subject, self.session = label, species, subject, session
         self.source_spec, self.camera, self.fmt = source_spec, camera, fmt
         self.folder = class_folder(label, species, subject)
-        self.run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        # To the millisecond plus a random tag: two runs started in the same second
+        # (even on two machines writing one share) never pick the same file names.
+        now = datetime.now(timezone.utc)
+        self.run_id = f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z{secrets.token_hex(2)}"
         self.written = 0
         self._seq = 0
         self._manifest = out / MANIFEST_NAME
+        self._lock: Any = None
 
     def _start(self) -> None:
         (self.out / self.folder).mkdir(parents=True, exist_ok=True)
@@ -249,6 +190,9 @@ class Recorder:
 
     def write(self, rgb: np.ndarray, frame_name: str) -> Path:
         """Writes one frame (temporary name, then rename) and appends its manifest row; returns its path."""
+        if self._lock is None:  # held from the first frame until close(); record() closes at its end
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._lock = lock_folder(self.out)
         if self.written == 0:
             self._start()
         rel = self._new_name()
@@ -273,6 +217,12 @@ class Recorder:
             os.fsync(f.fileno())
         self.written += 1
         return rel
+
+    def close(self) -> None:
+        """Releases the folder's writer lock. Safe to call twice."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.close()
 
 
 # --- the recording loop -----------------------------------------------------------
@@ -366,6 +316,13 @@ def record(
                 break
     except KeyboardInterrupt:
         stopped = "interrupted"
+    except UserError as err:  # a camera or stream that stopped delivering
+        if recorder.written == 0:
+            raise
+        raise UserError(f"{err}; the {recorder.written} frames kept before it are saved in '{recorder.out}' "
+                        "(run the same command again to add more)") from err
+    finally:
+        recorder.close()
     return {
         "seen": seen,
         "looked_at": looked,

@@ -20,7 +20,7 @@ from tla_edge.data.datasets import Record, read_image_rgb
 from tla_edge.progress import Progress
 from tla_edge.runtime.faces import FaceDetector
 from tla_edge.runtime.interpreter import LivenessModel
-from tla_edge.runtime.pipeline import LIVE, SPOOF, LivenessResult, Pipeline
+from tla_edge.runtime.pipeline import SCORED, LivenessResult, Pipeline
 
 
 class ScoredFrame(NamedTuple):
@@ -105,6 +105,8 @@ def score_records(
                                  backend=detector_backend)
     pipe = None
     try:
+        # Each frame is judged alone (smoothing 1, one live frame, a reset per
+        # frame): live or spoof by its own score, never pending.
         pipe = Pipeline(list(models), face_detector, threshold=threshold, smoothing=1, live_frames=1,
                         num_threads=num_threads)
         with Progress(len(records), desc, unit="img", enabled=show_progress) as bar:
@@ -116,7 +118,7 @@ def score_records(
                 pipe.reset()
                 result = pipe.process(rgb)
                 frames.append(ScoredFrame(rec, result))
-                non_responses += result.decision not in (LIVE, SPOOF)
+                non_responses += result.decision not in SCORED
                 bar.update(postfix=f"no response {non_responses}")
     finally:
         if pipe is not None:

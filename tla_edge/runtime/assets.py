@@ -39,13 +39,21 @@ def default_liveness_models() -> list[Path]:
 
     Raises:
       FileNotFoundError: the package was installed without its assets.
+      ValueError: a malformed fusion record, or one naming a file outside the assets folder.
     """
     from tla_edge.runtime import metadata
 
     primary = default_liveness_model()
     meta = metadata.load(primary)
-    names = ((meta.extra or {}).get("fusion") or {}).get("models", []) if meta is not None else []
-    partners = [ASSETS_DIR / n for n in names if n != primary.name]
+    fusion = (meta.extra or {}).get("fusion") if meta is not None else None
+    names = fusion.get("models") if isinstance(fusion, dict) else None
+    # A record of null means no fusion (the model runs alone); anything else must name
+    # plain .tflite files beside the primary, never a path out of the assets folder.
+    if fusion is not None and not metadata.fusion_names_ok(names):
+        raise ValueError(f"bundled model '{primary}' has a malformed extra.fusion record (models {names!r}); "
+                         f"expected a list of .tflite file names inside '{ASSETS_DIR}'; reinstall tla-edge or "
+                         "pass --model")
+    partners = [ASSETS_DIR / n for n in names or () if n != primary.name]
     for p in partners:
         if not p.is_file():
             raise FileNotFoundError(f"bundled liveness model '{p}' (fused with '{primary.name}') not found; "

@@ -7,6 +7,8 @@ For each configuration the device pipeline (face detector in video mode) runs
 the warm-up frames untimed, then the timed ones; a second pass
 (:mod:`tla_edge.runtime.benchmark_raw`) times the two models alone on the same
 frames. Their ratio to the pipeline's total is the overhead (goal: <= 1.15).
+Each configuration also reports frames per second end to end (decode to
+decision: ``fps_end_to_end``) and each stage's share of that time (``stage_share``).
 Timed with time.perf_counter(); the report is the JSON schema of
 benchmarks/README.md (``tla-edge-bench/1``).
 
@@ -27,7 +29,8 @@ import numpy as np
 from tla_edge import host
 from tla_edge.errors import UserError
 from tla_edge.runtime.benchmark_raw import FRAME_INTERVAL_MS, raw_invoke_times
-from tla_edge.runtime.benchmark_report import file_facts, fused_facts, recorded_path
+from tla_edge.runtime.benchmark_report import file_facts, fused_facts, recorded_path, stage_shares
+from tla_edge.runtime.cpu import check_num_threads
 
 FORMAT = "tla-edge-bench/1"
 STAGES = ("decode", "detect", "detect_invoke", "crop", "invoke", "glue", "total")
@@ -114,10 +117,16 @@ class Configuration(NamedTuple):
 
 
 def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
-    """One ``--model`` value as its models: ``A.tflite`` or a fused set ``A.tflite+B.tflite``."""
-    if isinstance(value, (list, tuple)):
-        return tuple(Path(v) for v in value)
-    return tuple(Path(part) for part in str(value).split("+") if part)
+    """One ``--model`` value as its models: ``A.tflite`` or a fused set ``A.tflite+B.tflite``.
+
+    Raises:
+      ValueError: the value names no model (``+``, an empty text).
+    """
+    parts = value if isinstance(value, (list, tuple)) else str(value).split("+")
+    models = tuple(Path(part) for part in parts if str(part))
+    if not models:
+        raise ValueError(f"--model {str(value)!r} names no model; expected M.tflite or A.tflite+B.tflite")
+    return models
 
 
 def configurations(
@@ -159,6 +168,10 @@ def read_frames(spec: str, count: int) -> FrameSet:
     info: dict[str, Any] = {"spec": recorded_path(spec), "kind": src.kind, "live": src.kind in LIVE_KINDS}
     if info["live"]:
         return FrameSet([], src, info)
+    # The first decode pays the codec's cold start (170 ms against 10 on a sample frame): one untimed, then reopen.
+    next(iter(src), None)
+    src.close()
+    src = open_source(spec)
     frames = []
     try:
         for frame in src:
@@ -215,16 +228,23 @@ class TimedPass(NamedTuple):
     """``(index into used, face)`` of the timed frames that were scored."""
     scored_total: list[float]
     """The pipeline's total of the timed frames that were scored."""
+    end_to_end: list[float]
+    """Decode + the pipeline's total of every timed frame: decode to decision."""
 
 
 def fusion_threshold(config: Configuration) -> tuple[float | None, str | None]:
-    """``(threshold, note)`` for the pipeline: None (the models' own) unless a fused set stores none."""
-    if not config.partners:
-        return None, None
+    """``(threshold, note)`` for the pipeline: None (the models' own) unless a model or fused set stores none."""
     from tla_edge.runtime import metadata as metadata_lib
 
+    loaded = [(m, metadata_lib.load(m)) for m in config.models]
+    bare = [str(m) for m, meta in loaded if meta is None]
+    if bare:
+        # Timing does not depend on the threshold; the decision counts then do.
+        return 0.5, f"'{bare[0]}' has no tla-edge metadata: decisions at 0.5, not meaningful"
+    if not config.partners:
+        return None, None
     try:
-        metadata_lib.fused_threshold([(m, metadata_lib.load(m)) for m in config.models])
+        metadata_lib.fused_threshold(loaded)
     except (ValueError, TypeError):
         # Timing does not depend on the threshold; the decision counts then do.
         return 0.5, "no stored fusion threshold: decisions at 0.5, not meaningful"
@@ -236,7 +256,7 @@ def time_pipeline(pipe: Any, label: str, frame_set: FrameSet, frames: int, warmu
     """Runs ``warmup`` untimed then ``frames`` timed frames through the pipeline; records each stage."""
     from tla_edge.progress import Progress
 
-    timed = TimedPass({s: [] for s in STAGES}, collections.Counter(), [], [], [])
+    timed = TimedPass({s: [] for s in STAGES}, collections.Counter(), [], [], [], [])
     samples = timed.samples
     with Progress(warmup + frames, label, unit="frame", enabled=show_progress) as bar:
         for i, (frame, ts) in enumerate(frames_for(frame_set, warmup + frames)):
@@ -252,6 +272,7 @@ def time_pipeline(pipe: Any, label: str, frame_set: FrameSet, frames: int, warmu
             if "detect_invoke" in tm:
                 samples["detect_invoke"].append(tm["detect_invoke"])
             samples["total"].append(tm["total"])
+            timed.end_to_end.append(float(frame.decode_ms) + tm["total"])
             if result.raw_score is not None:
                 samples["crop"].append(tm["crop"])
                 samples["invoke"].append(tm["invoke"])
@@ -267,6 +288,7 @@ def configuration_block(config: Configuration, backend: str, frames: int, timed:
     stages = {s: stage_stats(timed.samples[s]) for s in STAGES}
     raw_stats = {k: stage_stats(v) for k, v in raw.items()}
     scored = stage_stats(timed.scored_total)
+    end_to_end = stage_stats(timed.end_to_end)
     return {
         "id": config.id,
         "model": fused_facts(config.models),
@@ -282,6 +304,9 @@ def configuration_block(config: Configuration, backend: str, frames: int, timed:
         "raw_invoke_ms": raw_stats,
         "overhead": overhead_ratio(scored, raw_stats["detector"], raw_stats["liveness"]),
         "fps": fps_from(stages["total"]),
+        "end_to_end_ms": end_to_end,
+        "fps_end_to_end": fps_from(end_to_end),
+        "stage_share": stage_shares(timed.samples, timed.end_to_end),
         "peak_rss_mb": round(host.peak_rss_mb(), 1),
         "peak_rss_scope": rss_scope,
     }
@@ -379,12 +404,14 @@ def run_benchmark(
 
     Raises:
       FileNotFoundError: a model, the source or the detector is missing.
-      ValueError: a file is not a TFLite model.
+      ValueError: a file is not a TFLite model; a thread count outside [1, 64].
       UserError: the source gives no frame, the Edge TPU is missing, ...
     """
     from tla_edge.runtime import faces as faces_lib
     from tla_edge.runtime.interpreter import check_tflite_file, import_runtime
 
+    for t in threads:
+        check_num_threads(t, "threads")
     np.random.seed(SEED)
     source, models = default_inputs(source, models)
     for m in models:

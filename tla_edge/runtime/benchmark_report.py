@@ -17,6 +17,8 @@ from tla_edge.runtime.metadata import portable_path
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 """File types :func:`write_plot` writes."""
+SHARE_STAGES = ("decode", "detect", "crop", "invoke", "glue")
+"""The stages that add up to a frame's end-to-end time, decode to decision (``detect_invoke`` is inside ``detect``)."""
 
 
 # --- files ----------------------------------------------------------------------
@@ -62,6 +64,21 @@ def fused_facts(paths: Sequence[Path]) -> dict[str, Any]:
     return facts
 
 
+def stage_shares(parts: dict[str, list[float]], end_to_end: Sequence[float]) -> dict[str, float | None]:
+    """Each stage's share of the end-to-end time: its summed milliseconds over the summed end-to-end ones.
+
+    Args:
+      parts: per-frame milliseconds of each stage of :data:`SHARE_STAGES`.
+      end_to_end: per-frame decode + pipeline total, over the same frames.
+
+    Returns:
+      ``{stage: fraction}`` (they sum to 1 when every frame's stages are recorded);
+      None for every stage when no time was measured.
+    """
+    whole = float(sum(end_to_end))
+    return {s: (round(float(sum(parts[s])) / whole, 4) if whole > 0 else None) for s in SHARE_STAGES}
+
+
 # --- table and plot ---------------------------------------------------------------
 
 
@@ -99,6 +116,12 @@ def format_table(report: dict[str, Any]) -> str:
         "overhead = median total (frames with a score) / (median raw detector + median raw liveness invoke); "
         f"goal <= {report['overhead_goal']}"
     )
+    lines.append("end to end = decode to decision (decode + pipeline total); share = each stage's part of it")
+    for c in report["configurations"]:
+        share = c.get("stage_share") or {}
+        parts = ", ".join(f"{s} {share[s] * 100:.0f} %" for s in SHARE_STAGES if share.get(s) is not None)
+        lines.append(f"{c['id']}: end to end {_fmt(c.get('fps_end_to_end'), 0, 1).strip()} fps"
+                     + (f"; share {parts}" if parts else ""))
     for c in report["configurations"]:
         if c["frames_scored"] < c["frames"]:
             lines.append(

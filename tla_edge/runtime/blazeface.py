@@ -37,6 +37,7 @@ import numpy as np
 
 from tla_edge.runtime import interpreter as interp
 from tla_edge.runtime import preprocess, quant
+from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.blazeface_warp import (
     Roi, image_to_tensor, image_to_tensor_remap, letterbox_roi, remap_maps,
 )
@@ -339,7 +340,8 @@ class BlazeFaceLiteRT:
 
     Raises:
       FileNotFoundError: the model file does not exist.
-      ValueError: not a TFLite model, or not a BlazeFace layout this backend knows.
+      ValueError: not a TFLite model, or not a BlazeFace layout this backend
+        knows; ``num_threads`` not None or an integer in [1, 64].
       UserError: no TFLite runtime, or the Edge TPU library is missing.
     """
 
@@ -352,6 +354,7 @@ class BlazeFaceLiteRT:
         edgetpu: bool = False,
         min_suppression_threshold: float = MIN_SUPPRESSION_THRESHOLD,
     ) -> None:
+        check_num_threads(num_threads)
         self.model_path = Path(model_path)
         self.min_score = float(min_score)
         self.min_suppression_threshold = float(min_suppression_threshold)

@@ -1,4 +1,4 @@
-"""Face detection: MediaPipe's BlazeFace, bundled, returning :class:`FaceBox` records.
+"""Face detection: MediaPipe's BlazeFace model, bundled, returning :class:`FaceBox` records.
 
     from tla_edge.runtime.faces import FaceDetector
 
@@ -8,13 +8,15 @@
 Both bundled models, ``"short"`` (128x128 input) and ``"full"`` (192x192,
 faces up to ~5 m), run on one of two backends:
 
-- ``"mediapipe"``: MediaPipe's FaceDetector task (the default wherever it loads);
-- ``"litert"``: the same model through LiteRT, with MediaPipe's graph around it
-  written in NumPy (:mod:`tla_edge.runtime.blazeface`), for CPUs mediapipe 1.x cannot
-  run on (the Raspberry Pi 4's Cortex-A72 and other ARMv8.0 cores).
+- ``"litert"``: the model through LiteRT, with MediaPipe's graph around it
+  written in NumPy (:mod:`tla_edge.runtime.blazeface`); what ``"auto"`` (the
+  default) means on every board, the Raspberry Pi 4 included;
+- ``"mediapipe"``: MediaPipe's FaceDetector task, opt-in
+  (``pip install 'tla-edge[runtime,mediapipe]'``; it cannot run on ARMv8.0
+  cores such as the Pi 4's Cortex-A72), same boxes.
 
-``"auto"`` (the default) picks MediaPipe when it imports and runs on this CPU,
-else LiteRT (:func:`tla_edge.runtime.cpu.resolve_backend`). Each backend is one
+:func:`tla_edge.runtime.cpu.resolve_backend` turns the name into the backend
+and says in one line when MediaPipe is asked for but absent. Each backend is one
 object (:class:`LiteRTBackend`,
 :class:`tla_edge.runtime.mediapipe_backend.MediaPipeBackend`) behind the
 :class:`FaceDetector` facade. MediaPipe is imported inside the detector, so
@@ -34,9 +36,9 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from tla_edge.runtime import preprocess
+from tla_edge.runtime import imagesize, preprocess
 from tla_edge.runtime.assets import ASSETS_DIR
-from tla_edge.runtime.cpu import resolve_backend
+from tla_edge.runtime.cpu import check_num_threads, resolve_backend
 
 _log = logging.getLogger(__name__)
 
@@ -190,6 +192,30 @@ def _is_integer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+KEYPOINT_CENTRE_DY = 0.08
+"""A BlazeFace box's centre lies this many box heights below the mean of its eyes, nose tip and
+mouth, and level with it across (NUAA frames, both backends: 0.08 +- 0.03 down, 0.01 +- 0.04 across)."""
+
+
+def restore_edge_box(face: FaceBox) -> FaceBox:
+    """Puts back a box that the detector moved inside the frame at its left or top edge.
+
+    Both backends (MediaPipe's C++, and the LiteRT backend, which mirrors it)
+    clamp a box's left and top at 0 and keep its size, while past the right
+    and bottom edges the box simply extends: a face cut off at the left looked
+    whole and was judged on a shifted crop. A box touching the left (top) edge
+    is moved out to where its keypoints centre it, never further in, so
+    ``face_cut_off`` judges all four edges alike. A box without keypoints, or
+    away from those edges, is returned as it is.
+    """
+    if len(face.keypoints) < 4 or (face.x > 0 and face.y > 0):
+        return face
+    centre = np.asarray(face.keypoints[:4], np.float64).mean(axis=0)
+    x = min(face.x, float(centre[0]) - face.width / 2.0) if face.x <= 0 else face.x
+    y = min(face.y, float(centre[1]) + KEYPOINT_CENTRE_DY * face.height - face.height / 2.0) if face.y <= 0 else face.y
+    return face._replace(x=float(x), y=float(y))
+
+
 class LiteRTBackend:
     """The ``litert`` backend: :class:`~tla_edge.runtime.blazeface.BlazeFaceLiteRT` returning FaceBoxes."""
 
@@ -226,7 +252,7 @@ def _close_open_detectors() -> None:
 
 
 class FaceDetector:
-    """BlazeFace through MediaPipe's FaceDetector task, or through LiteRT where MediaPipe cannot run.
+    """BlazeFace through LiteRT (the default), or through MediaPipe's FaceDetector task when asked for.
 
     Args:
       model: ``"short"`` (bundled, 128x128, faces within ~2 m), ``"full"``
@@ -240,16 +266,16 @@ class FaceDetector:
       num_threads: interpreter threads with the ``litert`` backend; accepted
         but not applied with ``mediapipe``, whose Tasks API has no thread
         setting and runs XNNPACK with its own default.
-      backend: ``"auto"`` (MediaPipe where it runs, else LiteRT; see
-        :func:`tla_edge.runtime.cpu.auto_backend`), ``"mediapipe"`` or ``"litert"``. Both give the
-        same boxes (``benchmarks/results/detector_agreement.json``).
+      backend: ``"auto"`` (LiteRT; see :func:`tla_edge.runtime.cpu.auto_backend`),
+        ``"litert"`` or ``"mediapipe"`` (the opt-in extra). Both give the same
+        boxes (``benchmarks/results/detector_agreement.json``).
 
     Raises:
       ValueError: a bad ``model``, ``mode``, ``policy``, ``min_score``,
         ``num_threads`` or ``backend`` value, or a model file the backend cannot load.
       FileNotFoundError: the model file does not exist.
-      UserError: the backend's package is not installed, or mediapipe was
-        asked for on a CPU it cannot run on.
+      UserError: the backend's package is not installed (mediapipe: names the
+        ``mediapipe`` extra), or mediapipe was asked for on a CPU it cannot run on.
     """
 
     def __init__(
@@ -267,8 +293,7 @@ class FaceDetector:
         _check_choice("face policy", policy, POLICIES)
         if not _is_number(min_score) or not 0.0 <= min_score <= 1.0:
             raise ValueError(f"min_score {min_score!r} is not a number in [0, 1]")
-        if num_threads is not None and not (_is_integer(num_threads) and num_threads >= 1):
-            raise ValueError(f"num_threads {num_threads!r} is not a positive integer or None")
+        check_num_threads(num_threads)
         self.model_path = resolve_model(model)
         self.mode = mode
         self.policy = policy
@@ -305,7 +330,9 @@ class FaceDetector:
           clipped to the frame.
 
         Raises:
-          ValueError: ``rgb`` is not HxWx3 uint8, or a timestamp does not increase.
+          ValueError: ``rgb`` is not HxWx3 uint8, larger than
+            :data:`~tla_edge.runtime.imagesize.MAX_SIDE` px a side or
+            :data:`~tla_edge.runtime.imagesize.MAX_PIXELS`, or a timestamp does not increase.
           RuntimeError: the detector is closed.
         """
         preprocess.check_frame(rgb)
@@ -319,8 +346,10 @@ class FaceDetector:
         """
         if self._backend is None:
             raise RuntimeError("face detector is closed")
+        # Before any native code: MediaPipe aborts the process on a side of 32,767 px.
+        imagesize.check_size(rgb.shape[1], rgb.shape[0])
         ts = self._next_timestamp(timestamp_ms) if self.mode == "video" else None
-        faces = self._backend.detect(rgb, ts)
+        faces = [restore_edge_box(f) for f in self._backend.detect(rgb, ts)]
         self.last_invoke_ms = self._backend.last_invoke_ms
         return select_faces(faces, self.policy)
 

@@ -20,6 +20,7 @@ import numpy as np
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.errors import UserError
 from tla_edge.runtime import preprocess
+from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.native import quiet_native_logs
 from tla_edge.runtime.quant import dequantize, pixel_lut, quantize, scores_from_output
 
@@ -109,9 +110,10 @@ def make_interpreter(
 
     Raises:
       FileNotFoundError: the model file does not exist.
-      ValueError: the file is not a TFLite model.
+      ValueError: the file is not a TFLite model, or ``num_threads`` is not None or an integer in [1, 64].
       UserError: the Edge TPU library cannot be loaded.
     """
+    check_num_threads(num_threads)
     path = check_tflite_file(model_path)
     runtime = import_runtime()
     delegates = []
@@ -339,12 +341,12 @@ class LivenessModel:
         self.close()
 
     def crop(self, rgb: np.ndarray, box) -> np.ndarray:
-        """The model's uint8 crop of one face, via the shared crop function."""
-        return preprocess.crop_face(rgb, box, self.meta.crop_scale, self.input_size)
+        """The model's uint8 crop of one face, via the shared crop function and the model's crop rule."""
+        return preprocess.crop_face(rgb, box, self.meta.crop_scale, self.input_size, self.meta.crop_rule)
 
     def crop_trusted(self, rgb: np.ndarray, box) -> np.ndarray:
         """:meth:`crop` of a frame its caller has checked (:meth:`Pipeline.process` does, once)."""
-        return preprocess.crop_face_trusted(rgb, box, self.meta.crop_scale, self.input_size)
+        return preprocess.crop_face_trusted(rgb, box, self.meta.crop_scale, self.input_size, self.meta.crop_rule)
 
     def input_tensor(self, crop: np.ndarray) -> np.ndarray:
         """The model's input for one uint8 crop (quantized through a lookup table when int8/uint8)."""

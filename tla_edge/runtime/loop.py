@@ -28,6 +28,7 @@ from typing import IO, Any, Callable, NamedTuple, Sequence
 import numpy as np
 
 from tla_edge.runtime import overlay
+from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.pipeline import DEFAULT_LIVE_FRAMES
 
 STAGES = ("decode", "detect", "crop", "invoke", "total")
@@ -44,7 +45,8 @@ class LoopSummary(NamedTuple):
     frames: int
     """Frames judged."""
     decisions: dict[str, int]
-    """Count of frames per decision (``live``, ``spoof``, ``no_face``, ...)."""
+    """Count of frames per decision (``live``, ``pending``, ``spoof``, ``no_face``, ...;
+    see :data:`tla_edge.runtime.pipeline.DECISIONS`)."""
     wall_s: float
     """Seconds from the first read to the end of the loop."""
     mean_ms: dict[str, float]
@@ -132,6 +134,8 @@ def check_options(threshold: float | None = None, **counts: int | None) -> None:
     """
     if threshold is not None and not (0.0 < threshold < 1.0 and math.isfinite(threshold)):
         raise ValueError(f"--threshold {threshold} is not strictly between 0 and 1")
+    if counts.get("threads") is not None:
+        check_num_threads(counts["threads"], "--threads")
     for name, value in counts.items():
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} {value} is not >= 1")

@@ -1,4 +1,8 @@
-"""The ``mediapipe`` face detector backend: MediaPipe's FaceDetector task.
+"""The opt-in ``mediapipe`` face detector backend: MediaPipe's FaceDetector task.
+
+Installed by the ``mediapipe`` extra (``pip install 'tla-edge[runtime,mediapipe]'``)
+and used only when asked for (``--detector-backend mediapipe``); the default
+is the same BlazeFace through LiteRT (:mod:`tla_edge.runtime.blazeface`).
 
 :func:`import_mediapipe` is the one way to import the task without pulling in
 TensorFlow (the detector and the raw benchmark both use it);
@@ -18,7 +22,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tla_edge.errors import missing_extra
+from tla_edge.runtime.cpu import mediapipe_missing
 from tla_edge.runtime.faces import FaceBox
 from tla_edge.runtime.native import quiet_native_logs
 
@@ -42,10 +46,10 @@ def import_mediapipe() -> MediaPipeModules:
     same no-op MediaPipe itself falls back to where TensorFlow is absent.
 
     Raises:
-      UserError: mediapipe is not installed.
+      UserError: mediapipe is not installed (names the mediapipe extra).
     """
     if importlib.util.find_spec("mediapipe") is None:
-        raise missing_extra("mediapipe", "runtime")
+        raise mediapipe_missing()
     name = "mediapipe.tasks.python.core.optional_dependencies"
     if name not in sys.modules and "tensorflow" not in sys.modules:
         stub = types.ModuleType(name, "MediaPipe's optional dependencies, without TensorFlow.")

@@ -35,6 +35,10 @@ class ModelMetadata:
     """Model input ``(height, width)`` in pixels."""
     crop_scale: float = preprocess.DEFAULT_SCALE
     """Crop window side over the face box's longer side."""
+    crop_rule: str = preprocess.DEFAULT_CROP_RULE
+    """How the crop window meets the frame's edges: ``"pad"`` (centred, padded)
+    or ``"shift"`` (shrunk and moved inside the frame); see
+    :func:`tla_edge.runtime.preprocess.crop_region`. Absent from a file: ``"pad"``."""
     normalization: str = "mobilenet_v2"
     """Key of :data:`tla_edge.runtime.preprocess.NORMALIZATIONS`."""
     output: str = "logit"
@@ -52,8 +56,15 @@ class ModelMetadata:
     quantization mode, source hash, validation figures."""
 
     def to_dict(self) -> dict[str, Any]:
-        """Returns the JSON-ready form, with the format tag."""
+        """Returns the JSON-ready form, with the format tag.
+
+        ``crop_rule`` is written only when it is not ``"pad"``: a file without
+        it means ``"pad"``, so a padded model's metadata (and the bytes of its
+        file) stay what they were before crop rules existed.
+        """
         d = dataclasses.asdict(self)
+        if self.crop_rule == preprocess.DEFAULT_CROP_RULE:
+            del d["crop_rule"]
         d["input_size"] = list(self.input_size)
         d["classes"] = list(self.classes)
         return {"format": FORMAT, **d}
@@ -117,7 +128,7 @@ def check_threshold(value: Any, where: str = "threshold") -> float:
 
 
 def check_metadata_values(meta: "ModelMetadata", where: str = "metadata") -> None:
-    """Checks the values the runtime acts on: threshold, crop scale, live index, input size.
+    """Checks the values the runtime acts on: threshold, crop scale and rule, live index, input size.
 
     Raises:
       ValueError: one line naming the field, the value received and what was expected.
@@ -127,6 +138,7 @@ def check_metadata_values(meta: "ModelMetadata", where: str = "metadata") -> Non
     if (isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(float(scale))
             or not 0.0 < float(scale) <= MAX_CROP_SCALE):
         raise ValueError(f"{where} crop_scale {scale!r} is not a number in (0, {MAX_CROP_SCALE:g}]")
+    preprocess.check_crop_rule(meta.crop_rule, f"{where} crop_rule")
     if isinstance(meta.live_index, bool) or not isinstance(meta.live_index, int) or meta.live_index not in (0, 1):
         raise ValueError(f"{where} live_index {meta.live_index!r} is not 0 or 1")
     if any(v < 1 for v in meta.input_size):
@@ -144,49 +156,83 @@ def model_sha256(path: str | Path) -> str:
     return hashlib.sha256(strip_embedded(Path(path).read_bytes())).hexdigest()
 
 
+def fusion_names_ok(names: Any) -> bool:
+    """True for a fusion record's ``models``: a list of plain ``.tflite`` file names (no folder, no ``..``)."""
+    return isinstance(names, list) and bool(names) and all(
+        isinstance(n, str) and n not in (".", "..") and Path(n).name == n and "\\" not in n
+        and not Path(n).is_absolute() and n.lower().endswith(".tflite") for n in names)
+
+
+def metadata_sha256(meta: "ModelMetadata") -> str:
+    """SHA-256 of a model's canonical metadata JSON (sorted keys, no spaces) without its fusion record.
+
+    A fusion record names it per partner, so a sidecar whose threshold or
+    preprocessing was edited after the fusion no longer matches the record.
+    """
+    d = meta.to_dict()
+    d["extra"] = {k: v for k, v in (d.get("extra") or {}).items() if k != "fusion"}
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def fusion_record(model_paths: Sequence[str | Path], threshold: float) -> dict[str, Any]:
     """The ``extra.fusion`` record of models fused by averaging: partner hashes and the fused threshold.
 
+    ``partners`` are the flatbuffers' SHA-256 (sorted); ``metadata_sha256``
+    maps each of them to its model's :func:`metadata_sha256`, so the record
+    covers what each model's metadata says too (threshold, crop, preprocessing).
+
     Raises:
-      ValueError: fewer than two models or a threshold outside (0, 1).
+      ValueError: fewer than two models, a model without tla-edge metadata, two
+        that are one file or one flatbuffer or share a file name, or a threshold outside (0, 1).
     """
-    if len(model_paths) < 2:
-        raise ValueError(f"fusion needs at least two models; got {len(model_paths)}")
+    paths = [Path(p) for p in model_paths]
+    if len(paths) < 2:
+        raise ValueError(f"fusion needs at least two models; got {len(paths)}")
+    names = [p.name for p in paths]
+    hashes = [model_sha256(p) for p in paths]
+    for i in range(len(paths)):
+        for j in range(i):
+            if names[i] == names[j] or hashes[i] == hashes[j]:
+                raise ValueError(f"models '{paths[j]}' and '{paths[i]}' are the same model or share a file name; "
+                                 "expected two or more different models with different file names")
+    if not fusion_names_ok(names):
+        raise ValueError(f"fused model names {names!r} are not all .tflite file names")
+    metas = [load(p) for p in paths]
+    bare = [str(p) for p, m in zip(paths, metas) if m is None]
+    if bare:
+        raise ValueError(f"model '{bare[0]}' has no tla-edge metadata to store a fusion threshold in")
     return {
-        "models": [Path(p).name for p in model_paths],  # file names, the first the primary (as given)
-        "partners": sorted(model_sha256(p) for p in model_paths),
+        "models": names,  # file names, the first the primary (as given)
+        "partners": sorted(hashes),
+        "metadata_sha256": {h: metadata_sha256(m) for h, m in sorted(zip(hashes, metas))},
         "threshold": check_threshold(threshold, "fused threshold"),
     }
 
 
-def store_fusion(model_paths: Sequence[str | Path], threshold: float) -> dict[str, Any]:
-    """Stores the fused threshold in every model's metadata (``extra.fusion``).
+def fused_copies(model_paths: Sequence[str | Path], threshold: float) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Copies of the models with the fused threshold in their metadata (``extra.fusion``); writes nothing.
 
     A ``.tflite`` with embedded metadata gets it re-embedded (the flatbuffer,
-    hence its hash, is unchanged) and its sidecar rewritten; one with only a
-    sidecar gets the sidecar. Each file is written through a temporary name.
+    hence its hash, is unchanged) and a sidecar; one with only a sidecar gets
+    its bytes unchanged and a new sidecar.
 
     Returns:
-      The record stored.
+      ``(record, {file name: bytes})``: each model's file name and its
+      ``<name>.json`` sidecar, for the caller to write into one folder.
 
     Raises:
-      ValueError: a model without tla-edge metadata, fewer than two models, or
-        a threshold outside (0, 1).
+      ValueError: see :func:`fusion_record`.
     """
-    from tla_edge import fileio
-
     record = fusion_record(model_paths, threshold)
-    updates = []
+    files: dict[str, bytes] = {}
     for path in map(Path, model_paths):
         meta = load(path)
-        if meta is None:
-            raise ValueError(f"model '{path}' has no tla-edge metadata to store a fusion threshold in")
-        updates.append((path, meta.replace(extra={**meta.extra, "fusion": record})))
-    for path, meta in updates:
-        if path.suffix.lower() == ".tflite" and read_embedded(path) is not None:
-            fileio.write_bytes_atomic(path, embed(path.read_bytes(), meta))
-        fileio.write_text_atomic(sidecar_path(path), json.dumps(meta.to_dict(), indent=2) + "\n")
-    return record
+        meta = meta.replace(extra={**meta.extra, "fusion": record})
+        data = path.read_bytes()
+        files[path.name] = embed(data, meta) if read_embedded(path) is not None else data
+        files[sidecar_path(path).name] = (json.dumps(meta.to_dict(), indent=2) + "\n").encode("utf-8")
+    return record, files
 
 
 def fused_threshold(models: Sequence[tuple[str | Path, "ModelMetadata"]]) -> float:
@@ -195,7 +241,10 @@ def fused_threshold(models: Sequence[tuple[str | Path, "ModelMetadata"]]) -> flo
     The threshold of a fusion is derived on the fused score, so it is never
     the mean of the models' own thresholds: every model must carry the same
     ``extra.fusion`` record (see :func:`fusion_record`) whose partners are
-    exactly these models' hashes.
+    exactly these models' hashes and, when the record has ``metadata_sha256``,
+    whose metadata hashes are these models' metadata. A record without them
+    (written before they existed, e.g. the bundled pair) is trusted only where
+    every model's metadata is embedded in its file: a sidecar alone is too easy to edit.
 
     Args:
       models: ``(model file, its metadata)`` per fused model.
@@ -204,18 +253,36 @@ def fused_threshold(models: Sequence[tuple[str | Path, "ModelMetadata"]]) -> flo
       The fused threshold.
 
     Raises:
-      ValueError: no matching fusion record; pass an explicit threshold instead.
+      ValueError: a model without metadata, or no matching fusion record; pass an explicit threshold instead.
     """
+    bare = [str(p) for p, meta in models if meta is None]
+    if bare:
+        raise ValueError(f"model '{bare[0]}' has no tla-edge metadata, so no fusion threshold; "
+                         "pass an explicit threshold (--threshold, API threshold=)")
     names = " + ".join(f"'{p}'" for p, _ in models)
     records = [(meta.extra or {}).get("fusion") for _, meta in models]
-    hashes = sorted(model_sha256(p) for p, _ in models)
-    ok = all(isinstance(r, dict) and r == records[0] for r in records) and records[0].get("partners") == hashes
+    hashes = [model_sha256(p) for p, _ in models]
+    ok = all(isinstance(r, dict) and r == records[0] for r in records) and records[0].get("partners") == sorted(hashes)
     if not ok:
         raise ValueError(
             f"models {names} carry no common fusion threshold (extra.fusion naming exactly these "
             "models); the mean of their own thresholds is not a threshold of the fused score: "
             "pass an explicit threshold (--threshold, API threshold=)"
         )
+    stored = records[0].get("metadata_sha256")
+    if stored is None:
+        sidecar_only = [str(p) for p, _ in models if read_embedded(p) is None]
+        if sidecar_only:
+            raise ValueError(f"the fusion record of {names} does not cover the metadata, and '{sidecar_only[0]}' "
+                             "has only a sidecar; expected a record written by tla-edge evaluate --store-fusion, "
+                             "or pass an explicit threshold (--threshold, API threshold=)")
+    elif stored != {h: metadata_sha256(meta) for h, (_, meta) in zip(hashes, models)}:
+        changed = [str(p) for h, (p, meta) in zip(hashes, models)
+                   if not isinstance(stored, dict) or stored.get(h) != metadata_sha256(meta)]
+        raise ValueError(f"the metadata of '{changed[0] if changed else names}' changed after the fusion threshold "
+                         "was stored (threshold, crop or preprocessing differ from the fusion record); "
+                         "expected the metadata the record was written with: run tla-edge evaluate --store-fusion "
+                         "again, or pass an explicit threshold")
     return check_threshold(records[0].get("threshold"), "fusion threshold")
 
 
@@ -303,21 +370,62 @@ def read_embedded(model_path: str | Path) -> ModelMetadata | None:
         raise ValueError(f"metadata embedded in '{model_path}' is not valid tla-edge metadata: {err}") from err
 
 
-def load(model_path: str | Path) -> ModelMetadata | None:
-    """Finds a model's metadata: embedded first, then the sidecar; None when absent.
+def read_sidecar(side: str | Path) -> ModelMetadata:
+    """Reads a metadata sidecar (``<model>.tflite.json`` or ``metadata.json``).
 
     Raises:
-      ValueError: the sidecar exists but is not valid metadata JSON.
+      ValueError: the file is not valid metadata JSON.
     """
-    model_path = Path(model_path)
-    if model_path.suffix == ".tflite":
-        meta = read_embedded(model_path)
-        if meta is not None:
-            return meta
-    side = sidecar_path(model_path)
-    if not side.is_file():
-        return None
     try:
-        return ModelMetadata.from_dict(json.loads(side.read_text(encoding="utf-8")))
+        return ModelMetadata.from_dict(json.loads(Path(side).read_text(encoding="utf-8")))
     except (ValueError, TypeError, AttributeError) as err:
         raise ValueError(f"metadata file '{side}' is not valid tla-edge metadata: {err}") from err
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def disagreement(embedded: ModelMetadata, sidecar: ModelMetadata) -> str | None:
+    """Where two copies of a model's metadata differ (``threshold: embedded 0.957, sidecar 0.999``); None if nowhere."""
+    if embedded == sidecar:
+        return None
+    a, b = _flat(embedded.to_dict()), _flat(sidecar.to_dict())
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+    shown = "; ".join(f"{k}: embedded {a.get(k, '<absent>')!r}, sidecar {b.get(k, '<absent>')!r}" for k in keys[:3])
+    return shown + (f"; and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def load(model_path: str | Path) -> ModelMetadata | None:
+    """Finds a model's metadata: embedded, else the sidecar; None when absent.
+
+    The one rule where both exist: they must agree. tla-edge writes them
+    together, so a difference means one was edited, and neither silently wins
+    (an edited sidecar threshold that is ignored, or one that lowers the
+    threshold of a model whose file says otherwise).
+
+    Raises:
+      ValueError: the sidecar is not valid metadata JSON, or it disagrees with
+        the embedded metadata (the message names the fields and both values).
+    """
+    model_path = Path(model_path)
+    side = sidecar_path(model_path)
+    if model_path.suffix.lower() == ".tflite":
+        meta = read_embedded(model_path)
+        if meta is not None:
+            diff = disagreement(meta, read_sidecar(side)) if side.is_file() else None
+            if diff is not None:
+                raise ValueError(
+                    f"metadata of '{model_path}' disagrees with its sidecar '{side}': {diff}; expected the same "
+                    "metadata in both: delete or rewrite the sidecar (to change the threshold, tla-edge calibrate "
+                    "writes a new model with both)")
+            return meta
+    if not side.is_file():
+        return None
+    return read_sidecar(side)

@@ -428,9 +428,15 @@ def _metadata_of(path: Path) -> tuple[dict[str, Any] | None, str]:
     from tla_edge.runtime import metadata as metadata_lib
 
     embedded = metadata_lib.read_embedded(path)
-    if embedded is not None:
-        return embedded.to_dict(), "embedded"
     side = metadata_lib.sidecar_path(path)
+    if embedded is not None:
+        try:
+            diff = metadata_lib.disagreement(embedded, metadata_lib.read_sidecar(side)) if side.is_file() else None
+        except ValueError as err:
+            diff = f"the sidecar is invalid ({' '.join(str(err).split())})"
+        if diff is not None:  # both shown: the model is refused until they agree
+            return embedded.to_dict(), f"embedded, DISAGREES with sidecar '{side.name}' ({diff}): refused until they agree"
+        return embedded.to_dict(), "embedded"
     if not side.is_file():
         return None, "none"
     try:

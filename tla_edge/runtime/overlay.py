@@ -1,8 +1,8 @@
 """What the demo shows: the overlay drawn on a frame, the window, and the annotated video.
 
-The overlay draws the judged face in green (live), red (spoof) or yellow (no
-decision: no face, too small, cut off, rotated, error) with its smoothed score
-and the frame rate. OpenCV is imported inside the functions that draw.
+The overlay draws the judged face in green (live), blue (pending: scoring
+live, not for enough frames yet), red (spoof) or yellow (no decision: no face,
+too small, cut off, rotated, error) with its smoothed score and the frame rate. OpenCV is imported inside the functions that draw.
 """
 
 from __future__ import annotations
@@ -23,15 +23,18 @@ QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 = Esc
 # BGR colours of the overlay.
 GREEN = (0, 200, 0)
 RED = (0, 0, 235)
+BLUE = (235, 140, 0)
 YELLOW = (0, 215, 255)
 WHITE = (255, 255, 255)
 GREY = (160, 160, 160)
 
 
 def label_of(result) -> tuple[str, tuple[int, int, int]]:
-    """Overlay text and BGR colour for a result: ``("LIVE 0.93", green)``, ``("NO FACE", yellow)``."""
+    """Overlay text and BGR colour for a result: ``("LIVE 0.93", green)``, ``("PENDING 0.93", blue)``, ``("NO FACE", yellow)``."""
     if result.decision == "live":
         return f"LIVE {result.score:.2f}", GREEN
+    if result.decision == "pending":
+        return f"PENDING {result.score:.2f}", BLUE
     if result.decision == "spoof":
         return f"SPOOF {result.score:.2f}", RED
     return result.decision.replace("_", " ").upper(), YELLOW

@@ -14,26 +14,46 @@ never ``is_live``: decisions fail closed.
 from __future__ import annotations
 
 import collections
+import math
+import numbers
 import time
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from tla_edge.runtime import preprocess
+from tla_edge.runtime import imagesize, preprocess
+from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.faces import FaceBox, FaceDetector
 from tla_edge.runtime.interpreter import LivenessModel
 from tla_edge.runtime.quant import scores_from_output
 from tla_edge.runtime.metadata import check_threshold, fused_threshold
 
 LIVE = "live"
+"""A usable face whose own score is at or above the threshold on this frame and on
+the ``live_frames`` - 1 frames of the same face before it, with the smoothed
+score at or above it too. The only decision with ``is_live`` True."""
+PENDING = "pending"
+"""A usable face whose own score is at or above the threshold, not live yet: fewer
+than ``live_frames`` consecutive such frames (or the smoothed score still under
+the threshold). Never live, and not a spoof: it becomes ``live`` if it holds."""
 SPOOF = "spoof"
+"""A usable face whose own score on this frame is under the threshold."""
 NO_FACE = "no_face"
+"""The detector found no face."""
 FACE_TOO_SMALL = "face_too_small"
+"""The largest face's box is smaller than ``min_face`` pixels."""
 FACE_CUT_OFF = "face_cut_off"
+"""More than ``max_cut_off`` of the face box lies outside the frame."""
 FACE_ROTATED = "face_rotated"
+"""The face is rolled beyond ``max_roll`` degrees (from the eye keypoints)."""
 ERROR = "error"
-DECISIONS = (LIVE, SPOOF, NO_FACE, FACE_TOO_SMALL, FACE_CUT_OFF, FACE_ROTATED, ERROR)
+"""The detector or the liveness model failed; :attr:`LivenessResult.error` says why."""
+DECISIONS = (LIVE, PENDING, SPOOF, NO_FACE, FACE_TOO_SMALL, FACE_CUT_OFF, FACE_ROTATED, ERROR)
+"""Every decision :meth:`Pipeline.process` returns, each documented at its constant
+above. Only :data:`LIVE` is live; every other decision fails closed."""
+SCORED = (LIVE, PENDING, SPOOF)
+"""Decisions with a liveness score: the system processed the presentation."""
 NON_RESPONSES = (NO_FACE, FACE_TOO_SMALL, FACE_CUT_OFF, FACE_ROTATED, ERROR)
 """Decisions without a liveness score: the system did not process the presentation."""
 DEFAULT_LIVE_FRAMES = 3
@@ -46,7 +66,7 @@ class LivenessResult(NamedTuple):
     """The pipeline's verdict on one frame."""
 
     decision: str
-    """One of :data:`DECISIONS`; only ``"live"`` means live."""
+    """One of :data:`DECISIONS`; only ``"live"`` means live (``"pending"`` is not yet)."""
     is_live: bool
     """True only when a usable face scored at or above the threshold on this frame
     and on the ``live_frames`` - 1 frames before it."""
@@ -129,6 +149,35 @@ class Smoother:
         return Smoothed(mean, self._streak, bool(is_live))
 
 
+def decide(raw_score: float, threshold: float, is_live: bool) -> str:
+    """The decision for a scored face: :data:`LIVE`, :data:`PENDING` or :data:`SPOOF`.
+
+    Args:
+      raw_score: this frame's own live probability.
+      threshold: the decision threshold.
+      is_live: whether the smoother (streak and mean) let this frame be live.
+    """
+    if is_live and raw_score >= threshold:
+        return LIVE
+    return PENDING if raw_score >= threshold else SPOOF
+
+
+def check_gates(min_face: float, max_cut_off: float, max_roll: float) -> tuple[float, float, float]:
+    """The face gates as floats, each finite and in range; a NaN would switch a gate off.
+
+    Raises:
+      ValueError: ``max_roll nan is not a finite number in [0, 180]``.
+    """
+    out = []
+    for name, value, lo, hi in (("min_face", min_face, 0.0, float(imagesize.MAX_SIDE)),
+                                ("max_cut_off", max_cut_off, 0.0, 1.0), ("max_roll", max_roll, 0.0, 180.0)):
+        if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value))
+                or not lo <= float(value) <= hi):
+            raise ValueError(f"{name} {value!r} is not a finite number in [{lo:g}, {hi:g}]")
+        out.append(float(value))
+    return out[0], out[1], out[2]
+
+
 class Pipeline:
     """MediaPipe face detection + the TFLite liveness model + smoothing + decision.
 
@@ -157,12 +206,13 @@ class Pipeline:
       edgetpu: run the liveness model on a Coral Edge TPU.
       detector_model: ``"short"`` (within ~2 m) or ``"full"`` (farther).
       video: detector in video mode (streams) rather than image mode (stills).
-      detector_backend: ``"auto"`` (MediaPipe where it runs, else LiteRT),
-        ``"mediapipe"`` or ``"litert"``; see :class:`FaceDetector`.
+      detector_backend: ``"auto"`` (LiteRT BlazeFace, what runs best here),
+        ``"litert"`` or ``"mediapipe"`` (the mediapipe extra); see :class:`FaceDetector`.
 
     Raises:
-      ValueError: a bad threshold, smoothing, live_frames, or a model that
-        cannot be used (see :class:`LivenessModel`).
+      ValueError: a bad threshold, smoothing, live_frames, num_threads, a
+        min_face, max_cut_off or max_roll that is not finite and in range
+        (:func:`check_gates`), or a model that cannot be used (see :class:`LivenessModel`).
     """
 
     def __init__(
@@ -188,6 +238,8 @@ class Pipeline:
         self._own_detector = False
         if threshold is not None:
             threshold = check_threshold(threshold, "threshold")
+        check_num_threads(num_threads)
+        self.min_face, self.max_cut_off, self.max_roll = check_gates(min_face, max_cut_off, max_roll)
         self.smoother = Smoother(smoothing, live_frames=live_frames)
         if model is None:
             from tla_edge.runtime.assets import default_liveness_models
@@ -221,9 +273,6 @@ class Pipeline:
         except BaseException:
             self.close()
             raise
-        self.min_face = min_face
-        self.max_cut_off = max_cut_off
-        self.max_roll = max_roll
 
     @property
     def model(self) -> LivenessModel:
@@ -246,6 +295,11 @@ class Pipeline:
         preprocess.check_frame(rgb)
         t0 = time.perf_counter()
         timings = {stage: 0.0 for stage in STAGES}
+        try:  # any detector object: a frame too large for a native detector fails closed here
+            imagesize.check_size(rgb.shape[1], rgb.shape[0])
+        except ValueError as err:
+            self.smoother.reset()
+            return LivenessResult(ERROR, False, None, None, None, (), timings, f"detector: {err}")
         try:
             # The frame was checked above: a FaceDetector trusts it; any other
             # detector object gets its public call.
@@ -275,10 +329,10 @@ class Pipeline:
 
         try:
             raw_scores = []
-            crops: dict[tuple, np.ndarray] = {}  # fused models of one crop scale and size share the crop
+            crops: dict[tuple, np.ndarray] = {}  # fused models of one crop scale, rule and size share the crop
             for m in self.models:
                 tc = time.perf_counter()
-                key = (m.meta.crop_scale, m.input_size)
+                key = (m.meta.crop_scale, m.meta.crop_rule, m.input_size)
                 if key not in crops:
                     crops[key] = m.crop_trusted(rgb, face)
                 x = m.input_tensor(crops[key])
@@ -296,7 +350,8 @@ class Pipeline:
         smoothed = self.smoother.update(face, raw, self.threshold)
         is_live = bool(smoothed.is_live and raw >= self.threshold)  # the frame's own score, always
         timings["total"] = (time.perf_counter() - t0) * 1e3
-        return LivenessResult(LIVE if is_live else SPOOF, is_live, smoothed.score, raw, face, faces, timings)
+        decision = decide(raw, self.threshold, is_live)
+        return LivenessResult(decision, is_live, smoothed.score, raw, face, faces, timings)
 
     def reset(self) -> None:
         """Forgets the smoothing state (e.g. between unrelated images)."""

@@ -26,6 +26,11 @@ DEFAULT_INPUT_SIZE = 160
 # model never saw them, and NUAA spoofs turned 90 degrees scored 0.85-0.999 live.
 DEFAULT_MAX_ROLL = 30.0
 PAD_VALUE = 0
+# How the square window meets the frame's edges (see :func:`crop_region`):
+# "pad" keeps it centred on the face and pads what leaves the frame; "shift"
+# shrinks it to fit and moves it inside the frame, never padding.
+CROP_RULES = ("pad", "shift")
+DEFAULT_CROP_RULE = "pad"
 
 # name -> (multiplier, offset): x_float = x_uint8 * multiplier + offset
 NORMALIZATIONS: dict[str, tuple[float, float]] = {
@@ -36,47 +41,76 @@ NORMALIZATIONS: dict[str, tuple[float, float]] = {
 
 
 class CropRegion(NamedTuple):
-    """A square crop window in frame pixels; it may extend past the frame."""
+    """A square crop window in frame pixels; under the ``"pad"`` rule it may extend past the frame."""
 
     x0: int
-    """Left edge (inclusive), may be negative."""
+    """Left edge (inclusive), may be negative (``"pad"`` only)."""
     y0: int
-    """Top edge (inclusive), may be negative."""
+    """Top edge (inclusive), may be negative (``"pad"`` only)."""
     side: int
     """Side length in pixels (>= 1)."""
     outside_fraction: float
-    """Fraction of the window's area that lies outside the frame (padded)."""
+    """Fraction of the window's area that lies outside the frame (padded); 0 under ``"shift"``."""
+
+
+def check_crop_rule(rule: object, where: str = "crop rule") -> str:
+    """Returns ``rule`` when it is one of :data:`CROP_RULES`.
+
+    Raises:
+      ValueError: one line naming ``where``, the value received and the rules expected.
+    """
+    if not isinstance(rule, str) or rule not in CROP_RULES:
+        raise ValueError(f"{where} {rule!r} is not one of {', '.join(repr(r) for r in CROP_RULES)}")
+    return rule
 
 
 def crop_region(
-    box: Sequence[float], scale: float, frame_shape: Sequence[int]
+    box: Sequence[float], scale: float, frame_shape: Sequence[int], rule: str = DEFAULT_CROP_RULE
 ) -> CropRegion:
     """Computes the square window around a face box.
 
-    The window is centred on the box centre and its side is ``scale`` times the
-    box's longer side. It is never shifted to fit inside the frame: parts
-    outside the frame are padded by :func:`crop_face`, so the face stays
-    centred exactly as in training.
+    The window's side is ``scale`` times the box's longer side, centred on the
+    box centre. Where that window leaves the frame, the crop rule decides:
+
+    - ``"pad"`` (the default, and every model's without a ``crop_rule`` in its
+      metadata): the window is never moved; parts outside the frame are
+      padded with :data:`PAD_VALUE` by :func:`crop_face`, so the face stays
+      centred exactly as in training.
+    - ``"shift"``: the side shrinks to ``min(scale x longer side, frame height,
+      frame width)`` and the window moves the least distance that puts it
+      inside the frame; nothing is padded, the face may be off-centre.
+      Silent-Face's rule is the same idea but keeps the box's aspect; this
+      one stays square.
+
+    Either way a face whose *box* leaves the frame is refused before any crop
+    (``face_cut_off``, :func:`face_problem`).
 
     Args:
       box: ``(x, y, width, height)`` in pixels (a FaceBox works).
       scale: side of the window over the box's longer side, > 0.
       frame_shape: the frame's shape, ``(H, W, ...)``.
+      rule: one of :data:`CROP_RULES`.
 
     Returns:
       The CropRegion.
 
     Raises:
-      ValueError: a non-positive scale or box size.
+      ValueError: a non-positive scale or box size, or an unknown rule.
     """
     x, y, w, h = (float(v) for v in box[:4])
     if not scale > 0:
         raise ValueError(f"crop scale {scale!r} is not > 0")
     if not (w > 0 and h > 0):
         raise ValueError(f"face box size {w}x{h} is not positive")
+    check_crop_rule(rule)
     frame_h, frame_w = int(frame_shape[0]), int(frame_shape[1])
     side = max(1, int(round(max(w, h) * scale)))
     cx, cy = x + w / 2.0, y + h / 2.0
+    if rule == "shift":
+        side = max(1, min(side, frame_h, frame_w))
+        x0 = min(max(int(round(cx - side / 2.0)), 0), frame_w - side)
+        y0 = min(max(int(round(cy - side / 2.0)), 0), frame_h - side)
+        return CropRegion(x0, y0, side, 0.0)
     x0 = int(round(cx - side / 2.0))
     y0 = int(round(cy - side / 2.0))
     inside_w = max(0, min(x0 + side, frame_w) - max(x0, 0))
@@ -90,6 +124,7 @@ def crop_face(
     box: Sequence[float],
     scale: float = DEFAULT_SCALE,
     size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
+    rule: str = DEFAULT_CROP_RULE,
 ) -> np.ndarray:
     """Crops the square window around a face and resizes it to the model's input.
 
@@ -98,16 +133,18 @@ def crop_face(
       box: ``(x, y, width, height)`` in pixels (a FaceBox works).
       scale: window side over the box's longer side (see :data:`DEFAULT_SCALE`).
       size: output side, or ``(height, width)``.
+      rule: ``"pad"`` or ``"shift"``, how the window meets the frame's edges
+        (see :func:`crop_region`); a model's is its metadata's ``crop_rule``.
 
     Returns:
-      The crop, ``(size, size, 3)`` uint8 RGB; pixels outside the frame are
-      :data:`PAD_VALUE`.
+      The crop, ``(size, size, 3)`` uint8 RGB; under ``"pad"``, pixels outside
+      the frame are :data:`PAD_VALUE`; under ``"shift"`` every pixel is the frame's.
 
     Raises:
-      ValueError: the frame is not HxWx3 uint8, or the box or scale is invalid.
+      ValueError: the frame is not HxWx3 uint8, or the box, scale or rule is invalid.
     """
     check_frame(rgb)
-    return crop_face_trusted(rgb, box, scale, size)
+    return crop_face_trusted(rgb, box, scale, size, rule)
 
 
 def crop_face_trusted(
@@ -115,16 +152,17 @@ def crop_face_trusted(
     box: Sequence[float],
     scale: float = DEFAULT_SCALE,
     size: int | Sequence[int] = DEFAULT_INPUT_SIZE,
+    rule: str = DEFAULT_CROP_RULE,
 ) -> np.ndarray:
     """:func:`crop_face` for a frame its caller has checked with :func:`check_frame`.
 
-    The pipeline checks each frame once at its boundary; the box and scale are
-    still checked here (:func:`crop_region`).
+    The pipeline checks each frame once at its boundary; the box, scale and
+    rule are still checked here (:func:`crop_region`).
     """
-    import cv2  # comes with mediapipe (the runtime extra)
+    import cv2  # the runtime extra's OpenCV
 
     out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
-    region = crop_region(box, scale, rgb.shape)
+    region = crop_region(box, scale, rgb.shape, rule)
     # Supersample 2x when shrinking: bilinear warp to twice the output, then an
     # exact 2x box filter. Within ~1.5 grey levels of a full INTER_AREA resize
     # (no aliasing of print texture) at a fifth of its cost (~0.1 ms vs ~1 ms on a
@@ -233,6 +271,15 @@ def face_problem(
     max_roll: float = DEFAULT_MAX_ROLL,
 ) -> str | None:
     """Says why a face cannot be judged, or None when it can.
+
+    ``face_cut_off`` is decided on the face *box* itself, never on the crop
+    window, under both crop rules (:func:`crop_region`): more than
+    ``max_cut_off`` of the box's area outside the frame. Under ``"pad"`` the
+    window around a face near an edge may leave the frame (that part is
+    padded, as in training) and the face is still judged; under ``"shift"``
+    the window is moved inside the frame, so only the face's own missing part
+    can make it unjudgeable. The same rule serves both: a face cut off by the
+    frame is a face the model cannot see, whatever surrounds it.
 
     Args:
       box: ``(x, y, width, height)`` in pixels, or a ``FaceBox`` (whose eye

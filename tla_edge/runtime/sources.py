@@ -26,10 +26,13 @@ from typing import Iterator, NamedTuple
 import numpy as np
 
 from tla_edge.errors import UserError
+from tla_edge.runtime import imagesize
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 """The one list of image file extensions (any case), for sources and datasets alike: all read by OpenCV."""
 PICAMERA_SPECS = ("picamera2", "picam")
+HEADER_BYTES = 1 << 20
+"""Bytes read for an image's declared size: a JPEG's frame header may follow a large EXIF block."""
 
 # Nominal frame rate of stills, for timestamps when nothing better is known.
 STILLS_FPS = 30.0
@@ -86,8 +89,12 @@ def list_images(folder: str | Path) -> list[Path]:
 def read_image_bgr(path: str | Path) -> np.ndarray:
     """Reads an image file as ``(H, W, 3)`` uint8 BGR (grey and alpha images converted).
 
+    The size its header declares is checked before decoding, and the decoded
+    size after: an image over :data:`~tla_edge.runtime.imagesize.MAX_SIDE` px a side or
+    :data:`~tla_edge.runtime.imagesize.MAX_PIXELS` is refused, never decoded.
+
     Raises:
-      ValueError: the file cannot be read or decoded; the message says why.
+      ValueError: the file cannot be read or decoded, or is too large; the message says why.
     """
     import cv2
 
@@ -97,9 +104,16 @@ def read_image_bgr(path: str | Path) -> np.ndarray:
         raise ValueError(f"cannot read: {err.strerror or err}") from err
     if data.size == 0:
         raise ValueError("empty file")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    declared = imagesize.header_size(data[:HEADER_BYTES].tobytes())
+    if declared is not None:
+        imagesize.check_size(*declared)
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error as err:  # a header OpenCV itself refuses (its own pixel limit, a corrupt size)
+        raise ValueError(f"not a decodable image ({' '.join(str(err).split())[-120:]})") from None
     if bgr is None:
         raise ValueError("not a decodable image")
+    imagesize.check_size(bgr.shape[1], bgr.shape[0])
     return bgr
 
 

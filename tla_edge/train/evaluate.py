@@ -26,6 +26,7 @@ from tla_edge.errors import UserError, import_tensorflow
 from tla_edge.progress import Progress
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.runtime.pipeline import LIVE, SPOOF
+from tla_edge.train import fusion
 from tla_edge.train.report import Evaluated, Selection, build_report, check_outputs
 
 CROPS = "crops"
@@ -78,6 +79,7 @@ class Scorer:
             "architecture": self.meta.architecture,
             "input_size": list(self.meta.input_size),
             "crop_scale": self.meta.crop_scale,
+            "crop_rule": self.meta.crop_rule,
             "normalization": self.meta.normalization,
             "threshold": self.meta.threshold,
             "thresholds": self.meta.extra.get("thresholds"),
@@ -157,7 +159,8 @@ def derive_fused_threshold(ev: Evaluated) -> float:
     done = ev.processed()
     if len(set(labels[done].tolist())) < 2:
         raise UserError("--store-fusion needs processed bona fide and attack presentations to derive a threshold")
-    threshold = metadata_lib.check_threshold(metrics.eer(scores[done], labels[done])[1], "fused EER threshold")
+    # checked with the other rules by tla_edge.train.fusion.check_fused_threshold (0 or 1 never serves)
+    threshold = float(metrics.eer(scores[done], labels[done])[1])
     ev.decisions = [(LIVE if scores[i] >= threshold else SPOOF) if d else ev.decisions[i]
                     for i, d in enumerate(done)]
     return threshold
@@ -167,7 +170,7 @@ def derive_fused_threshold(ev: Evaluated) -> float:
 
 
 def _crop_sets(data: Path, scorers: Sequence[Scorer], selection: Selection) -> list[crops_lib.CropSet]:
-    """Each model's crops (its own scale), checked against its input size."""
+    """Each model's crops (its own scale and crop rule), checked against its input size."""
     scales = sorted({float(r["scale"]) for r in crops_lib.read_manifest(data)})
     sets = []
     for sc in scorers:
@@ -178,7 +181,7 @@ def _crop_sets(data: Path, scorers: Sequence[Scorer], selection: Selection) -> l
                 f"{', '.join(f'{s:g}' for s in scales)}; prepare them with --scales {want:g}"
             )
         cs = crops_lib.load_crops(data, scale=want, split=selection.split, sessions=selection.sessions,
-                                  subjects=selection.subjects)
+                                  subjects=selection.subjects, crop_rule=sc.meta.crop_rule)
         h, w = cs.images.shape[1:3]
         if (h, w) != tuple(sc.meta.input_size):
             raise UserError(
@@ -228,7 +231,7 @@ def evaluate_crops(data: Path, scorers: Sequence[Scorer], threshold: float, sele
         ev.add(base.sources[i], int(base.labels[i]), base.species[i] or "attack", base.subjects[i], base.sessions[i],
                scores[i], decision)
     ev.thumbs = lambda i: base.images[i]
-    ev.extra = {"scales": [float(cs.scale) for cs in picked]}
+    ev.extra = {"scales": [float(cs.scale) for cs in picked], "crop_rules": [cs.crop_rule for cs in picked]}
     return ev
 
 
@@ -317,8 +320,8 @@ def check_request(data: Path, model_paths: Sequence[Path], layout: str = "auto",
 
     Raises:
       FileNotFoundError: ``data`` is missing.
-      UserError: ``data`` is not a crops folder (and not raw), or ``store_fusion``
-        without two or more ``.tflite`` models or with a threshold.
+      UserError: ``data`` is not a crops folder (and not raw), or ``store_fusion`` with a threshold
+        (the models are checked by :func:`tla_edge.train.fusion.check_request`).
     """
     raw = raw or layout in datasets.LAYOUTS
     if not raw and layout in ("auto", CROPS) and not crops_lib.is_crops_dir(data):
@@ -328,17 +331,14 @@ def check_request(data: Path, model_paths: Sequence[Path], layout: str = "auto",
             f"'{data}' is not a crops folder (no manifest.csv written by tla-edge prepare); "
             "expected a crops folder, or pass --raw to run the device pipeline on a raw dataset"
         )
-    if store_fusion:
-        if len(model_paths) < 2 or any(metadata_lib.model_file(p).suffix.lower() != ".tflite" for p in model_paths):
-            raise UserError(f"--store-fusion needs two or more .tflite --model; got {len(model_paths)} "
-                            f"({', '.join(str(p) for p in model_paths)})")
-        if threshold is not None:
-            raise UserError(f"--store-fusion derives the threshold; got also --threshold {threshold:g}")
+    if store_fusion and threshold is not None:
+        raise UserError(f"--store-fusion derives the threshold; got also --threshold {threshold:g}")
     return raw
 
 
 def evaluate(data: Path, out: Path, models: Sequence[Path] | None = None, *, layout: str = "auto", raw: bool = False,
-             selection: Selection = Selection(), threshold: float | None = None, store_fusion: bool = False,
+             selection: Selection = Selection(), threshold: float | None = None,
+             store_fusion: fusion.FusionRequest | None = None,
              force: bool = False, detection: Detection = Detection(), num_threads: int | None = None,
              batch_size: int = 64, show_progress: bool = True) -> tuple[Evaluated, dict[str, Any]]:
     """Scores ``data`` with the models and builds metrics.json's content; writes no report file.
@@ -351,8 +351,10 @@ def evaluate(data: Path, out: Path, models: Sequence[Path] | None = None, *, lay
       raw: run the device pipeline on raw frames.
       selection: split, sessions, subjects and limit.
       threshold: the decision threshold (None: the metadata's).
-      store_fusion: derive the fused threshold of several ``.tflite`` models at
-        the EER of their fused scores and store it in each model's metadata.
+      store_fusion: derive the fused threshold of several explicit ``.tflite``
+        models at the EER of their fused scores, check it as calibrate does, and
+        write copies of the models carrying it into ``store_fusion.out`` (the
+        models given are never changed; nothing is written when it does not serve).
       force: report files in ``out`` may be overwritten.
       detection: the face detector (raw only).
       num_threads: interpreter CPU threads.
@@ -365,18 +367,20 @@ def evaluate(data: Path, out: Path, models: Sequence[Path] | None = None, *, lay
     """
     t0 = time.perf_counter()
     check_outputs(out, force)
+    if store_fusion is not None:
+        models = fusion.check_request(store_fusion, models, data, out, force)
     if models:
         model_paths = [Path(p) for p in models]
     else:
         from tla_edge.runtime.assets import default_liveness_models
 
         model_paths = default_liveness_models()
-    raw = check_request(data, model_paths, layout, raw, store_fusion, threshold)
+    raw = check_request(data, model_paths, layout, raw, store_fusion is not None, threshold)
     scorers: list[Scorer] = []
     try:
         for p in model_paths:
             scorers.append(load_scorer(p, num_threads, batch_size, need_tflite=raw, threshold=threshold))
-        chosen = threshold_of(scorers, threshold, store_fusion)
+        chosen = threshold_of(scorers, threshold, store_fusion is not None)
         if raw:
             ev = evaluate_raw(data, scorers, chosen, layout, selection, detection, show_progress)
         else:
@@ -384,12 +388,16 @@ def evaluate(data: Path, out: Path, models: Sequence[Path] | None = None, *, lay
     finally:
         for sc in scorers:
             sc.close()
-    if store_fusion:
+    checked = None
+    if store_fusion is not None:
         chosen = derive_fused_threshold(ev)
+        checked = fusion.check_fused_threshold(ev, chosen, store_fusion)
     report = build_report(ev, chosen, scorers, data, raw, selection,
                           "--threshold" if threshold is not None else "model metadata")
-    if store_fusion:
+    if store_fusion is not None:
         report["threshold_source"] = "fused EER on this data (--store-fusion)"
-        report["fusion_record"] = metadata_lib.store_fusion([s.path for s in scorers], chosen)
+        report["fusion_check"] = checked
+        report["fusion_record"] = fusion.write_copies(store_fusion, model_paths, chosen)
+        report["fusion_out"] = metadata_lib.portable_path(store_fusion.out)
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     return ev, report

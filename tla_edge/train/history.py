@@ -69,7 +69,7 @@ def format_summary(meta: Any, at_eer: Any, at_apcer: Any, phases: dict, out: Pat
     data = e["data"]
     lines = [
         "",
-        f"tla-edge train: {arch} input {meta.input_size[0]} scale {meta.crop_scale:g} "
+        f"tla-edge train: {arch} input {meta.input_size[0]} scale {meta.crop_scale:g} crop rule {meta.crop_rule} "
         f"weights {e['weights']} ({e['recipe']})",
         f"  data      train {data['train']['real']} real / {data['train']['attack']} attack; "
         f"val {data['val']['real']} real / {data['val']['attack']} attack ({data['validation']})",

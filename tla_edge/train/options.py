@@ -29,6 +29,9 @@ class Recipe:
     """``imagenet``, ``none`` (from scratch) or a ``.weights.h5`` file."""
     scale: float | None = None
     """Crop scale to train on (None: the only one)."""
+    crop_rule: str | None = None
+    """Crop rule of the crops to train on, ``"pad"`` or ``"shift"`` (None: the only one
+    at that scale); the model is written with it and crops the same way on the device."""
     sessions: str | None = None
     """Use only these comma-separated sessions."""
     val_session: str | None = None
@@ -80,30 +83,35 @@ class DefaultWeights(NamedTuple):
     """One line to tell the user what ``default`` chose (None when not ``default``)."""
 
 
-def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: float = 1.0,
+def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: float | None = None,
                             input_size: int | None = None, scale: float | None = None,
                             epochs: int | None = None, fine_tune_epochs: int | None = None) -> DefaultWeights:
     """Fills unset epochs; turns ``weights="default"`` into the bundled file and its model's settings.
 
+    ``alpha`` None means 1.0, or the bundled model's with ``default``.
+
     Raises:
-      UserError: the weights are not installed, ``arch`` contradicts them, or
-        ``crops_dir`` holds no crops at the bundled model's scale.
+      UserError: the weights are not installed, ``arch``, ``alpha`` or
+        ``input_size`` contradicts them, or ``crops_dir`` holds no crops at the
+        bundled model's scale.
     """
     default = weights.strip().lower() == "default"
     fill = DEFAULT_WEIGHTS_EPOCHS if default else EPOCHS
     epochs = fill["epochs"] if epochs is None else epochs
     fine_tune_epochs = fill["fine_tune_epochs"] if fine_tune_epochs is None else fine_tune_epochs
     if not default:
-        return DefaultWeights(weights, alpha, input_size, scale, epochs, fine_tune_epochs, None)
+        return DefaultWeights(weights, 1.0 if alpha is None else alpha, input_size, scale, epochs,
+                              fine_tune_epochs, None)
     from tla_edge.data import crops as crops_lib
     from tla_edge.runtime.assets import default_liveness_weights
 
     path, meta = default_liveness_weights()
     if arch != meta.architecture:
         raise UserError(f"--weights default is a {meta.architecture} model; --arch {arch} cannot start from it")
-    alpha = float(meta.extra.get("alpha", alpha))
-    input_size = int(meta.input_size[0])
-    scale = float(meta.crop_scale) if scale is None else scale
+    alpha = _bundled_setting("--alpha", alpha, float(meta.extra.get("alpha", 1.0)), meta.architecture)
+    input_size = int(_bundled_setting("--input-size", input_size, int(meta.input_size[0]), meta.architecture))
+    bundled_scale = float(meta.crop_scale)
+    scale = bundled_scale if scale is None else scale
     if crops_lib.is_crops_dir(crops_dir):
         scales = sorted({float(r["scale"]) for r in crops_lib.read_manifest(crops_dir)})
         if all(abs(s - scale) > 1e-6 for s in scales):
@@ -111,9 +119,19 @@ def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: flo
                 f"crops folder '{crops_dir}' holds scales {', '.join(f'{s:g}' for s in scales)}; --weights "
                 f"default fine-tunes a model of crop scale {scale:g}: prepare them with --scales {scale:g}"
             )
+    scale_text = f"crop scale {scale:g}" + ("" if abs(scale - bundled_scale) < 1e-6
+                                            else f" (--scale; the bundled model's is {bundled_scale:g})")
     note = (f"tla-edge train: --weights default: {meta.architecture} alpha {alpha:g}, input "
-            f"{input_size}, crop scale {scale:g}, {epochs} + {fine_tune_epochs} epochs")
+            f"{input_size}, {scale_text}, {epochs} + {fine_tune_epochs} epochs")
     return DefaultWeights(str(path), alpha, input_size, scale, epochs, fine_tune_epochs, note)
+
+
+def _bundled_setting(flag: str, given: float | None, bundled: float, arch: str) -> float:
+    """The bundled model's value of a setting ``--weights default`` fixes; an explicit other value is refused."""
+    if given is not None and abs(float(given) - bundled) > 1e-9:
+        raise UserError(f"{flag} {given:g} contradicts --weights default (a {arch} of {flag[2:]} {bundled:g}); "
+                        f"expected {flag} left out (or {bundled:g}), or other --weights")
+    return bundled
 
 
 def check_recipe(recipe: Recipe, crops_dir: Path) -> None:

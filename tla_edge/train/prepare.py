@@ -2,8 +2,9 @@
 
 Every image is read once and searched once by the face detector (image mode,
 largest face); the face is then cropped at every scale by the shared
-:func:`tla_edge.runtime.preprocess.crop_face` and written as a PNG under
-``OUT/s<scale>/``. ``OUT/manifest.csv`` has one row per image per scale;
+:func:`tla_edge.runtime.preprocess.crop_face` with one crop rule and written as a PNG under
+``OUT/s<scale>/`` (``"pad"``) or ``OUT/s<scale>_shift/`` (``"shift"``): crops of
+two rules live side by side in one folder and never mix. ``OUT/manifest.csv`` has one row per image per scale;
 ``OUT/prepare.json`` keeps the settings, the summary and every skipped image
 with its reason. Unreadable images and frames without a face are skipped and
 counted, never fatal. A second run into the same folder keeps the crops it
@@ -156,20 +157,23 @@ def crop_name(source: str, used: set[str]) -> str:
     return name
 
 
-def crop_fingerprint() -> str:
-    """A hash of :func:`tla_edge.runtime.preprocess.crop_face` on fixed synthetic frames.
+def crop_fingerprint(rule: str = preprocess.DEFAULT_CROP_RULE) -> str:
+    """A hash of :func:`tla_edge.runtime.preprocess.crop_face` under one rule on fixed synthetic frames.
 
     It changes whenever the crop contract's pixels change (window geometry,
     padding, resampling), so a resumed ``prepare`` never mixes crops made by
-    two implementations, and a crops folder says which one made it.
+    two implementations, and a crops folder says which one made it. The
+    ``"pad"`` fingerprint is the one crops folders recorded before rules existed.
     """
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     parts = [
-        preprocess.crop_face(frame, (250.5, 150.25, 120.0, 140.0), 3.0, 160),  # large downscale
-        preprocess.crop_face(frame, (300.0, 200.0, 50.0, 60.0), 2.7, 160),  # upscale
-        preprocess.crop_face(frame, (-20.0, 400.0, 90.0, 90.0), 1.5, 64),  # padded corner
+        preprocess.crop_face(frame, (250.5, 150.25, 120.0, 140.0), 3.0, 160, rule),  # large downscale
+        preprocess.crop_face(frame, (300.0, 200.0, 50.0, 60.0), 2.7, 160, rule),  # upscale
+        preprocess.crop_face(frame, (-20.0, 400.0, 90.0, 90.0), 1.5, 64, rule),  # padded (or shifted) corner
     ]
+    if rule != "pad":
+        parts.append(preprocess.crop_face(frame, (200.0, 100.0, 200.0, 240.0), 3.0, 96, rule))  # shrunk to fit
     return hashlib.sha1(b"".join(p.tobytes() for p in parts)).hexdigest()[:16]
 
 
@@ -181,6 +185,21 @@ def _same_setting(key: str, old: Any, new: Any, root: Path | None) -> bool:
     # The same folder named another way ("data" and "./data"), or an absolute
     # path written before prepare.json stored portable ones.
     return Path(old).resolve() == root.resolve()
+
+
+def _only_crop_folders(out: Path) -> bool:
+    """True when ``out`` holds nothing but what prepare writes before its manifest: ``s<scale>[_shift]/`` of PNGs."""
+    import re
+
+    for entry in out.iterdir():
+        if not (entry.is_dir() and re.fullmatch(r"s\d+(\.\d+)?(_shift)?", entry.name)):
+            if not (entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                return False
+            continue
+        for f in entry.rglob("*"):
+            if f.is_file() and f.suffix.lower() != ".png" and not f.name.endswith(".tmp"):
+                return False
+    return True
 
 
 def check_out_dir(out: Path, force: bool, settings: dict[str, Any],
@@ -198,7 +217,8 @@ def check_out_dir(out: Path, force: bool, settings: dict[str, Any],
         return [], {}
     manifest = out / datasets.MANIFEST_NAME
     if not manifest.is_file():
-        if any(out.iterdir()) and not force:
+        # killed before its first manifest (SIGKILL, OOM): only its own crop folders are there; start again
+        if any(out.iterdir()) and not force and not _only_crop_folders(out):
             raise UserError(
                 f"output folder '{out}' exists, is not empty and holds no {datasets.MANIFEST_NAME}; "
                 "expected a new or a tla-edge crops folder (pass --force to write into it)"
@@ -214,6 +234,13 @@ def check_out_dir(out: Path, force: bool, settings: dict[str, Any],
             f"(crop_fingerprint {old_settings.get('crop_fingerprint')!r}, now {settings['crop_fingerprint']!r}); "
             "its crops would differ from the runtime's: pass --force to recompute them, or use another --out"
         )
+    rule, fingerprint = next(iter(settings["crop_rules"].items()))
+    old_fingerprint = (old_settings.get("crop_rules") or {}).get(rule)
+    if old_fingerprint is not None and old_fingerprint != fingerprint:
+        raise UserError(
+            f"crops folder '{out}' holds '{rule}' crops made by another version of that rule "
+            f"(fingerprint {old_fingerprint!r}, now {fingerprint!r}); pass --force to recompute them, or use another --out"
+        )
     for key in ("size", "detector", "min_score", "dataset"):
         if key in old_settings and not _same_setting(key, old_settings[key], settings[key], dataset_root):
             raise UserError(
@@ -226,10 +253,14 @@ def check_out_dir(out: Path, force: bool, settings: dict[str, Any],
 
 
 def plan_work(records: Sequence[datasets.Record], out: Path, scales: Sequence[float], root: Path | None,
-              old_rows: list[dict], old_skipped: dict[str, dict]) -> Work:
-    """Splits the records into those done by an earlier run and those left to compute."""
-    work = Work(out, list(scales))
-    old_by_key = {(r["source"], crops_lib.scale_dir_name(float(r["scale"]))): r for r in old_rows}
+              old_rows: list[dict], old_skipped: dict[str, dict], crop_rule: str = preprocess.DEFAULT_CROP_RULE) -> Work:
+    """Splits the records into those done by an earlier run and those left to compute.
+
+    Crops of another rule (another scale folder) never count as done.
+    """
+    work = Work(out, list(scales), crop_rule)
+    old_by_key = {(r["source"], crops_lib.scale_dir_name(float(r["scale"]), crops_lib.row_rule(r))): r
+                  for r in old_rows}
     used_names: set[str] = {r["crop"].split("/", 1)[1] for r in old_rows if "/" in r["crop"]}
     work.rows = dict(old_by_key)
     for rec in records:
@@ -238,12 +269,8 @@ def plan_work(records: Sequence[datasets.Record], out: Path, scales: Sequence[fl
             work.skipped[source] = old_skipped[source]
             work.counts["resumed_skipped"] += 1
             continue
-        missing = [
-            s
-            for s in scales
-            if (source, crops_lib.scale_dir_name(s)) not in old_by_key
-            or not (out / old_by_key[(source, crops_lib.scale_dir_name(s))]["crop"]).is_file()
-        ]
+        keys = {s: (source, crops_lib.scale_dir_name(s, crop_rule)) for s in scales}
+        missing = [s for s in scales if keys[s] not in old_by_key or not (out / old_by_key[keys[s]]["crop"]).is_file()]
         if missing:
             work.todo.append((rec, source, missing))
         else:
@@ -270,7 +297,8 @@ def _skip(work: Work, rec: datasets.Record, source: str, reason: str, detail: st
     work.skipped[source] = {"source": source, "label": rec.label, "reason": reason, "detail": detail}
 
 
-def _manifest_row(rec: datasets.Record, source: str, rel: str, scale: float, face: Any) -> dict[str, Any]:
+def _manifest_row(rec: datasets.Record, source: str, rel: str, scale: float, face: Any,
+                  rule: str) -> dict[str, Any]:
     return {
         "crop": rel,
         "source": source,
@@ -285,6 +313,7 @@ def _manifest_row(rec: datasets.Record, source: str, rel: str, scale: float, fac
         "box_w": f"{face.width:.2f}",
         "box_h": f"{face.height:.2f}",
         "det_score": f"{face.score:.4f}",
+        "crop_rule": rule,
     }
 
 
@@ -306,11 +335,12 @@ def crop_one(work: Work, detector: Any, item: tuple[datasets.Record, str, list[f
         return
     face = max(faces, key=lambda f: f.width * f.height)
     for scale in missing:
-        crop = preprocess.crop_face(rgb, face, scale, size)
-        rel = f"{crops_lib.scale_dir_name(scale)}/{work.names[source]}"
+        crop = preprocess.crop_face(rgb, face, scale, size, work.crop_rule)
+        folder = crops_lib.scale_dir_name(scale, work.crop_rule)
+        rel = f"{folder}/{work.names[source]}"
         write_png_atomic(work.out / rel, crop)
         work.counts["crops_written"] += 1
-        work.rows[(source, crops_lib.scale_dir_name(scale))] = _manifest_row(rec, source, rel, scale, face)
+        work.rows[(source, folder)] = _manifest_row(rec, source, rel, scale, face, work.crop_rule)
 
 
 def crop_all(work: Work, detector: Any, size: int, min_score: float, show_progress: bool = True) -> None:
@@ -343,8 +373,9 @@ def prepare(
     dataset_info: dict[str, Any] | None = None,
     show_progress: bool = True,
     detector_backend: str = "auto",
+    crop_rule: str = preprocess.DEFAULT_CROP_RULE,
 ) -> dict[str, Any]:
-    """Detects, crops and writes every record's face at every scale.
+    """Detects, crops and writes every record's face at every scale, under one crop rule.
 
     Args:
       records: the images to prepare.
@@ -360,14 +391,19 @@ def prepare(
       show_progress: draw a progress bar on stderr.
       detector_backend: ``"auto"``, ``"mediapipe"`` or ``"litert"`` when
         ``detector`` is a name or path (both backends give the same boxes).
+      crop_rule: ``"pad"`` or ``"shift"`` (:func:`tla_edge.runtime.preprocess.crop_region`);
+        its crops go to their own scale folders, and a resume with another
+        rule computes them anew beside the others.
 
     Returns:
       The content written to ``prepare.json`` (settings, summary, skipped).
 
     Raises:
       UserError: the output folder cannot be used (see the message).
+      ValueError: an unknown crop rule.
     """
     out = Path(out)
+    preprocess.check_crop_rule(crop_rule)
     scales = [float(s) for s in scales]
     root = Path(dataset_root) if dataset_root is not None else None
     settings: dict[str, Any] = {
@@ -376,11 +412,18 @@ def prepare(
         "min_score": float(min_score),
         "dataset": portable_path(root) if root is not None else None,
         "crop_fingerprint": crop_fingerprint(),
+        "crop_rules": {crop_rule: crop_fingerprint(crop_rule)},
     }
     old_rows, old_skipped = check_out_dir(out, force, settings, root)
-    old_runs = [] if force else list(crops_lib.read_prepare_json(out).get("runs", []))
+    old = {} if force else crops_lib.read_prepare_json(out)
+    old_runs = list(old.get("runs", []))
+    # The fingerprint of every rule whose crops the folder keeps.
+    kept_rules = {crops_lib.row_rule(r) for r in old_rows}
+    old_rules = {"pad": settings["crop_fingerprint"], **(old.get("settings", {}).get("crop_rules") or {})}
+    settings["crop_rules"] = {**{r: old_rules[r] for r in sorted(kept_rules) if r in old_rules},
+                              crop_rule: settings["crop_rules"][crop_rule]}
     out.mkdir(parents=True, exist_ok=True)
-    work = plan_work(records, out, scales, root, old_rows, old_skipped)
+    work = plan_work(records, out, scales, root, old_rows, old_skipped, crop_rule)
 
     t0 = time.perf_counter()
     own_detector = None

@@ -30,6 +30,8 @@ class Work:
 
     out: Path
     scales: list[float]
+    crop_rule: str = "pad"
+    """The rule of the crops this run writes (rows of other rules are kept as they are)."""
     rows: Rows = dataclasses.field(default_factory=dict)
     skipped: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -56,12 +58,20 @@ def manifest_text(rows: Iterable[dict[str, Any]]) -> str:
 
 
 def _ordered(rows: Rows) -> list[dict[str, Any]]:
-    return [rows[k] for k in sorted(rows, key=lambda k: (float(rows[k]["scale"]), k[0]))]
+    return [rows[k] for k in sorted(rows, key=lambda k: (float(rows[k]["scale"]), crops_lib.row_rule(rows[k]), k[0]))]
 
 
 def save_manifest(work: Work) -> None:
     """Writes ``manifest.csv`` of the rows so far (atomically)."""
     fileio.write_text_atomic(work.out / datasets.MANIFEST_NAME, manifest_text(_ordered(work.rows)))
+
+
+def _per_scale(rows: Rows, scales: Sequence[float], rule: str) -> dict[str, int]:
+    """Crops per scale folder name without its ``s`` (``"2.7"``, ``"2.7_shift"``), in scale order."""
+    pairs = {(float(r["scale"]), crops_lib.row_rule(r)) for r in rows.values()} | {(s, rule) for s in scales}
+    counts = collections.Counter(crops_lib.scale_dir_name(float(r["scale"]), crops_lib.row_rule(r))
+                                 for r in rows.values())
+    return {crops_lib.scale_dir_name(s, ru)[1:]: counts[crops_lib.scale_dir_name(s, ru)] for s, ru in sorted(pairs)}
 
 
 def summarize(records: Sequence[datasets.Record], work: Work, elapsed: float) -> dict[str, Any]:
@@ -78,10 +88,7 @@ def summarize(records: Sequence[datasets.Record], work: Work, elapsed: float) ->
         "processed": processed,
         "resumed": counts["resumed"] + counts["resumed_skipped"],
         "crops_written": counts["crops_written"],
-        "crops_per_scale": {
-            crops_lib.scale_dir_name(s)[1:]: sum(1 for r in rows.values() if abs(float(r["scale"]) - s) < 1e-9)
-            for s in sorted({float(r["scale"]) for r in rows.values()} | set(scales))
-        },
+        "crops_per_scale": _per_scale(rows, scales, work.crop_rule),
         "sources_with_crops": len(by_source),
         "no_face": reasons[NO_FACE],
         "corrupt": reasons[CORRUPT],
@@ -120,6 +127,7 @@ def finish(records: Sequence[datasets.Record], work: Work, settings: dict[str, A
         {
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "scales": work.scales,
+            "crop_rule": work.crop_rule,
             **{k: summary[k] for k in ("images", "processed", "resumed", "crops_written", "no_face",
                                        "corrupt", "errors", "time_s", "img_per_s")},
         }

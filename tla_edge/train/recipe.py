@@ -302,6 +302,7 @@ def model_metadata(run: Run, val: Validation, wall_s_total: float, wall_s_data: 
     return ModelMetadata(
         input_size=(d.input_size, d.input_size),
         crop_scale=float(d.crops.scale),
+        crop_rule=d.crops.crop_rule,
         normalization=NORMALIZATION,
         output="logit",
         live_index=0,
@@ -390,7 +391,7 @@ def train(crops_dir: Path, out: Path, recipe: Recipe, force: bool = False,
     check_weights(recipe)
     t_start = time.perf_counter()
     data = load_train_data(crops_dir, recipe.scale, recipe.sessions, recipe.val_session, recipe.val_subjects,
-                           recipe.val_random, recipe.seed, recipe.input_size)
+                           recipe.val_random, recipe.seed, recipe.input_size, recipe.crop_rule)
     if recipe.val_random is not None and warn is not None:
         warn("tla-edge train: warning: --val-random splits frames at random; neighbouring frames leak "
              "into validation and its figures are optimistic")

@@ -21,7 +21,7 @@ import numpy as np
 from tla_edge import fileio, metrics
 from tla_edge.errors import UserError
 from tla_edge.runtime.metadata import portable_path
-from tla_edge.runtime.pipeline import LIVE, SPOOF
+from tla_edge.runtime.pipeline import SCORED
 
 OUTPUT_FILES = (
     "metrics.json",
@@ -65,12 +65,12 @@ class Evaluated:
         return np.asarray(self.scores, np.float64), np.asarray(self.labels, np.int64), list(self.species)
 
     def processed(self) -> np.ndarray:
-        """True where the system processed the presentation (a live or spoof decision with a score)."""
-        return np.array([d in (LIVE, SPOOF) for d in self.decisions], bool)
+        """True where the system processed the presentation (a decision with a score, :data:`SCORED`)."""
+        return np.array([d in SCORED for d in self.decisions], bool)
 
     def reasons(self) -> list[str | None]:
         """Per sample: None when processed, else the non-response reason (the decision)."""
-        return [None if d in (LIVE, SPOOF) else d for d in self.decisions]
+        return [None if d in SCORED else d for d in self.decisions]
 
 
 class Selection(NamedTuple):
@@ -339,6 +339,6 @@ def worst_errors(ev: Evaluated, threshold: float, k: int) -> tuple[list[np.ndarr
         for i in idx:
             images.append(ev.thumbs(int(i)))
             name = ev.sources[i] if len(ev.sources[i]) <= 28 else "..." + ev.sources[i][-25:]
-            decision = "" if ev.decisions[i] in (LIVE, SPOOF) else f" {ev.decisions[i]}"
+            decision = "" if ev.decisions[i] in SCORED else f" {ev.decisions[i]}"
             captions.append(f"{kind} {scores[i]:.3f}{decision}\n{name}")
     return images, captions

@@ -64,6 +64,7 @@ def split_validation(
         desc = f"session {val_session}"
     elif val_subjects is not None:
         wanted = [s for s in (val_subjects.split(",") if isinstance(val_subjects, str) else val_subjects) if s.strip()]
+        datasets.check_known_ids("--val-subjects", wanted, list(subjects), "crops")
         is_val = np.array([any(datasets.same_id(s, w) for w in wanted) for s in subjects])
         if not is_val.any():
             raise UserError(f"--val-subjects {','.join(wanted)} are not in the crops; subjects are {all_subjects}")
@@ -149,7 +150,7 @@ class TrainData(NamedTuple):
 def load_train_data(crops_dir: Path, scale: float | None = None, sessions: str | None = None,
                     val_session: str | None = None, val_subjects: str | None = None,
                     val_random: float | None = None, seed: int = 0,
-                    input_size: int | None = None) -> TrainData:
+                    input_size: int | None = None, crop_rule: str | None = None) -> TrainData:
     """Loads a crops folder at one scale and splits it (:func:`split_validation`).
 
     Args:
@@ -158,11 +159,12 @@ def load_train_data(crops_dir: Path, scale: float | None = None, sessions: str |
       sessions: keep only these comma-separated sessions.
       val_session, val_subjects, val_random, seed: see :func:`split_validation`.
       input_size: model input side (None: the crops' side; else crops are resized).
+      crop_rule: the crops' rule (None: the only one at that scale).
 
     Raises:
       UserError: a part lacks a class, or no split is possible.
     """
-    crops = crops_lib.load_crops(crops_dir, scale=scale, sessions=sessions)
+    crops = crops_lib.load_crops(crops_dir, scale=scale, sessions=sessions, crop_rule=crop_rule)
     check_classes(crops.labels, f"crops folder '{crops_dir}' at scale {crops.scale:g}")
     train_idx, val_idx, val_desc = split_validation(crops.sessions, crops.subjects, val_session, val_subjects,
                                                     val_random, seed)
@@ -175,6 +177,7 @@ def load_train_data(crops_dir: Path, scale: float | None = None, sessions: str |
     summary = {
         "crops_dir": portable_path(crops_dir),
         "scale": crops.scale,
+        "crop_rule": crops.crop_rule,
         "crop_size": int(crops.images.shape[1]),
         "validation": val_desc,
         "train": data_summary(labels[train_idx], pick(crops.sessions, train_idx), pick(crops.subjects, train_idx)),
