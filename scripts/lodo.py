@@ -40,7 +40,8 @@ The combined crops folder of ``both-msutest`` is written into ``--work``
 Arguments after ``--`` go to ``tla-edge train`` unchanged. Finished runs in
 ``--work/NAME`` are reused (a run is finished when its ``metadata.json`` and
 ``test_scores.csv`` exist), so an interrupted protocol resumes. The result,
-``benchmarks/results/lodo/NAME.json`` (``NAME_both.json`` for ``both-msutest``, run on its own), is rewritten after every run with
+``benchmarks/results/lodo/NAME.json`` (``NAME_both.json`` for ``both-msutest``,
+run on its own), is rewritten after every run with
 every run found for the chosen directions and seeds (``complete`` says whether
 all of them are there). ``--table`` prints the Markdown table of every JSON
 in ``--out-dir``.
@@ -49,7 +50,6 @@ in ``--out-dir``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shlex
@@ -113,6 +113,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
                    help=f"comma-separated, of {', '.join(DIRECTIONS)}")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds")
     p.add_argument("--note", default="", help="free text recorded in the JSON")
+    p.add_argument("--summarise-only", action="store_true",
+                   help="train and score nothing: rewrite the JSON from the finished runs in --work")
     p.add_argument("--table", action="store_true", help="print the Markdown table of every JSON in --out-dir")
     args = p.parse_args(argv)
     if not args.table:
@@ -314,7 +316,8 @@ def write_result(args: argparse.Namespace, train_args: list[str], runs: list[dic
                  "nuaa_crops": portable_path(args.nuaa_crops), "msu_crops": portable_path(args.msu_crops),
                  "nuaa_prepare": crops_lib.read_prepare_json(args.nuaa_crops).get("summary"),
                  "msu_prepare": crops_lib.read_prepare_json(args.msu_crops).get("summary")},
-        "complete": len(runs) == wanted,
+        "complete": len(runs) >= wanted,
+        "seeds_asked": args.seeds,
         "runs": runs,
         "mean_by_direction": {
             d: {part: mean_spread([r for r in runs if r["direction"] == d], part)
@@ -349,6 +352,8 @@ def table(out_dir: Path) -> str:
     lines = [head, "|" + "|".join([" --- "] * 12) + "|"]
     for f in sorted(out_dir.glob("*.json")):
         res = json.loads(f.read_text())
+        if "directions" not in res or "runs" not in res:  # another script's result (e.g. a teacher's)
+            continue
         for d in res["directions"]:
             rs = [r for r in res["runs"] if r["direction"] == d]
             if not rs:
@@ -366,6 +371,18 @@ def table(out_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def finished_runs(args: argparse.Namespace, directions: list[str]) -> list[dict]:
+    """Every finished run of the recipe in --work for these directions, whatever its seed (so that runs of
+    one seed, made by another invocation, are never dropped from the JSON)."""
+    found = []
+    for direction in directions:
+        for d in (args.work / args.name).glob(f"{direction}_seed*"):
+            seed = d.name.rsplit("_seed", 1)[1]
+            if seed.isdigit() and (d / "metadata.json").is_file() and (d / "test_scores.csv").is_file():
+                found.append((int(seed), directions.index(direction), direction))
+    return [summarise(args, direction, seed, run_dir(args, direction, seed)) for seed, _, direction in sorted(found)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args, train_args = parse_args(argv)
     if args.table:
@@ -374,17 +391,20 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     directions = args.directions.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs: list[dict] = []
-    for seed in seeds:  # every direction of a seed before the next seed
+    out = None
+    for seed in ([] if args.summarise_only else seeds):  # every direction of a seed before the next seed
         for direction in directions:
             r = run_one(args, train_args, direction, seed)
-            runs.append(r)
             t, v = r["test_at_shipped"], r["validation_at_shipped"]
             print(f"[lodo] {args.name} {direction} seed {seed}: val EER {v['eer']:.2%} | test AUC {t['auc']:.4f} "
                   f"EER {t['eer']:.2%}; at shipped thr. {r['threshold_shipped']:.3f}: APCER {t['apcer']:.2%} "
                   f"{ {k: round(x, 4) for k, x in t['apcer_per_species'].items()} } BPCER {t['bpcer']:.2%} "
                   f"ACER {t['acer']:.2%}", file=sys.stderr, flush=True)
+            runs = finished_runs(args, directions)
             out = write_result(args, train_args, runs, len(seeds) * len(directions), time.perf_counter() - t0)
+    if args.summarise_only:
+        runs = finished_runs(args, directions)
+        out = write_result(args, train_args, runs, len(seeds) * len(directions), time.perf_counter() - t0)
     print(f"{args.name}: {len(runs)} runs -> {out}")
     return 0
 

@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from tla_edge.data.datasets import MANIFEST_NAME, check_known_ids, id_in, id_list, read_image_rgb
+from tla_edge.data.records import manifest_header
 from tla_edge.errors import UserError
 from tla_edge.runtime.preprocess import DEFAULT_CROP_RULE, check_crop_rule
 
@@ -89,16 +90,8 @@ def read_manifest(crops_dir: str | Path) -> list[dict[str, str]]:
 
 def is_crops_dir(path: str | Path) -> bool:
     """True when ``path`` is a folder written by ``tla-edge prepare`` (manifest with a crop column)."""
-    manifest = Path(path) / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
-    try:
-        with manifest.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-    except UnicodeDecodeError as err:
-        raise UserError(f"crops manifest '{manifest}' is not UTF-8 text (offset {err.start}); "
-                        "expected the manifest.csv tla-edge prepare writes") from None
-    return "crop" in header and "scale" in header
+    header = manifest_header(Path(path) / MANIFEST_NAME, "crops manifest", "prepare")
+    return header is not None and "crop" in header and "scale" in header
 
 
 @dataclasses.dataclass

@@ -7,7 +7,6 @@ of the folder they go into, read through the one manifest reader
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 from tla_edge import fileio
 from tla_edge.data.crops import is_crops_dir
 from tla_edge.data.datasets import MANIFEST_NAME, detect_layout, load_dataset
+from tla_edge.data.records import manifest_header
 from tla_edge.errors import UserError
 
 COLUMNS = ("path", "label", "species", "subject", "session", "split",
@@ -25,16 +25,8 @@ COLUMNS = ("path", "label", "species", "subject", "session", "split",
 
 def is_recording(folder: Path) -> bool:
     """True when ``folder`` holds a manifest.csv written by ``tla-edge record``."""
-    manifest = folder / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
-    try:
-        with manifest.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-    except UnicodeDecodeError as err:
-        raise UserError(f"manifest '{manifest}' is not UTF-8 text (offset {err.start}); "
-                        "expected the manifest.csv tla-edge record writes") from None
-    return tuple(header[: len(COLUMNS)]) == COLUMNS
+    header = manifest_header(folder / MANIFEST_NAME, "manifest", "record")
+    return header is not None and tuple(header[: len(COLUMNS)]) == COLUMNS
 
 
 def check_out_dir(out: Path) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
+from tla_edge.errors import UserError
 from tla_edge.runtime.sources import IMAGE_EXTENSIONS
 
 class Record(NamedTuple):
@@ -75,3 +77,24 @@ class Dataset(list):
 def images_under(folder: Path) -> list[Path]:
     """Image files (:data:`~tla_edge.runtime.sources.IMAGE_EXTENSIONS`, any case) anywhere under ``folder``, sorted."""
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def manifest_header(manifest: Path, what: str, writer: str) -> list[str] | None:
+    """The first row of a manifest.csv, or None where there is no such file.
+
+    Args:
+      manifest: the manifest's path.
+      what: which manifest, for the error (``"crops manifest"``, ``"manifest"``).
+      writer: the command that writes it (``"prepare"``, ``"record"``).
+
+    Raises:
+      UserError: the file is not UTF-8 text.
+    """
+    if not manifest.is_file():
+        return None
+    try:
+        with manifest.open(newline="", encoding="utf-8") as f:
+            return next(csv.reader(f), [])
+    except UnicodeDecodeError as err:
+        raise UserError(f"{what} '{manifest}' is not UTF-8 text (offset {err.start}); "
+                        f"expected the manifest.csv tla-edge {writer} writes") from None
