@@ -263,3 +263,27 @@ def test_zero_epochs_is_refused_and_writes_nothing(tmp_path, capsys, extra, mess
 def test_val_subjects_refuses_a_subject_it_does_not_have():
     with pytest.raises(UserError, match=r"^--val-subjects names 'nobody', in none of the 4 crops; expected some of: 0001, 0002$"):
         split_validation(["01", "01", "02", "02"], ["0001", "0002", "0001", "0002"], val_subjects="0001,nobody")
+
+
+def test_a_failed_or_interrupted_run_leaves_no_model_folder(tmp_path, monkeypatch, capsys):
+    from tla_edge.train import recipe as recipe_lib
+
+    crops = make_crops(tmp_path / "crops")
+    out = tmp_path / "model"
+    calls = []
+
+    def interrupted(run):  # phase work after build() made MODEL_DIR/checkpoints
+        calls.append(sorted(p.name for p in run.out.iterdir()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe_lib, "train_from_scratch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        recipe_lib.train(crops, out, recipe_lib.Recipe(arch="mobilenetv2", weights="none", epochs=1, input_size=32))
+    assert calls == [["checkpoints"]] and not out.exists()  # the re-run is not refused
+    # a folder that existed before (--force) is left as the user had it
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(KeyboardInterrupt):
+        recipe_lib.train(crops, out, recipe_lib.Recipe(arch="mobilenetv2", weights="none", epochs=1, input_size=32),
+                         force=True)
+    assert (out / "keep.txt").read_text() == "mine"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -389,6 +390,18 @@ def train(crops_dir: Path, out: Path, recipe: Recipe, force: bool = False,
     check_recipe(recipe, crops_dir)
     out = fileio.check_writable(out, force)
     check_weights(recipe)
+    created = not out.exists()
+    try:
+        return _train(crops_dir, out, recipe, warn)
+    except BaseException:
+        # a failed or interrupted run leaves no half-written model folder (checkpoints/) that
+        # would make the re-run refuse; a folder that existed before (--force) is the user's
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(crops_dir: Path, out: Path, recipe: Recipe, warn: Callable[[str], None] | None) -> Trained:
     t_start = time.perf_counter()
     data = load_train_data(crops_dir, recipe.scale, recipe.sessions, recipe.val_session, recipe.val_subjects,
                            recipe.val_random, recipe.seed, recipe.input_size, recipe.crop_rule)
