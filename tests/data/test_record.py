@@ -13,7 +13,7 @@ from tla_edge import cli
 
 from tla_edge.data import datasets
 
-from tla_edge.data import recording
+from tla_edge.data import recording, recording_folder
 from tla_edge.errors import UserError
 
 from conftest import nuaa_folder
@@ -84,7 +84,7 @@ def test_interrupted_run_keeps_its_frames_and_a_second_run_appends(tmp_path):
     # A killed writer can tear the last manifest line: the next run drops it, then appends.
     with open(out / "manifest.csv", "a") as f:
         f.write("attack/print/s1/torn.jpg,att")
-    assert recording.check_out_dir(out) is True
+    assert recording_folder.check_out_dir(out) is True
     rec2 = recording.Recorder(out, "attack", "print", "s1", "01", "fake", "cam")
     rec2.run_id = rec.run_id  # same second: names must still be new
     result = recording.record(_frames(4), rec2, detector=None, every=2)
@@ -132,11 +132,11 @@ def test_refuses_to_record_into_another_dataset(tmp_path, capsys):
     assert _files(other) == before
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(UserError, match="is a file"):
-        recording.check_out_dir(tmp_path / "file.txt")
+        recording_folder.check_out_dir(tmp_path / "file.txt")
     with pytest.raises(UserError, match="holds 1 other files or folders"):
         (tmp_path / "misc").mkdir()
         (tmp_path / "misc" / "notes.txt").write_text("x")
-        recording.check_out_dir(tmp_path / "misc")
+        recording_folder.check_out_dir(tmp_path / "misc")
 
 
 def test_refuses_to_record_into_nuaa(nuaa_dir, tmp_path, capsys):
@@ -195,7 +195,7 @@ def test_refuses_a_crops_folder_and_reads_a_recording_through_its_manifest(tmp_p
     crops.mkdir()
     (crops / "manifest.csv").write_text("crop,source,label,scale\ns3.5/a.png,a.jpg,real,3.5\n")
     with pytest.raises(UserError, match="holds a crops folder written by tla-edge prepare, not a recording"):
-        recording.check_out_dir(crops)
+        recording_folder.check_out_dir(crops)
     # real/ + attack/ alone is the folder layout (no session); with a recording's manifest, the CSV layout
     data = _folder_dataset(tmp_path / "data")
     assert datasets.detect_layout(data) == "folder"
@@ -221,9 +221,9 @@ def test_appending_to_a_manifest_with_a_one_column_row_is_refused_by_line(tmp_pa
         f.write("stray\n")
     # was a TypeError traceback from the summary, after the frames were recorded
     with pytest.raises(UserError, match=r"^CSV '.*manifest.csv' line 4 has 1 column\(s\); expected 11 \(path,label,"):
-        recording.check_out_dir(out)
+        recording_folder.check_out_dir(out)
     with pytest.raises(UserError, match=r"line 4 has 1 column"):
-        recording.recording_summary(out)
+        recording_folder.recording_summary(out)
 
 
 def test_record_labels_are_read_back_as_written():

@@ -25,7 +25,7 @@ from typing import Any
 
 from tla_edge import fileio
 from tla_edge.cli import argtypes
-from tla_edge.data import recording
+from tla_edge.data import recording, recording_folder
 from tla_edge.data.datasets import MANIFEST_NAME
 from tla_edge.errors import UserError
 
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.seconds is not None and not args.seconds > 0:
         raise UserError(f"--seconds {args.seconds:g} is not > 0")
     fileio.check_distinct({"--out": args.out}, {"--source": args.source})
-    appending = recording.check_out_dir(args.out)
+    appending = recording_folder.check_out_dir(args.out)
     if not args.headless:
         from tla_edge.runtime.overlay import check_display
 
@@ -98,7 +98,7 @@ def format_summary(out: Path, result: dict[str, Any], label: str, species: str, 
         f"  skipped: {reasons}",
     ]
     if (out / MANIFEST_NAME).is_file():
-        s = recording.recording_summary(out)
+        s = recording_folder.recording_summary(out)
         per = ", ".join(f"{k} {v}" for k, v in s["per_class"].items())
         lines.append(
             f"  {'appended to' if appending else 'wrote'} '{out}': now {s['frames']} frames ({per}); "

@@ -30,9 +30,7 @@ import numpy as np
 
 from tla_edge import fileio
 from tla_edge.data.datasets import parse_label as parse_csv_label
-from tla_edge.data.recording_folder import (  # noqa: F401 - the recording's folder rules, re-exported
-    COLUMNS, LOCK_NAME, MANIFEST_NAME, check_out_dir, is_recording, lock_folder, recording_summary, repair_manifest,
-)
+from tla_edge.data.recording_folder import COLUMNS, MANIFEST_NAME, lock_folder, repair_manifest
 from tla_edge.errors import UserError
 from tla_edge.runtime import preprocess
 
@@ -357,7 +355,7 @@ def record_source(
 
     Args:
       source_spec: camera index, ``picamera2``, a video file or URL, an image folder or an image.
-      out: the recording folder (see :func:`check_out_dir`).
+      out: the recording folder (see :func:`~tla_edge.data.recording_folder.check_out_dir`).
       label, species: from :func:`parse_label`.
       subject, session: checked by :func:`check_id`.
       every, seconds, frames, show: see :func:`record`; without ``show`` a progress line goes to stderr.

@@ -336,18 +336,18 @@ class FaceDetector:
           RuntimeError: the detector is closed.
         """
         preprocess.check_frame(rgb)
+        # Before any native code: MediaPipe aborts the process on a side of 32,767 px.
+        imagesize.check_size(rgb.shape[1], rgb.shape[0])
         return self.detect_trusted(rgb, timestamp_ms)
 
     def detect_trusted(self, rgb: np.ndarray, timestamp_ms: int | None = None) -> list[FaceBox]:
         """:meth:`detect` of a frame its caller has checked (:func:`~tla_edge.runtime.preprocess.check_frame`).
 
-        The pipeline checks each frame once at its boundary
-        (:meth:`tla_edge.runtime.pipeline.Pipeline.process`) and calls this.
+        The pipeline checks each frame once at its boundary, shape and size
+        (:meth:`tla_edge.runtime.pipeline.Pipeline.process`), and calls this.
         """
         if self._backend is None:
             raise RuntimeError("face detector is closed")
-        # Before any native code: MediaPipe aborts the process on a side of 32,767 px.
-        imagesize.check_size(rgb.shape[1], rgb.shape[0])
         ts = self._next_timestamp(timestamp_ms) if self.mode == "video" else None
         faces = [restore_edge_box(f) for f in self._backend.detect(rgb, ts)]
         self.last_invoke_ms = self._backend.last_invoke_ms
