@@ -10,8 +10,9 @@ The steps, in order:
    validation part and a calibration draw;
 4. per model (:func:`run_job`): :func:`convert_job` converts (bytes),
    :func:`check_parity` compares it with the Keras model,
-   :func:`converted_metadata` builds its metadata, the parity gate keeps a
-   degraded model back unless allowed, and
+   :func:`converted_metadata` builds its metadata, the parity gate
+   (:class:`ParityGate`) keeps a degraded model back, or with ``mode="report"``
+   writes it with its verdict recorded, and
    :func:`tla_edge.converters.outputs.write_model` writes the model and its sidecar;
 5. :func:`compile_edgetpu` runs ``edgetpu_compiler`` on the int8 models;
 6. :func:`build_report` gathers the figures; :func:`write_report` writes them.
@@ -54,7 +55,7 @@ ALL_MODES = ("float32", "fp16", "dynamic", "int8")
 """What ``--all`` writes."""
 
 __all__ = [
-    "ALL_MODES", "CropOptions", "ExportResult", "OutputOptions", "ParityGate", "QatOptions",
+    "ALL_MODES", "CropOptions", "ExportResult", "OutputOptions", "PARITY_MODES", "ParityGate", "QatOptions",
     "build_report", "export", "log_stderr", "write_report",
 ]
 
@@ -67,15 +68,46 @@ def log_stderr(text: str) -> None:
 # --- options and results --------------------------------------------------------------
 
 
+PARITY_MODES = ("enforce", "report")
+"""What the parity gate does with a degraded model: keep it back (exit 1), or write it with the verdict."""
+
+
 class ParityGate(NamedTuple):
-    """When a converted model counts as degraded, and whether it is written anyway."""
+    """When a converted model counts as degraded, and what happens to it then.
+
+    The rule is :func:`tla_edge.converters.parity.degraded_reason`'s. With
+    ``mode="enforce"`` (the default) a degraded model is not written and the
+    run fails; with ``"report"`` it is written, the verdict is recorded in its
+    metadata (``extra.parity.verdict``, ``extra.degraded``) and in the JSON
+    report, a warning is logged, and the run does not fail because of it.
+    """
 
     min_agreement: float = parity_lib.DEFAULT_MIN_AGREEMENT
-    """Fewer crops decided like the float model: degraded."""
+    """The Wilson upper end of agreement on crops clear of the threshold must reach this."""
     min_score_std: float = parity_lib.DEFAULT_MIN_SCORE_STD
     """Scores varying less: collapsed."""
-    allow_degraded: bool = False
-    """Write degraded models anyway (and do not count them as failures)."""
+    min_pearson: float = parity_lib.DEFAULT_MIN_PEARSON
+    """Score correlation with the float model under this: degraded."""
+    margin_logit: float = parity_lib.DEFAULT_MARGIN_LOGIT
+    """Logit distance from the threshold beyond which a crop counts for the decision check."""
+    mode: str = "enforce"
+    """``"enforce"`` or ``"report"``, see above."""
+    flag: str = "--parity report"
+    """How the user asked for ``"report"``, named in the warning."""
+
+    def criteria(self) -> parity_lib.Criteria:
+        """The parity criteria, checked.
+
+        Raises:
+          UserError: an unknown mode or a criterion out of range.
+        """
+        if self.mode not in PARITY_MODES:
+            raise UserError(f"parity mode {self.mode!r} is not one of {', '.join(PARITY_MODES)}")
+        try:
+            return parity_lib.Criteria(self.min_agreement, self.min_score_std, self.min_pearson,
+                                       self.margin_logit).check()
+        except ValueError as err:
+            raise UserError(str(err)) from None
 
 
 class QatOptions(NamedTuple):
@@ -105,7 +137,8 @@ class ExportResult(NamedTuple):
     qat: dict[str, Any] | None
     """QAT summary (None without QAT)."""
     failed: list[str]
-    """Models kept back as degraded, and ``edgetpu`` when a compilation failed; empty: exit 0."""
+    """Models kept back as degraded (``--parity enforce``), and ``edgetpu`` when a compilation failed;
+    empty: exit 0."""
     wall_s: float
     """Seconds the run took."""
     report: dict[str, Any]
@@ -161,14 +194,13 @@ def check_parity(data: bytes, job: Job, float_scores: np.ndarray, val: Any,
         tmp_path.write_bytes(data)
         conv_scores = parity_lib.tflite_scores(tmp_path, val.images, meta, desc=f"{job.key} model")
         summary = tflite_lib.tensor_summary(tmp_path)
-    report = parity_lib.compare(
-        float_scores, conv_scores, val.labels, val.species, meta, gate.min_agreement, gate.min_score_std,
-    )
+    report = parity_lib.compare(float_scores, conv_scores, val.labels, val.species, meta, gate.criteria())
     return report, summary
 
 
 def converted_metadata(source: Source, crops: CropSets, job: Job, io: str, report: parity_lib.ParityReport,
-                       seed: int, qat_info: dict[str, Any] | None) -> metadata_lib.ModelMetadata:
+                       seed: int, qat_info: dict[str, Any] | None,
+                       gate_mode: str = "enforce") -> metadata_lib.ModelMetadata:
     """The converted model's metadata: the source's, with its threshold, parity and provenance.
 
     int8 moves scores, so its thresholds are re-derived on its own scores;
@@ -185,7 +217,7 @@ def converted_metadata(source: Source, crops: CropSets, job: Job, io: str, repor
             "crops": int(len(calib.labels)), "per_stratum": calib.counts,
             "crops_dir": metadata_lib.portable_path(crops.calib_dir), "part": crops.train_desc, "seed": seed,
         },
-        "parity": report.to_dict(),
+        "parity": {**report.to_dict(), "gate": gate_mode},
         "validation": {"crops_dir": metadata_lib.portable_path(crops.val_dir), "part": crops.holdout.describe(),
                        "source": crops.holdout.source},
         "converter": dict(source.converter),
@@ -213,21 +245,26 @@ def run_job(job: Job, source: Source, crops: CropSets, float_scores: np.ndarray,
     data = convert_job(model, job, crops.calib, source.meta.normalization, io)
     t_convert = time.perf_counter() - t0
     report, summary = check_parity(data, job, float_scores, crops.val, source.meta, gate)
-    out_meta = converted_metadata(source, crops, job, io, report, seed, qat_info)
+    out_meta = converted_metadata(source, crops, job, io, report, seed, qat_info, gate.mode)
     row: dict[str, Any] = {
         "model": job.key, "file": str(job.path), "io": io,
         "input": summary.input_dtype, "output": summary.output_dtype,
         "float_tensors": summary.float_tensors, "convert_s": round(t_convert, 2),
-        "parity": report.to_dict(), "threshold": out_meta.threshold,
+        "parity": report.to_dict(), "parity_gate": gate.mode, "threshold": out_meta.threshold,
         "threshold_source": "re-derived" if job.mode == "int8" else "source model",
     }
     if report.degraded:
         msg = f"{job.key} model is degraded: {report.degraded}"
-        if not gate.allow_degraded:
-            log(f"error: {msg}; not written (check the calibration crops, or pass --allow-degraded)")
+        if gate.mode != "report":
+            log(f"error: {msg}; not written (check the calibration crops, or pass --parity report to write "
+                "it with this verdict recorded)")
             row.update(written=False, bytes=len(data))
             return row
-        log(f"warning: {msg}; written anyway (--allow-degraded)")
+        log(f"warning: {msg}; written anyway ({gate.flag}), the verdict recorded in its metadata")
+    else:
+        note = parity_lib.near_threshold_note(report)
+        if note:
+            log(f"note: {job.key}: {note}")
     final = outputs_lib.write_model(job.path, data, out_meta)
     echo(f"wrote {job.path} ({outputs_lib.mb(len(final))}) + {metadata_lib.sidecar_path(job.path).name}")
     ready, lines = edgetpu_lib.readiness_lines(job.path)
@@ -319,7 +356,7 @@ def export(
       modes: conversion modes, from :data:`tla_edge.converters.tflite.MODES`.
       crops: calibration and validation crops.
       output: what is written where (the report only by :func:`write_report`).
-      gate: parity thresholds, and whether degraded models are written.
+      gate: parity criteria, and whether degraded models are kept back or written with their verdict.
       qat: also write a quantization-aware-trained int8 model (None: no QAT).
       log: receives progress, warnings and errors (one line each).
       echo: receives one line per file written, and each model's Edge TPU readiness.
@@ -332,6 +369,7 @@ def export(
     """
     t_start = time.perf_counter()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before anything imports TensorFlow
+    gate.criteria()  # a bad criterion or mode is refused before any work
     model_path = tflite_lib.resolve_model(model)
     meta = metadata_lib.load(model_path)
     jobs = outputs_lib.plan_jobs(model_path, outputs_lib.job_keys(modes, qat is not None), output)

@@ -116,6 +116,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--summarise-only", action="store_true",
                    help="train and score nothing: rewrite the JSON from the finished runs in --work")
     p.add_argument("--table", action="store_true", help="print the Markdown table of every JSON in --out-dir")
+    p.add_argument("--fuse", default=None, metavar="A,B",
+                   help="train nothing: NAME is the fused set of finished recipes A and B (mean score per source "
+                        "image, threshold = EER of the fused validation scores), for every run both have")
     args = p.parse_args(argv)
     if not args.table:
         missing = [f for f in ("name", "nuaa_crops", "msu_crops") if getattr(args, f) is None]
@@ -207,13 +210,26 @@ def species_figures(scores: np.ndarray, labels: np.ndarray, species: list[str], 
     return out
 
 
+def member_dirs(args: argparse.Namespace, direction: str, seed: int) -> list[Path]:
+    """The run folders of one run: its own, or with ``--fuse`` one per member recipe."""
+    names = args.fuse.split(",") if args.fuse else [args.name]
+    return [args.work / n / f"{direction}_seed{seed}" for n in names]
+
+
+def fused_scores(tables: list[dict]) -> dict[str, tuple[int, float, str]]:
+    """The mean score per source image over the members (sources all of them scored)."""
+    keys = set(tables[0]).intersection(*tables[1:])
+    return {k: (tables[0][k][0], float(np.mean([t[k][1] for t in tables])), tables[0][k][2]) for k in keys}
+
+
 def summarise(args: argparse.Namespace, direction: str, seed: int, model_dir: Path) -> dict:
     d = DIRECTIONS[direction]
-    meta = json.loads((model_dir / "metadata.json").read_text())
+    dirs = member_dirs(args, direction, seed)
+    meta = json.loads((dirs[0] / "metadata.json").read_text())
     train_ann = annotations(crops_of(args, d["train"]))
     test_ann = annotations(crops_of(args, d["test"]))
-    val = protocol.read_scores(model_dir / "validation_scores.csv")
-    test = protocol.read_scores(model_dir / "test_scores.csv")
+    val = fused_scores([protocol.read_scores(m / "validation_scores.csv") for m in dirs])
+    test = fused_scores([protocol.read_scores(m / "test_scores.csv") for m in dirs])
     if d.get("test_split"):
         test = {k: v for k, v in test.items() if test_ann[k].get("split") == d["test_split"]}
 
@@ -223,8 +239,9 @@ def summarise(args: argparse.Namespace, direction: str, seed: int, model_dir: Pa
 
     vk = sorted(val)
     y_val, p_val = np.array([val[k][0] for k in vk]), np.array([val[k][1] for k in vk])
-    shipped = float(meta["threshold"])  # train's validation EER threshold: what the model ships with
     recomputed = float(metrics.eer(p_val, y_val)[1])
+    # train's validation EER threshold: what the model ships with; a fused set's is its fused validation EER
+    shipped = recomputed if args.fuse else float(meta["threshold"])
     thr_apcer = float(metrics.threshold_at_apcer(p_val, y_val, [train_ann[k].get("species") or "attack" for k in vk],
                                                  0.05))
     tk = sorted(test)
@@ -248,7 +265,7 @@ def summarise(args: argparse.Namespace, direction: str, seed: int, model_dir: Pa
         "test_at_val_apcer_0.05": part(test, tk, test_ann, thr_apcer),
         "test_people": len({test[k][2] for k in tk}),
         "test_unseen_people_n": len({test[k][2] for k in unseen}),
-        "model_dir": portable_path(model_dir),
+        "model_dir": portable_path(model_dir) if not args.fuse else [portable_path(m) for m in dirs],
         "kept_epochs": {k: v.get("best_epoch") for k, v in meta["extra"]["phases"].items() if "best_epoch" in v},
         "train_wall_s": meta["extra"].get("wall_s_total"),
         "train_data": {k: meta["extra"].get("data", {}).get(k) for k in ("train", "val")}
@@ -305,7 +322,8 @@ def write_result(args: argparse.Namespace, train_args: list[str], runs: list[dic
         "lodo_command": shlex.join(["python", "scripts/lodo.py", "--name", args.name, "--nuaa-crops",
                                     portable_path(args.nuaa_crops), "--msu-crops", portable_path(args.msu_crops),
                                     "--work", portable_path(args.work), "--directions", args.directions,
-                                    "--seeds", args.seeds, "--", *train_args]),
+                                    "--seeds", args.seeds, *(["--fuse", args.fuse] if args.fuse else []),
+                                    "--", *train_args]),
         "protocol": ("validation = held-out subjects of the training data: they chose the kept epoch and the "
                      "threshold (validation EER, the threshold the model ships with); the test side chose "
                      "nothing. Figures are fractions (0.05 = 5 %). Scored with the trained Keras model on "
@@ -376,9 +394,10 @@ def finished_runs(args: argparse.Namespace, directions: list[str]) -> list[dict]
     one seed, made by another invocation, are never dropped from the JSON)."""
     found = []
     for direction in directions:
-        for d in (args.work / args.name).glob(f"{direction}_seed*"):
+        for d in (args.work / (args.fuse.split(",")[0] if args.fuse else args.name)).glob(f"{direction}_seed*"):
             seed = d.name.rsplit("_seed", 1)[1]
-            if seed.isdigit() and (d / "metadata.json").is_file() and (d / "test_scores.csv").is_file():
+            if seed.isdigit() and all((m / "metadata.json").is_file() and (m / "test_scores.csv").is_file()
+                                      for m in member_dirs(args, direction, int(seed))):
                 found.append((int(seed), directions.index(direction), direction))
     return [summarise(args, direction, seed, run_dir(args, direction, seed)) for seed, _, direction in sorted(found)]
 
@@ -392,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     directions = args.directions.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     out = None
+    if args.fuse:
+        args.summarise_only = True
+        args.note = args.note or f"fused set of {args.fuse}: mean score, threshold at the fused validation EER"
     for seed in ([] if args.summarise_only else seeds):  # every direction of a seed before the next seed
         for direction in directions:
             r = run_one(args, train_args, direction, seed)

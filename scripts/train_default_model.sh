@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Reproduces the bundled default liveness model: the recipe chosen on the
-# cross-session protocol (benchmarks/README.md, "Recipe"), trained on BOTH NUAA
-# training sessions from the ImageNet MobileNetV2 backbone, then converted to
-# full-integer int8 with the parity check.
+# Reproduces the bundled default liveness pair: the recipe chosen on the
+# leave-one-dataset-out protocol (benchmarks/README.md, "Leave-one-dataset-out
+# protocol"), trained on NUAA (training sessions 01+02) AND MSU-MFSD (both
+# cameras, all 35 people but the validation ones) from the ImageNet MobileNetV2
+# backbone, each member converted to full-integer int8 with the parity check,
+# then the fused threshold derived on the validation people.
 #
 #   bash scripts/train_default_model.sh            # or: make default-model
-#   OUT=build/default-model BUNDLE=1 bash scripts/train_default_model.sh --force
+#   OUT=build/default-model BUNDLE=1 bash scripts/train_default_model.sh
 #
-# Validation: subjects 0008 and 0009 of both sessions are held out. They choose
-# the kept epoch (early stopping on the validation loss) and the threshold (the
-# validation EER threshold, re-derived on the int8 scores by convert); the
-# other seven subjects train the model. No figure of the test session is used.
+# Validation: NUAA subjects 0008, 0009 and MSU-MFSD msu002, msu012, msu034,
+# msu054 are held out. They choose the kept epoch (early stopping on the
+# validation loss), each member's threshold (validation EER, re-derived on the
+# int8 scores by convert) and the fused threshold (EER of the mean int8 score);
+# everyone else trains. No test figure is used.
 #
-# Environment: DATA (NUAA training sessions), WEIGHTS (folder of the ImageNet
-# backbones, mobilenet_v2_<alpha>_no_top.weights.h5), CROPS, OUT, MEMBERS,
-# RECIPE, PY. BUNDLE=1 copies the int8 model, its sidecar and the float weights
-# into tla_edge/runtime/assets/. Extra arguments go to tla-edge train.
+# Environment: NUAA, MSU (the two datasets), WEIGHTS (folder of the ImageNet
+# backbones, mobilenet_v2_<alpha>_no_top.weights.h5), TEACHER (Silent-Face
+# ONNX folder, used when DISTILL > 0), CROPS, OUT, MEMBERS, RULE, RECIPE,
+# DISTILL, PY. BUNDLE=1 copies the int8 models, their sidecars and the
+# primary's float weights into tla_edge/runtime/assets/ (the old pair's files
+# are removed there). Extra arguments go to tla-edge train.
 set -euo pipefail
 # One block, parsed before it runs: editing this file during a run (it takes a
 # while) cannot change what the running copy does.
@@ -23,32 +28,39 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
-DATA=${DATA:-../shared/data/nuaa-train}
+NUAA=${NUAA:-../shared/data/nuaa-train}
+MSU=${MSU:-../shared/data/msu-mfsd/manifest.csv}
 export TLA_EDGE_WEIGHTS_DIR=${WEIGHTS:-../shared/weights/imagenet}
-CROPS=${CROPS:-build/crops/nuaa}
+export TLA_EDGE_TEACHER_DIR=${TEACHER:-../shared/weights/teachers/silent-face}
+CROPS=${CROPS:-build/crops}
 OUT=${OUT:-build/default-model}
-VAL_SUBJECTS=${VAL_SUBJECTS:-0008,0009}
-# The chosen recipe (benchmarks/README.md, "Recipe"): MEMBERS lists alpha:scale of
-# each model; two members are fused (mean score, one threshold derived on the
-# fused validation scores by tla-edge evaluate --store-fusion). The first is the primary
-# model (its float weights are what `tla-edge train --weights default` starts from).
-MEMBERS=${MEMBERS:-0.35:2.7 1.0:2.7}
+VAL_SUBJECTS=${VAL_SUBJECTS:-0008,0009,msu002,msu012,msu034,msu054}
+RULE=${RULE:-shift}
+# MEMBERS lists alpha:scale of each model; the first is the primary (its float
+# weights are what `tla-edge train --weights default` starts from). Two members
+# are fused (mean score, one threshold from tla-edge evaluate --store-fusion).
+MEMBERS=${MEMBERS:-0.35:2.7 0.35:1.4}
 RECIPE=${RECIPE:---epochs 10 --fine-tune-epochs 3 --fine-tune-at 100 --fine-tune-lr 1e-5 --patience 3 --monitor val_loss}
+DISTILL=${DISTILL:-0}
 
-scales=$(tr ' ' '\n' <<<"$MEMBERS" | cut -d: -f2 | paste -sd, -)
-missing=$("$PY" - "$CROPS" "$scales" <<'EOF'
-import sys
-from pathlib import Path
-from tla_edge.data import datasets
-have = set()
-if (Path(sys.argv[1]) / "manifest.csv").is_file():
-    have = {float(r["scale"]) for r in datasets.read_manifest(sys.argv[1])}
-print(",".join(s for s in sys.argv[2].split(",") if not any(abs(float(s) - h) < 1e-6 for h in have)))
-EOF
-)
-if [ -n "$missing" ]; then
-  echo "[default-model] preparing crops of $DATA at scales $missing into $CROPS" >&2
-  "$PY" -m tla_edge.cli prepare "$DATA" --out "$CROPS" --scales "$missing"
+scales=$(tr ' ' '\n' <<<"$MEMBERS" | cut -d: -f2 | sort -u | paste -sd, -)
+for ds in nuaa msu; do
+  src=$NUAA; [ "$ds" = msu ] && src=$MSU
+  if [ ! -f "$CROPS/$ds/manifest.csv" ]; then
+    echo "[default-model] preparing $src at scales $scales ($RULE) into $CROPS/$ds" >&2
+    "$PY" -m tla_edge.cli prepare "$src" --out "$CROPS/$ds" --scales "$scales" --crop-rule "$RULE" --quiet
+  fi
+done
+"$PY" scripts/combine_crops.py "$CROPS/nuaa" "$CROPS/msu" --out "$CROPS/both" --force
+teacher_args=()
+if [ "$DISTILL" != 0 ]; then
+  for ds in nuaa msu; do
+    src=$NUAA; [ "$ds" = msu ] && src=$MSU
+    [ -f "$CROPS/$ds.teacher.csv" ] || "$PY" scripts/teacher_targets.py "$CROPS/$ds" "$src" \
+      --out "$CROPS/$ds.teacher.csv" --teacher-dir "$TLA_EDGE_TEACHER_DIR"
+    teacher_args+=(--teacher-targets "$CROPS/$ds.teacher.csv")
+  done
+  teacher_args+=(--distill "$DISTILL")
 fi
 
 models=()
@@ -56,22 +68,23 @@ primary=""
 for member in $MEMBERS; do
   alpha=${member%%:*}; scale=${member##*:}
   name="a${alpha}_s${scale}"
-  echo "[default-model] training mobilenetv2 alpha $alpha at scale $scale from ImageNet -> $OUT/$name" >&2
+  echo "[default-model] training mobilenetv2 alpha $alpha at scale $scale ($RULE) from ImageNet -> $OUT/$name" >&2
   # shellcheck disable=SC2086
-  "$PY" -m tla_edge.cli train "$CROPS" --out "$OUT/$name" --arch mobilenetv2 --alpha "$alpha" \
-    --input-size 160 --weights imagenet --scale "$scale" --val-subjects "$VAL_SUBJECTS" --seed 0 $RECIPE "$@"
+  "$PY" -m tla_edge.cli train "$CROPS/both" --out "$OUT/$name" --arch mobilenetv2 --alpha "$alpha" \
+    --input-size 160 --weights imagenet --scale "$scale" --crop-rule "$RULE" --val-subjects "$VAL_SUBJECTS" \
+    --seed 0 $RECIPE ${teacher_args[@]+"${teacher_args[@]}"} "$@"
   if [ -z "$primary" ]; then primary=$name; tflite="$OUT/liveness_mnv2_int8.tflite"
   else tflite="$OUT/liveness_mnv2_a${alpha}_s${scale}_int8.tflite"; fi
-  echo "[default-model] int8 conversion (calibration: training subjects; parity: held-out subjects) -> $tflite" >&2
-  "$PY" -m tla_edge.cli convert "$OUT/$name" --int8 --calib "$CROPS" --val-subjects "$VAL_SUBJECTS" \
+  echo "[default-model] int8 conversion (calibration: training people; parity: validation people) -> $tflite" >&2
+  "$PY" -m tla_edge.cli convert "$OUT/$name" --int8 --calib "$CROPS/both" --val-subjects "$VAL_SUBJECTS" \
     --out "$tflite" --report "$OUT/convert_$name.json" --force
   models+=("$tflite")
 done
 
 if [ "${#models[@]}" -gt 1 ]; then
-  echo "[default-model] fused threshold: EER of the mean int8 score on the held-out subjects" >&2
+  echo "[default-model] fused threshold: EER of the mean int8 score on the validation people" >&2
   model_args=(); for m in "${models[@]}"; do model_args+=(--model "$m"); done
-  "$PY" -m tla_edge.cli evaluate "$CROPS" "${model_args[@]}" --subjects "$VAL_SUBJECTS" \
+  "$PY" -m tla_edge.cli evaluate "$CROPS/both" "${model_args[@]}" --subjects "$VAL_SUBJECTS" \
     --store-fusion "$OUT/fused" --out "$OUT/fusion_validation" --force
   fused=(); for m in "${models[@]}"; do fused+=("$OUT/fused/${m##*/}"); done
   models=("${fused[@]}")  # the copies carrying the fused threshold are the ones bundled
@@ -84,6 +97,7 @@ keras.models.load_model(sys.argv[1], compile=False).save_weights(sys.argv[2])
 EOF
 
 if [ "${BUNDLE:-0}" = 1 ]; then
+  rm -f tla_edge/runtime/assets/liveness_mnv2_*int8.tflite tla_edge/runtime/assets/liveness_mnv2_*int8.tflite.json
   for m in "${models[@]}"; do cp "$m" "$m.json" tla_edge/runtime/assets/; done
   cp "$OUT/liveness_default.weights.h5" tla_edge/runtime/assets/
   echo "[default-model] bundled into tla_edge/runtime/assets/: ${models[*]##*/} liveness_default.weights.h5" >&2

@@ -22,6 +22,22 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def printable(text: str | os.PathLike) -> str:
+    """Text fit for a UTF-8 file or a strict console: bytes of a file name that are not UTF-8 as ``\\xNN``.
+
+    Python holds such bytes as lone surrogates (``os.fsdecode(b"caf\\xe9")``), which
+    a strict UTF-8 writer refuses; valid text is returned unchanged.
+    """
+    text = os.fspath(text) if isinstance(text, os.PathLike) else text
+    if isinstance(text, bytes):
+        return text.decode("utf-8", "backslashreplace")
+    text = str(text)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is not an escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def check_writable(path: str | os.PathLike, force: bool) -> Path:
     """Checks that ``path`` may be written.
 
@@ -111,13 +127,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp makes the file private (0600); an output gets the usual umask mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
-    try:
+    try:  # from here on, an interrupt (a signal turned into an exception) still removes the file
+        os.close(fd)
+        # mkstemp makes the file private (0600); an output gets the usual umask mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)
         yield tmp_path
         os.replace(tmp_path, path)
     finally:

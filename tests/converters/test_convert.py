@@ -423,7 +423,7 @@ def test_blank_calibration_collapses_and_fails(model_dir, crops_dir, blank_crops
     err = capsys.readouterr().err
     assert rc == 1
     assert "tla-edge convert: error: int8 model is degraded:" in err
-    assert "not written (check the calibration crops, or pass --allow-degraded)" in err
+    assert "not written (check the calibration crops, or pass --parity report to write it with this verdict recorded)" in err
     assert not out.exists()
     rc = convert_cli(model_dir, "--int8", "--calib", blank_crops_dir, "--val", crops_dir, "--out", out,
                      "--allow-degraded")

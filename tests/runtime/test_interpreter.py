@@ -330,3 +330,28 @@ def test_bundled_sidecar_holds_no_machine_specific_path():
 
     text = metadata.sidecar_path(default_liveness_model()).read_text()
     assert "/work/" not in text and "/tmp/" not in text and "/home/" not in text
+
+
+def test_score_from_output_is_scores_from_output_bit_for_bit():
+    """The frame path's one-value shortcut: the same float as the batch function, the same refusals."""
+    rng = np.random.default_rng(0)
+    logits = np.concatenate([rng.normal(0, 4, 20000), rng.normal(0, 60, 5000),
+                             [0.0, -0.0, 1e4, -1e4, 36.7, -36.7, 745.0, -745.0, 1e-300, -1e-300]])
+    logit = metadata.ModelMetadata()
+    prob = metadata.ModelMetadata(output="probability")
+    for x in logits:
+        for dtype in (np.float32, np.float64):
+            out = np.array([[x]], dtype)
+            assert quant.score_from_output(out, logit) == float(quant.scores_from_output(out, logit)[0])
+    for p in np.concatenate([rng.random(2000), [0.0, 1.0]]):
+        out = np.array([[p]], np.float32)
+        assert quant.score_from_output(out, prob) == float(quant.scores_from_output(out, prob)[0])
+    two = metadata.ModelMetadata(live_index=1)  # two columns: the batch function itself
+    assert quant.score_from_output(np.array([[0.3, 1.2]]), two) == float(
+        quant.scores_from_output(np.array([[0.3, 1.2]]), two)[0])
+    for meta, raw in ((logit, np.nan), (logit, np.inf), (logit, 2e4), (prob, 1.5), (prob, -0.1), (prob, np.nan)):
+        with pytest.raises(ValueError) as batch:
+            quant.scores_from_output(np.array([[raw]]), meta)
+        with pytest.raises(ValueError) as one:
+            quant.score_from_output(np.array([[raw]]), meta)
+        assert str(one.value) == str(batch.value)

@@ -7,12 +7,14 @@ of them, reused in order when the source has fewer), so every configuration
 sees identical pixels; a camera is live and each configuration captures its own.
 For each configuration the device pipeline (tla_edge.runtime.pipeline.Pipeline, face
 detector in video mode) runs --warmup frames that are not counted, then
---frames timed ones. A second pass then times the two models alone on the same
-frames, without any glue: MediaPipe's detect call on a prepared image, and the
-liveness interpreter's invoke() on a prepared input tensor (with the LiteRT
-detector backend: its warp, invoke, decoding and NMS on the frame). Their
-ratio to the pipeline's total is the overhead (goal: <= 1.15).
-Repeat --detector-backend to time MediaPipe and LiteRT detection side by side.
+--frames timed ones. Side by side, frame by frame, it times the two models
+alone on the same frame, without any glue: MediaPipe's detect call on a
+prepared image, and the liveness interpreters' invoke() on prepared input
+tensors (with the LiteRT detector backend: its warp, invoke, decoding and NMS
+on the frame). Their ratio to the pipeline's total is the overhead (goal: <= 1.15).
+Repeat --detector-backend to time MediaPipe and LiteRT detection side by side,
+and --members to time a fused pair's models one after another and concurrently
+(the raw series then run them the same way).
 
 Per configuration it also reports frames per second end to end (decode to
 decision) and each stage's share of that time.
@@ -27,6 +29,7 @@ Examples:
       --threads 1 --threads 4 --json bench.json --plot bench.png
   tla-edge bench --source 0 --frames 300      # camera 0, bundled model
   tla-edge bench --detector-backend mediapipe --detector-backend litert --threads 1 --threads 2
+  tla-edge bench --members sequential --members concurrent --threads 1 --threads 2 --threads 4
 """
 
 from __future__ import annotations
@@ -80,6 +83,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="face detector backend; repeat to compare (None: auto = LiteRT; mediapipe needs the mediapipe extra)",
     )
+    parser.add_argument(
+        "--members",
+        type=str,
+        action="append",
+        choices=("auto", "sequential", "concurrent"),
+        default=None,
+        help="how a fused set's models run on each face: one after another, or concurrently (one thread "
+        "each); repeat to compare (None: auto = concurrent when there are more CPUs than models x --threads)",
+    )
     parser.add_argument("--json", type=argtypes.path, default=None, metavar="PATH", help="write the results as JSON (None: table only)")
     parser.add_argument(
         "--plot", type=argtypes.path, default=None, metavar="PATH", help="write per-stage latency box plots (.png/.svg/.pdf; None: no plot)"
@@ -128,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         edgetpu=args.edgetpu,
         show_progress=not args.quiet,
         detector_backends=args.detector_backend or (None,),
+        members=getattr(args, "members", None) or (None,),
     )
     print(format_table(report))
     if args.json is not None:

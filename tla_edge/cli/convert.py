@@ -1,16 +1,25 @@
 """Convert a Keras liveness model to TFLite: float32, fp16, dynamic range, full-integer int8, QAT.
 
 Every converted model is checked against the Keras model on the same
-validation crops (score correlation, decision agreement, change in ACER and
-EER); its threshold is re-derived on its own scores and written into its
-metadata (embedded and as a <model>.tflite.json sidecar). A collapsed model
-fails the command (exit 1) unless --allow-degraded. The Edge TPU readiness of
+validation crops (by default the people or sessions training held out: the
+recording's held-out people after train --weights default): score correlation,
+decision agreement, change in ACER and EER. Its threshold is re-derived on its
+own scores and written into its metadata (embedded and as a <model>.tflite.json
+sidecar). The model is degraded when its scores barely vary, when they do not
+follow the float model's (Pearson r under --min-pearson), or when it decides
+differently on the crops clear of the threshold beyond sampling noise (the
+upper end of the 95 % Wilson interval of that agreement under
+--min-agreement); flips of crops near the threshold are reported, not held
+against it. --parity enforce (the default) keeps a degraded model back and
+exits 1; --parity report writes it, records the verdict in its metadata and
+the --report JSON, prints a warning and exits 0. The Edge TPU readiness of
 each file is printed; --edgetpu also runs edgetpu_compiler when it is installed.
 
 examples:
   tla-edge convert models/default --int8 --calib crops/
   tla-edge convert models/default/model.keras --all --qat --calib crops/ --val-session 02 --edgetpu
   tla-edge convert models/default --int8 --io uint8 --calib crops/ --out model_uint8.tflite
+  tla-edge convert models/kiosk --int8 --calib crops/kiosk --parity report --report convert.json
 """
 
 from __future__ import annotations
@@ -25,6 +34,14 @@ from tla_edge.converters import parity as parity_lib
 from tla_edge.converters import qat as qat_lib
 from tla_edge.converters import tflite as tflite_lib
 from tla_edge.errors import UserError
+
+
+def correlation(text: str) -> float:
+    """A correlation floor: a number in [-1, 1]."""
+    value = argtypes.number(text)
+    if not -1.0 <= value <= 1.0:  # False for nan too
+        raise argparse.ArgumentTypeError(f"{text!r} is not in [-1, 1]")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,12 +98,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="also write the run's figures (sizes, parity, Edge TPU) as JSON (None: no JSON)")
     out.add_argument("--force", action="store_true", help="overwrite existing outputs")
     checks = parser.add_argument_group("parity checks")
+    checks.add_argument("--parity", type=str, default=None, choices=export_lib.PARITY_MODES,
+                        help="enforce: a degraded model is not written and the command exits 1; report: it "
+                             "is written with the verdict in its metadata and --report, a warning is "
+                             "printed and the command exits 0 (None: enforce)")
+    checks.add_argument("--allow-degraded", action="store_true", help="the same as --parity report")
     checks.add_argument("--min-agreement", type=argtypes.probability, default=parity_lib.DEFAULT_MIN_AGREEMENT,
-                        help="a converted model deciding like the float one on fewer crops is degraded")
+                        help="degraded when the upper end of the 95%% Wilson interval of decision agreement, "
+                             "on the crops clear of the threshold, is under this")
+    checks.add_argument("--min-pearson", type=correlation, default=parity_lib.DEFAULT_MIN_PEARSON,
+                        help="degraded when the converted scores correlate less with the float ones")
     checks.add_argument("--min-score-std", type=argtypes.number, default=parity_lib.DEFAULT_MIN_SCORE_STD,
                         help="a converted model whose scores vary less is collapsed")
-    checks.add_argument("--allow-degraded", action="store_true",
-                        help="write degraded models anyway and exit 0")
     qat = parser.add_argument_group("quantization-aware training (--qat)")
     qat.add_argument("--qat-epochs", type=argtypes.non_negative_int, default=qat_lib.DEFAULT_EPOCHS, help="fine-tuning epochs")
     qat.add_argument("--qat-lr", type=argtypes.number, default=qat_lib.DEFAULT_LR, help="Adam learning rate")
@@ -102,6 +125,10 @@ def run(args: argparse.Namespace) -> int:
     """Converts, checks parity, writes files and prints the summary; returns the exit code."""
     if args.mode is None:
         raise UserError("choose what to write: --int8, --fp16, --dynamic, --float32 or --all")
+    if args.allow_degraded and args.parity == "enforce":
+        raise UserError("--allow-degraded (the same as --parity report) contradicts --parity enforce; "
+                        "expected one of them")
+    parity_mode = "report" if args.allow_degraded else (args.parity or "enforce")
     result = export_lib.export(
         args.model,
         list(export_lib.ALL_MODES) if args.mode == "all" else [args.mode],
@@ -114,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
         ),
         gate=export_lib.ParityGate(
-            min_agreement=args.min_agreement, min_score_std=args.min_score_std,
-            allow_degraded=args.allow_degraded,
+            min_agreement=args.min_agreement, min_score_std=args.min_score_std, min_pearson=args.min_pearson,
+            mode=parity_mode, flag="--allow-degraded" if args.allow_degraded else "--parity report",
         ),
         qat=export_lib.QatOptions(
             epochs=args.qat_epochs, lr=args.qat_lr, batch_size=args.qat_batch_size, target=args.qat_target,
@@ -162,7 +189,8 @@ def print_summary(result: export_lib.ExportResult) -> None:
               f"{r['threshold']:>6.3f} {tpu:>8}")
     for r in results:
         if r["parity"]["degraded"]:
-            print(f"  {r['model']}: DEGRADED: {r['parity']['degraded']}")
+            kept = "written (--parity report)" if r.get("written") else "NOT SAVED (--parity enforce)"
+            print(f"  {r['model']}: DEGRADED, {kept}: {r['parity']['degraded']}")
     for e in edgetpu_rows:
         if e.get("compiled"):
             print(f"  {e['model']} Edge TPU: {e['ops_tpu']}/{e['ops_total']} ops on the TPU -> {e['file']}")
@@ -175,4 +203,4 @@ def print_summary(result: export_lib.ExportResult) -> None:
               f"target {qat_info['target']}, "
               f"{qat_info['wall_s']:.0f} s" + (f", loss {loss[0]:.4f} -> {loss[-1]:.4f}" if loss else ""))
     print("  (float = float tensors in the file; ACER at the threshold written into each file: "
-          "int8 re-derived on its own scores, others the source's; agree% at the source threshold)")
+          "int8 re-derived on its own scores, others the source's; agree% at the source threshold, every crop)")

@@ -51,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
                         help="face detector backend: auto (LiteRT BlazeFace), "
                         "litert, or mediapipe (the mediapipe extra)")
+    parser.add_argument("--members", type=str, choices=("auto", "sequential", "concurrent"), default="auto",
+                        help="how several --model (or the bundled pair) run on each face: sequential, "
+                        "concurrent (one thread each, same scores), or auto: concurrent when there are "
+                        "more CPUs than models x --threads")
     parser.add_argument("--smoothing", type=argtypes.integer, default=None,
                         help="frames whose scores are averaged per face (shown; never grants live); "
                         "None: 5 for a camera, video, stream or folder, 1 for one still image")
@@ -89,6 +93,7 @@ def pipeline_from_args(args: argparse.Namespace, source: Any) -> Any:
         edgetpu=args.edgetpu,
         detector=args.detector,
         detector_backend=getattr(args, "detector_backend", "auto"),
+        members=getattr(args, "members", "auto"),
     )
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from tla_edge.cli import argtypes
 from tla_edge.data import datasets
+from tla_edge.fileio import printable
 from tla_edge.train import fusion
 from tla_edge.train import report as report_lib
 from tla_edge.train.evaluate import CROPS, Detection, evaluate
@@ -107,9 +108,10 @@ def run(args: argparse.Namespace) -> int:
         num_threads=args.num_threads, batch_size=args.batch_size, show_progress=not args.quiet,
     )
     if "fusion_record" in report:
-        print(fusion.summary(Path(args.store_fusion), report["fusion_record"]))
+        print(printable(fusion.summary(Path(args.store_fusion), report["fusion_record"])))
     report_lib.write_report(args.out, ev, report, args.worst)
-    print(report_lib.format_summary(report, args.out))
+    # a name that is not UTF-8 (the data, --out) is shown as \xNN: a strict UTF-8 console never ends the run
+    print(printable(report_lib.format_summary(report, args.out)))
     return 0
 
 

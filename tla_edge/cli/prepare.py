@@ -9,7 +9,11 @@ the face, padded where it leaves the frame) or ``OUT/s<scale>_shift/``
 ``OUT/prepare.json`` keeps the settings, the summary and every skipped image
 with its reason. Unreadable images and frames without a face are skipped and
 counted, never fatal. A second run into the same folder keeps the crops it
-finds and computes only what is missing; --force recomputes everything.
+finds and computes only what is missing; --force recomputes everything. A
+run killed before its manifest (SIGKILL, out of memory) leaves the journal
+``OUT/prepare.partial.csv`` of the images it finished; the re-run keeps those
+and refuses, in one line naming both values, a journal made with another size,
+detector, min score or dataset.
 
 Example:
   tla-edge prepare ../shared/data/nuaa-train --out crops/nuaa --scales 2.7,4.0

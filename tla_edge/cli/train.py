@@ -78,6 +78,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-smoothing", type=argtypes.number, default=0.0, metavar="EPS",
                         help="targets 1 - EPS/2 and EPS/2 instead of 1 and 0: bounded, less over-confident scores "
                         "whose validation threshold carries better to a new session")
+    parser.add_argument("--camera-augment", action="store_true",
+                        help="add camera-domain augmentation (white balance, gamma, resolution, sensor noise, "
+                             "sharpening, JPEG) so a threshold carries to another sensor")
+    parser.add_argument("--simulated-attacks", type=argtypes.number, default=0.0, metavar="F",
+                        help="give this share of the real training crops a simulated print or screen-replay twin, "
+                             "labelled attack (default 0: none)")
+    parser.add_argument("--teacher-targets", type=argtypes.path, action="append", default=None, metavar="CSV",
+                        help="teacher P(live) per source image (scripts/teacher_targets.py); repeatable")
+    parser.add_argument("--distill", type=argtypes.number, default=0.0, metavar="W",
+                        help="teacher's share of each training target, 0 <= W < 0.5 (default 0: labels only)")
     parser.add_argument("--force", action="store_true", help="overwrite an existing MODEL_DIR")
 
 
@@ -97,7 +107,9 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         batch_size=args.batch_size, lr=args.lr, fine_tune_lr=args.fine_tune_lr, fine_tune_at=args.fine_tune_at,
         seed=args.seed, patience=args.patience, monitor=args.monitor, target_apcer=args.target_apcer,
         strategy=args.strategy, mixed_precision=args.mixed_precision, augment=not args.no_augment,
-        label_smoothing=args.label_smoothing,
+        label_smoothing=args.label_smoothing, camera_augment=args.camera_augment,
+        teacher_targets=tuple(str(p) for p in args.teacher_targets or ()), distill=args.distill,
+        simulated_attacks=args.simulated_attacks,
     )
 
 

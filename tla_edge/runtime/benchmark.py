@@ -4,9 +4,9 @@ Frames from a folder or a video are read once into memory (warm-up + timed
 frames, reused in order when the source has fewer), so every configuration
 sees identical pixels; a camera is live and each configuration captures its own.
 For each configuration the device pipeline (face detector in video mode) runs
-the warm-up frames untimed, then the timed ones; a second pass
-(:mod:`tla_edge.runtime.benchmark_raw`) times the two models alone on the same
-frames. Their ratio to the pipeline's total is the overhead (goal: <= 1.15).
+the warm-up frames untimed, then the timed ones; side by side, frame by frame,
+:mod:`tla_edge.runtime.benchmark_raw` times the two models alone on the same
+frame. Their ratio to the pipeline's total is the overhead (goal: <= 1.15).
 Each configuration also reports frames per second end to end (decode to
 decision: ``fps_end_to_end``) and each stage's share of that time (``stage_share``).
 Timed with time.perf_counter(); the report is the JSON schema of
@@ -22,71 +22,29 @@ import datetime
 import itertools
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from tla_edge import host
 from tla_edge.errors import UserError
-from tla_edge.runtime.benchmark_raw import FRAME_INTERVAL_MS, raw_invoke_times
-from tla_edge.runtime.benchmark_report import file_facts, fused_facts, recorded_path, stage_shares
+from tla_edge.runtime.benchmark_raw import FRAME_INTERVAL_MS, RawTimer
+from tla_edge.runtime import benchmark_report
+from tla_edge.runtime.benchmark_report import (
+    file_facts, fps_from, fused_facts, overhead_ratio, recorded_path, stage_shares, stage_stats,
+)
 from tla_edge.runtime.cpu import check_num_threads
+from tla_edge.runtime.members import check_members
 
 FORMAT = "tla-edge-bench/1"
 STAGES = ("decode", "detect", "detect_invoke", "crop", "invoke", "glue", "total")
 """Per-frame stages, in milliseconds (see benchmarks/README.md for what each times)."""
-STAT_NAMES = ("n", "median", "p90", "p99", "mean", "std", "min", "max")
+STAT_NAMES = benchmark_report.STAT_NAMES
+"""The statistics :func:`stage_stats` gives of each stage."""
 OVERHEAD_GOAL = 1.15
 """Target for median total over (median raw detector + median raw liveness invoke)."""
 SEED = 0
 LIVE_KINDS = ("camera", "picamera2")
-
-
-# --- pure helpers -------------------------------------------------------------
-
-
-def stage_stats(values: Iterable[float]) -> dict[str, Any]:
-    """Summary statistics of one stage's per-frame times (milliseconds).
-
-    Args:
-      values: one time per frame.
-
-    Returns:
-      ``{"n", "median", "p90", "p99", "mean", "std", "min", "max"}``; every
-      statistic is None when there are no values (a stage that never ran).
-    """
-    a = np.asarray(list(values), dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0, **{k: None for k in STAT_NAMES[1:]}}
-    p50, p90, p99 = np.percentile(a, [50, 90, 99])
-    return {
-        "n": int(a.size),
-        "median": round(float(p50), 4),
-        "p90": round(float(p90), 4),
-        "p99": round(float(p99), 4),
-        "mean": round(float(a.mean()), 4),
-        "std": round(float(a.std()), 4),
-        "min": round(float(a.min()), 4),
-        "max": round(float(a.max()), 4),
-    }
-
-
-def overhead_ratio(total: dict[str, Any], raw_detector: dict[str, Any], raw_liveness: dict[str, Any]) -> float | None:
-    """Median pipeline total over the sum of the models' median raw invoke times.
-
-    Returns:
-      The ratio (1.0 = no glue at all), or None when a median is missing.
-    """
-    parts = (total.get("median"), raw_detector.get("median"), raw_liveness.get("median"))
-    if any(p is None for p in parts) or parts[1] + parts[2] <= 0:
-        return None
-    return round(parts[0] / (parts[1] + parts[2]), 4)
-
-
-def fps_from(total: dict[str, Any]) -> float | None:
-    """Frames per second from a total-time summary: 1000 / mean milliseconds."""
-    mean = total.get("mean")
-    return round(1000.0 / mean, 2) if mean else None
 
 
 class Configuration(NamedTuple):
@@ -102,6 +60,8 @@ class Configuration(NamedTuple):
     """Face detector backend asked for (``mediapipe``, ``litert``, ``auto``); None: auto, unnamed."""
     partners: tuple[Path, ...] = ()
     """The other models of a fused set (scores averaged), run with ``model`` on every face."""
+    members: str | None = None
+    """How a fused set's models run (``sequential``, ``concurrent``, ``auto``); None: auto, unnamed."""
 
     @property
     def models(self) -> list[Path]:
@@ -110,10 +70,11 @@ class Configuration(NamedTuple):
 
     @property
     def id(self) -> str:
-        """A short unique name: ``<model stem>[+<stem>...]/<threads>t`` (``+edgetpu``) (``@<backend>``)."""
+        """A short unique name: ``<stem>[+<stem>...]/<threads>t`` (``+edgetpu``) (``@<backend>``) (``:<members>``)."""
         stems = "+".join(m.stem for m in self.models)
         return (f"{stems}/{self.threads}t" + ("+edgetpu" if self.edgetpu else "")
-                + (f"@{self.detector_backend}" if self.detector_backend else ""))
+                + (f"@{self.detector_backend}" if self.detector_backend else "")
+                + (f":{self.members}" if self.members else ""))
 
 
 def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
@@ -131,14 +92,14 @@ def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
 
 def configurations(
     models: Sequence[Path | Sequence[Path]], threads: Sequence[int], edgetpu: bool,
-    detector_backends: Sequence[str | None] = (None,),
+    detector_backends: Sequence[str | None] = (None,), members: Sequence[str | None] = (None,),
 ) -> list[Configuration]:
-    """Every (model or fused set, threads, detector backend) combination, duplicates dropped, in the order given."""
-    seen: dict[tuple[tuple[str, ...], int, str | None], Configuration] = {}
-    for m, t, b in itertools.product(models, threads, detector_backends):
+    """Every (model or fused set, threads, detector backend, members) combination, duplicates dropped, in order."""
+    seen: dict[tuple[tuple[str, ...], int, str | None, str | None], Configuration] = {}
+    for m, t, b, mode in itertools.product(models, threads, detector_backends, members):
         first, *rest = model_set(m)
-        key = (tuple(str(p.resolve()) for p in (first, *rest)), t, b)
-        seen.setdefault(key, Configuration(first, int(t), edgetpu, b, tuple(rest)))
+        key = (tuple(str(p.resolve()) for p in (first, *rest)), t, b, mode)
+        seen.setdefault(key, Configuration(first, int(t), edgetpu, b, tuple(rest), mode))
     return list(seen.values())
 
 
@@ -216,16 +177,14 @@ def frames_for(frame_set: FrameSet, count: int) -> Iterator[tuple[Any, int]]:
 
 
 class TimedPass(NamedTuple):
-    """What the pipeline pass of one configuration measured."""
+    """What the timed frames of one configuration measured: the pipeline's stages, the raw models."""
 
     samples: dict[str, list[float]]
     """Per-frame milliseconds of every stage of :data:`STAGES`, timed frames only."""
     decisions: collections.Counter
     """Count of timed frames per decision."""
-    used: list[Any]
-    """Every frame the pass ran on, warm-up ones first (the raw pass reuses them)."""
-    faces: list[tuple[int, Any]]
-    """``(index into used, face)`` of the timed frames that were scored."""
+    raw: dict[str, list[float]]
+    """``detector`` and ``liveness``: the models alone, on each timed frame (:class:`RawTimer`)."""
     scored_total: list[float]
     """The pipeline's total of the timed frames that were scored."""
     end_to_end: list[float]
@@ -251,22 +210,29 @@ def fusion_threshold(config: Configuration) -> tuple[float | None, str | None]:
     return None, None
 
 
-def time_pipeline(pipe: Any, label: str, frame_set: FrameSet, frames: int, warmup: int,
+def time_pipeline(pipe: Any, raw: RawTimer, label: str, frame_set: FrameSet, frames: int, warmup: int,
                   show_progress: bool = True) -> TimedPass:
-    """Runs ``warmup`` untimed then ``frames`` timed frames through the pipeline; records each stage."""
+    """Runs ``warmup`` untimed then ``frames`` timed frames; records each stage and the raw models.
+
+    Side by side, frame by frame: the pipeline judges a frame, then the raw
+    detector runs on it and the raw liveness models on the face it judged.
+    """
     from tla_edge.progress import Progress
 
-    timed = TimedPass({s: [] for s in STAGES}, collections.Counter(), [], [], [], [])
+    timed = TimedPass({s: [] for s in STAGES}, collections.Counter(), {"detector": [], "liveness": []}, [], [])
     samples = timed.samples
     with Progress(warmup + frames, label, unit="frame", enabled=show_progress) as bar:
         for i, (frame, ts) in enumerate(frames_for(frame_set, warmup + frames)):
             result = pipe.process(frame.rgb, ts)
-            timed.used.append(frame)
+            raw_detector = raw.detector_ms(frame.rgb, ts)
+            raw_liveness = raw.liveness_ms(frame.rgb, result.face if result.raw_score is not None else None)
             bar.update()
             if i < warmup:
                 continue
             tm = result.timings
             timed.decisions[result.decision] += 1
+            timed.raw["detector"].append(raw_detector)
+            timed.raw["liveness"].append(raw_liveness)
             samples["decode"].append(float(frame.decode_ms))
             samples["detect"].append(tm["detect"])
             if "detect_invoke" in tm:
@@ -277,16 +243,19 @@ def time_pipeline(pipe: Any, label: str, frame_set: FrameSet, frames: int, warmu
                 samples["crop"].append(tm["crop"])
                 samples["invoke"].append(tm["invoke"])
                 timed.scored_total.append(tm["total"])
-                timed.faces.append((i, result.face))
             samples["glue"].append(tm["total"] - tm["detect"] - tm["crop"] - tm["invoke"])
     return timed
 
 
-def configuration_block(config: Configuration, backend: str, frames: int, timed: TimedPass,
-                        raw: dict[str, list[float]], threshold_note: str | None, rss_scope: str) -> dict[str, Any]:
-    """The JSON block of one configuration: stage statistics, raw invokes, overhead, FPS, memory."""
+def configuration_block(config: Configuration, backend: str, members: str, frames: int, timed: TimedPass,
+                        threshold_note: str | None, rss_scope: str) -> dict[str, Any]:
+    """The JSON block of one configuration: stage statistics, raw invokes, overhead, FPS, memory.
+
+    ``members`` is how the pipeline ran the fused set (``sequential`` or
+    ``concurrent``, ``--members auto`` resolved); the raw liveness pass ran them the same way.
+    """
     stages = {s: stage_stats(timed.samples[s]) for s in STAGES}
-    raw_stats = {k: stage_stats(v) for k, v in raw.items()}
+    raw_stats = {k: stage_stats(v) for k, v in timed.raw.items()}
     scored = stage_stats(timed.scored_total)
     end_to_end = stage_stats(timed.end_to_end)
     return {
@@ -295,6 +264,7 @@ def configuration_block(config: Configuration, backend: str, frames: int, timed:
         "threads": config.threads,
         "edgetpu": config.edgetpu,
         "detector_backend": backend,
+        "members": members,
         "frames": frames,
         "frames_scored": len(timed.scored_total),
         "decisions": dict(sorted(timed.decisions.items())),
@@ -320,7 +290,7 @@ def bench_configuration(
     detector: str,
     show_progress: bool = True,
 ) -> tuple[dict[str, Any], dict[str, list[float]]]:
-    """Runs one configuration: the pipeline pass, then the raw-invoke pass.
+    """Runs one configuration: the pipeline and, side by side, the raw models (:func:`time_pipeline`).
 
     Returns:
       ``(result, samples)``: the JSON block of the configuration, and the
@@ -334,16 +304,16 @@ def bench_configuration(
     pipe = Pipeline(
         config.models if config.partners else config.model, threshold=threshold, num_threads=config.threads,
         edgetpu=config.edgetpu, detector_model=detector, video=True,
-        detector_backend=config.detector_backend or "auto",
+        detector_backend=config.detector_backend or "auto", members=config.members or "auto",
     )
-    backend = pipe.detector.backend  # read now: close() drops the detector
+    backend, members = pipe.detector.backend, pipe.members  # read now: close() drops the detector
     try:
-        timed = time_pipeline(pipe, config.id, frame_set, frames, warmup, show_progress)
-        raw = raw_invoke_times(pipe, timed.used, timed.faces, warmup, frames)
+        with RawTimer(pipe) as raw:
+            timed = time_pipeline(pipe, raw, config.id, frame_set, frames, warmup, show_progress)
     finally:
         pipe.close()
-    result = configuration_block(config, backend, frames, timed, raw, threshold_note, rss_scope)
-    samples = {**timed.samples, "raw_detector": raw["detector"], "raw_liveness": raw["liveness"]}
+    result = configuration_block(config, backend, members, frames, timed, threshold_note, rss_scope)
+    samples = {**timed.samples, "raw_detector": timed.raw["detector"], "raw_liveness": timed.raw["liveness"]}
     return result, samples
 
 
@@ -384,6 +354,7 @@ def run_benchmark(
     edgetpu: bool = False,
     show_progress: bool = True,
     detector_backends: Sequence[str | None] = (None,),
+    members: Sequence[str | None] = (None,),
 ) -> tuple[dict[str, Any], list[dict[str, list[float]]]]:
     """Runs every configuration on the same frames.
 
@@ -397,6 +368,8 @@ def run_benchmark(
       edgetpu: run the liveness models on a Coral Edge TPU.
       show_progress: draw a progress bar per configuration on stderr.
       detector_backends: face detector backends to compare (None: auto, unnamed).
+      members: how a fused set's models run, to compare: ``sequential``,
+        ``concurrent``, ``auto`` (None: auto, unnamed); see :class:`~tla_edge.runtime.pipeline.Pipeline`.
 
     Returns:
       ``(report, samples)``: the JSON-ready report, and per configuration the
@@ -404,7 +377,7 @@ def run_benchmark(
 
     Raises:
       FileNotFoundError: a model, the source or the detector is missing.
-      ValueError: a file is not a TFLite model; a thread count outside [1, 64].
+      ValueError: a file is not a TFLite model; a thread count outside [1, 64]; an unknown ``members``.
       UserError: the source gives no frame, the Edge TPU is missing, ...
     """
     from tla_edge.runtime import faces as faces_lib
@@ -412,6 +385,9 @@ def run_benchmark(
 
     for t in threads:
         check_num_threads(t, "threads")
+    for mode in members:
+        if mode is not None:
+            check_members(mode, "--members")
     np.random.seed(SEED)
     source, models = default_inputs(source, models)
     for m in models:
@@ -419,7 +395,7 @@ def run_benchmark(
             check_tflite_file(path)
     detector_path = faces_lib.resolve_model(detector)
     machine = host.host_info(import_runtime().name)
-    configs = configurations(models, threads, edgetpu, detector_backends)
+    configs = configurations(models, threads, edgetpu, detector_backends, members)
     frame_set = read_frames(source, warmup + frames)
     results, samples = [], []
     try:

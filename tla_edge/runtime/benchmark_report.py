@@ -7,7 +7,7 @@ The plot needs matplotlib (the ``dev`` or ``train`` extra), imported inside
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -17,8 +17,57 @@ from tla_edge.runtime.metadata import portable_path
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 """File types :func:`write_plot` writes."""
+STAT_NAMES = ("n", "median", "p90", "p99", "mean", "std", "min", "max")
+"""The statistics :func:`stage_stats` gives of each stage."""
 SHARE_STAGES = ("decode", "detect", "crop", "invoke", "glue")
 """The stages that add up to a frame's end-to-end time, decode to decision (``detect_invoke`` is inside ``detect``)."""
+
+
+# --- statistics ---------------------------------------------------------------------
+
+
+def stage_stats(values: Iterable[float]) -> dict[str, Any]:
+    """Summary statistics of one stage's per-frame times (milliseconds).
+
+    Args:
+      values: one time per frame.
+
+    Returns:
+      ``{"n", "median", "p90", "p99", "mean", "std", "min", "max"}``; every
+      statistic is None when there are no values (a stage that never ran).
+    """
+    a = np.asarray(list(values), dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0, **{k: None for k in STAT_NAMES[1:]}}
+    p50, p90, p99 = np.percentile(a, [50, 90, 99])
+    return {
+        "n": int(a.size),
+        "median": round(float(p50), 4),
+        "p90": round(float(p90), 4),
+        "p99": round(float(p99), 4),
+        "mean": round(float(a.mean()), 4),
+        "std": round(float(a.std()), 4),
+        "min": round(float(a.min()), 4),
+        "max": round(float(a.max()), 4),
+    }
+
+
+def overhead_ratio(total: dict[str, Any], raw_detector: dict[str, Any], raw_liveness: dict[str, Any]) -> float | None:
+    """Median pipeline total over the sum of the models' median raw invoke times.
+
+    Returns:
+      The ratio (1.0 = no glue at all), or None when a median is missing.
+    """
+    parts = (total.get("median"), raw_detector.get("median"), raw_liveness.get("median"))
+    if any(p is None for p in parts) or parts[1] + parts[2] <= 0:
+        return None
+    return round(parts[0] / (parts[1] + parts[2]), 4)
+
+
+def fps_from(total: dict[str, Any]) -> float | None:
+    """Frames per second from a total-time summary: 1000 / mean milliseconds."""
+    mean = total.get("mean")
+    return round(1000.0 / mean, 2) if mean else None
 
 
 # --- files ----------------------------------------------------------------------
@@ -92,20 +141,21 @@ def format_table(report: dict[str, Any]) -> str:
     host = report["host"]
     shape = src.get("frame_shape")
     size = f", {shape[1]}x{shape[0]}" if shape else ""
+    width = max([28, *(len(c["id"]) for c in report["configurations"])])  # whole ids: rows differ at the end
     lines = [
         f"tla-edge bench: {report['frames']} frames after {report['warmup']} warm-up from "
         f"'{src['spec']}' ({src['kind']}{size}); detector {report['detector']['model']} "
         f"({report['detector']['mode']} mode); {host['machine']}, {host['cpus_available']} CPUs, "
         f"{host['runtime']['name']} {host['runtime']['version']}",
         "",
-        f"{'median ms':28s} {'decode':>7s} {'detect':>7s} {'crop':>6s} {'invoke':>7s} {'glue':>6s} "
+        f"{'median ms':{width}s} {'decode':>7s} {'detect':>7s} {'crop':>6s} {'invoke':>7s} {'glue':>6s} "
         f"{'total':>7s} {'p90':>7s} {'fps':>6s} | {'raw det':>7s} {'raw liv':>7s} {'overhd':>6s} | {'RSS MB':>6s}",
     ]
     for c in report["configurations"]:
         st = c["stages"]
         raw = c["raw_invoke_ms"]
         lines.append(
-            f"{c['id'][:28]:28s} {_fmt(st['decode']['median'], 7)} {_fmt(st['detect']['median'], 7)} "
+            f"{c['id']:{width}s} {_fmt(st['decode']['median'], 7)} {_fmt(st['detect']['median'], 7)} "
             f"{_fmt(st['crop']['median'], 6)} {_fmt(st['invoke']['median'], 7)} {_fmt(st['glue']['median'], 6)} "
             f"{_fmt(st['total']['median'], 7)} {_fmt(st['total']['p90'], 7)} {_fmt(c['fps'], 6, 1)} | "
             f"{_fmt(raw['detector']['median'], 7)} {_fmt(raw['liveness']['median'], 7)} "
@@ -120,8 +170,9 @@ def format_table(report: dict[str, Any]) -> str:
     for c in report["configurations"]:
         share = c.get("stage_share") or {}
         parts = ", ".join(f"{s} {share[s] * 100:.0f} %" for s in SHARE_STAGES if share.get(s) is not None)
+        fused = f", members {c['members']}" if c.get("members") and "fused_with" in c["model"] else ""
         lines.append(f"{c['id']}: end to end {_fmt(c.get('fps_end_to_end'), 0, 1).strip()} fps"
-                     + (f"; share {parts}" if parts else ""))
+                     + (f"; share {parts}" if parts else "") + fused)
     for c in report["configurations"]:
         if c["frames_scored"] < c["frames"]:
             lines.append(

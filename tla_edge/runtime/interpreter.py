@@ -314,6 +314,10 @@ class LivenessModel:
         self.interpreter = interpreter
         self._in = input_details(self.interpreter)
         self._out = output_details(self.interpreter)
+        self._size = (int(size[0]), int(size[1]))
+        self._in_index = int(self._in["index"])
+        self._out_index = int(self._out["index"])
+        self._out_q = quantization_params(self._out) if is_quantized(self._out) else None
         self._lut = None
         if is_quantized(self._in):
             scale, zp = quantization_params(self._in)
@@ -323,7 +327,7 @@ class LivenessModel:
     @property
     def input_size(self) -> tuple[int, int]:
         """``(height, width)`` of the model input."""
-        return tuple(self.meta.input_size)  # type: ignore[return-value]
+        return self._size
 
     @property
     def threshold(self) -> float:
@@ -348,40 +352,82 @@ class LivenessModel:
         """:meth:`crop` of a frame its caller has checked (:meth:`Pipeline.process` does, once)."""
         return preprocess.crop_face_trusted(rgb, box, self.meta.crop_scale, self.input_size, self.meta.crop_rule)
 
+    def _check_crop(self, crop: np.ndarray) -> None:
+        if crop.shape != (*self._size, 3) or crop.dtype != np.uint8:
+            raise ValueError(
+                f"crop shape {crop.shape} dtype {crop.dtype} is not {self._size[0]}x{self._size[1]}x3 uint8"
+            )
+
     def input_tensor(self, crop: np.ndarray) -> np.ndarray:
         """The model's input for one uint8 crop (quantized through a lookup table when int8/uint8)."""
-        if crop.shape != (*self.input_size, 3) or crop.dtype != np.uint8:
-            raise ValueError(
-                f"crop shape {crop.shape} dtype {crop.dtype} is not "
-                f"{self.input_size[0]}x{self.input_size[1]}x3 uint8"
-            )
+        self._check_crop(crop)
         if self._lut is not None:
             import cv2  # the runtime extra's OpenCV; cv2.LUT is ~4x faster than fancy indexing
 
             return cv2.LUT(crop, self._lut.view(np.uint8)).view(self._lut.dtype)[None]
         return preprocess.normalize(crop, self.meta.normalization)[None]
 
+    def set_input(self, crop: np.ndarray) -> None:
+        """Writes the model's input for one uint8 crop straight into the interpreter's input tensor.
+
+        The same values as ``set_tensor(input_tensor(crop))``, without the
+        intermediate array: a quantized model's lookup table writes into the
+        tensor's own buffer. Then :meth:`invoke_input`.
+
+        Raises:
+          ValueError: the crop is not the model's input size, uint8 RGB.
+          RuntimeError: the model is closed.
+        """
+        self._check_crop(crop)
+        if self.interpreter is None:
+            raise RuntimeError(f"liveness model '{self.path}' is closed")
+        # A view of the tensor's buffer, dropped on return: LiteRT refuses to
+        # invoke while one is alive (its buffers may move).
+        dst = self.interpreter.tensor(self._in_index)()[0]
+        if self._lut is not None:
+            import cv2
+
+            target = dst.view(np.uint8)
+            written = cv2.LUT(crop, self._lut.view(np.uint8), dst=target)
+            if written is not target:  # OpenCV allocated instead of writing in place
+                target[...] = written
+        else:
+            dst[...] = preprocess.normalize(crop, self.meta.normalization)
+
+    def invoke_input(self) -> np.ndarray:
+        """Runs the input already set (:meth:`set_input`); returns the raw output, dequantized.
+
+        Sets :attr:`last_invoke_ms` (``invoke()`` alone). One call at a time per model.
+
+        Raises:
+          RuntimeError: the model is closed.
+        """
+        interpreter = self.interpreter
+        if interpreter is None:
+            raise RuntimeError(f"liveness model '{self.path}' is closed")
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        self.last_invoke_ms = (time.perf_counter() - t0) * 1e3
+        out = interpreter.get_tensor(self._out_index)
+        if self._out_q is not None:
+            return dequantize(out, *self._out_q)
+        return out.astype(np.float32)
+
     def invoke_tensor(self, x: np.ndarray) -> np.ndarray:
-        """Runs one prepared input tensor; returns the raw output, dequantized.
+        """Runs one prepared input tensor (:meth:`input_tensor`); returns the raw output, dequantized.
 
         Raises:
           RuntimeError: the model is closed.
         """
         if self.interpreter is None:
             raise RuntimeError(f"liveness model '{self.path}' is closed")
-        self.interpreter.set_tensor(self._in["index"], x)
-        t0 = time.perf_counter()
-        self.interpreter.invoke()
-        self.last_invoke_ms = (time.perf_counter() - t0) * 1e3
-        out = self.interpreter.get_tensor(self._out["index"])
-        if is_quantized(self._out):
-            scale, zp = quantization_params(self._out)
-            return dequantize(out, scale, zp)
-        return out.astype(np.float32)
+        self.interpreter.set_tensor(self._in_index, x)
+        return self.invoke_input()
 
     def score(self, crop: np.ndarray) -> float:
         """Live probability in [0, 1] for one uint8 RGB crop of the model's input size."""
-        return float(scores_from_output(self.invoke_tensor(self.input_tensor(crop)), self.meta)[0])
+        self.set_input(crop)
+        return float(scores_from_output(self.invoke_input(), self.meta)[0])
 
     def score_batch(self, crops: np.ndarray) -> np.ndarray:
         """Live probabilities ``(N,)`` for ``(N, H, W, 3)`` uint8 crops."""

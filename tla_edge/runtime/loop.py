@@ -152,6 +152,7 @@ def pipeline_for_source(
     edgetpu: bool = False,
     detector: str = "short",
     detector_backend: str = "auto",
+    members: str = "auto",
 ) -> Any:
     """The :class:`~tla_edge.runtime.pipeline.Pipeline` that suits ``source``.
 
@@ -170,6 +171,7 @@ def pipeline_for_source(
       edgetpu: run the liveness model on a Coral Edge TPU.
       detector: ``short`` or ``full`` range face detector.
       detector_backend: ``auto``, ``mediapipe`` or ``litert``.
+      members: how several models run: ``auto``, ``sequential`` or ``concurrent`` (see the Pipeline).
     """
     from tla_edge.runtime.pipeline import Pipeline
 
@@ -189,6 +191,7 @@ def pipeline_for_source(
         detector_model=detector,
         video=not still,
         detector_backend=detector_backend,
+        members=members,
     )
 
 

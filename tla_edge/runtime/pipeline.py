@@ -26,7 +26,8 @@ from tla_edge.runtime import imagesize, preprocess
 from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.faces import FaceBox, FaceDetector
 from tla_edge.runtime.interpreter import LivenessModel
-from tla_edge.runtime.quant import scores_from_output
+from tla_edge.runtime.members import MemberRunner, check_members, resolve_members
+from tla_edge.runtime.quant import score_from_output
 from tla_edge.runtime.metadata import check_threshold, fused_threshold
 
 LIVE = "live"
@@ -82,8 +83,9 @@ class LivenessResult(NamedTuple):
     """Every face the detector found."""
     timings: dict[str, float]
     """Milliseconds per stage: ``detect``, ``crop`` (crop + preprocess),
-    ``invoke`` (liveness model alone), ``total``; also ``detect_invoke``
-    when the detector reports it."""
+    ``invoke`` (liveness models alone: the sum of their runs when sequential,
+    from start to the last one's end when concurrent), ``total``; also
+    ``detect_invoke`` when the detector reports it."""
     error: str | None = None
     """Why the decision is ``"error"``, else None."""
 
@@ -183,6 +185,8 @@ class Pipeline:
 
     A Pipeline is for one thread: it owns interpreters, a detector and the
     smoothing state of one stream. Use one Pipeline per thread (or per camera).
+    (With ``members="concurrent"`` it runs its models on worker threads of its
+    own, ended by :meth:`close`.)
 
     Args:
       model: a ``.tflite`` path or a :class:`LivenessModel`, or several of them
@@ -208,11 +212,22 @@ class Pipeline:
       video: detector in video mode (streams) rather than image mode (stills).
       detector_backend: ``"auto"`` (LiteRT BlazeFace, what runs best here),
         ``"litert"`` or ``"mediapipe"`` (the mediapipe extra); see :class:`FaceDetector`.
+      members: how the models of a fused set run on each face: ``"concurrent"``
+        (at the same time, each on its own thread: LiteRT releases the GIL
+        while it invokes), ``"sequential"`` (one after another), or ``"auto"``:
+        concurrent when there are several models, no Edge TPU and more than
+        models x ``num_threads`` CPUs for this process (each model a core of
+        its own and one to spare: a 4-core Pi at 1 thread, not a 2-core
+        machine); else sequential (why: :func:`tla_edge.runtime.members.resolve_members`). Scores and
+        decisions are the same either way, bit for bit; only the time differs.
+        :attr:`members` says which was chosen.
 
     Raises:
       ValueError: a bad threshold, smoothing, live_frames, num_threads, a
         min_face, max_cut_off or max_roll that is not finite and in range
-        (:func:`check_gates`), or a model that cannot be used (see :class:`LivenessModel`).
+        (:func:`check_gates`), a ``members`` outside
+        :data:`~tla_edge.runtime.members.MEMBER_MODES`, or a model that cannot
+        be used (see :class:`LivenessModel`).
     """
 
     def __init__(
@@ -231,11 +246,14 @@ class Pipeline:
         detector_model: str = "short",
         video: bool = True,
         detector_backend: str = "auto",
+        members: str = "auto",
     ) -> None:
         self.models: list[LivenessModel] = []
         self._own_models: list[LivenessModel] = []
         self.detector = None  # type: ignore[assignment]
         self._own_detector = False
+        self._runner: MemberRunner | None = None
+        check_members(members)
         if threshold is not None:
             threshold = check_threshold(threshold, "threshold")
         check_num_threads(num_threads)
@@ -265,6 +283,13 @@ class Pipeline:
                 else:
                     threshold = fused_threshold([(m.path, m.meta) for m in self.models])
             self.threshold = float(threshold)
+            self.members = resolve_members(members, len(self.models), num_threads, edgetpu)
+            """``"sequential"`` or ``"concurrent"``: how the models of a fused set run (``members`` resolved)."""
+            self._runner = MemberRunner(len(self.models), self.members == "concurrent")
+            # Models of one crop scale, rule and input size share one crop (the bundled pair does).
+            slots: dict[tuple, int] = {}
+            self._crop_of = [slots.setdefault((m.meta.crop_scale, m.meta.crop_rule, m.input_size), len(slots))
+                             for m in self.models]
             self._own_detector = detector is None
             self.detector = detector or FaceDetector(
                 detector_model, mode="video" if video else "image", num_threads=num_threads,
@@ -328,21 +353,7 @@ class Pipeline:
             return LivenessResult(problem, False, None, None, face, faces, timings)
 
         try:
-            raw_scores = []
-            crops: dict[tuple, np.ndarray] = {}  # fused models of one crop scale, rule and size share the crop
-            for m in self.models:
-                tc = time.perf_counter()
-                key = (m.meta.crop_scale, m.meta.crop_rule, m.input_size)
-                if key not in crops:
-                    crops[key] = m.crop_trusted(rgb, face)
-                x = m.input_tensor(crops[key])
-                timings["crop"] += (time.perf_counter() - tc) * 1e3
-                out = m.invoke_tensor(x)
-                timings["invoke"] += m.last_invoke_ms
-                raw_scores.append(float(scores_from_output(out, m.meta)[0]))
-            raw = float(np.mean(raw_scores))
-            if not np.isfinite(raw):
-                raise ValueError(f"model returned a non-finite score {raw}")
+            raw = self._score(rgb, face, timings)
         except Exception as err:  # noqa: BLE001 - fail closed on any model failure
             self.smoother.reset()
             timings["total"] = (time.perf_counter() - t0) * 1e3
@@ -353,6 +364,38 @@ class Pipeline:
         decision = decide(raw, self.threshold, is_live)
         return LivenessResult(decision, is_live, smoothed.score, raw, face, faces, timings)
 
+    def _score(self, rgb: np.ndarray, face: FaceBox, timings: dict[str, float]) -> float:
+        """The fused live probability of one face: crop, set every model's input, run them, average.
+
+        Adds to ``timings``: ``crop`` (crops and inputs) and ``invoke`` (the
+        models alone: their ``invoke()`` times added up when sequential, the
+        wall time from starting them to the last one ending when concurrent).
+
+        Raises:
+          Exception: any model's failure, or a non-finite fused score (the caller fails closed).
+        """
+        models = self.models
+        tc = time.perf_counter()
+        crops: list[np.ndarray] = []
+        for m, i in zip(models, self._crop_of):
+            if i == len(crops):
+                crops.append(m.crop_trusted(rgb, face))
+            m.set_input(crops[i])
+        ti = time.perf_counter()
+        timings["crop"] += (ti - tc) * 1e3
+        runner = self._runner
+        if runner is None:
+            raise RuntimeError("pipeline is closed")
+        outs = runner.map(_invoke, models)
+        if runner.concurrent:
+            timings["invoke"] += (time.perf_counter() - ti) * 1e3
+        else:
+            timings["invoke"] += sum(m.last_invoke_ms for m in models)
+        raw = float(np.mean([score_from_output(out, m.meta) for out, m in zip(outs, models)]))
+        if not np.isfinite(raw):
+            raise ValueError(f"model returned a non-finite score {raw}")
+        return raw
+
     def reset(self) -> None:
         """Forgets the smoothing state (e.g. between unrelated images)."""
         self.smoother.reset()
@@ -362,6 +405,9 @@ class Pipeline:
 
         Safe to call twice; models and a detector passed in stay open.
         """
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
         for m in self._own_models:
             m.close()
         self._own_models = []
@@ -374,3 +420,8 @@ class Pipeline:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _invoke(model: LivenessModel) -> np.ndarray:
+    """One model's run on the input already set (for :class:`MemberRunner`)."""
+    return model.invoke_input()

@@ -8,6 +8,7 @@ rather than reporting certainty).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -99,3 +100,28 @@ def scores_from_output(out: np.ndarray, meta: metadata_lib.ModelMetadata) -> np.
         e = np.exp(out - out.max(axis=1, keepdims=True))
         out = e / e.sum(axis=1, keepdims=True)
     return out[:, meta.live_index]
+
+
+def score_from_output(out: np.ndarray, meta: metadata_lib.ModelMetadata) -> float:
+    """The live probability of one image: ``float(scores_from_output(out, meta)[0])``, bit for bit.
+
+    The frame path's shortcut for the usual one-value output (a live logit or
+    probability): the same checks and the same float64 operations on one
+    number, without the batch machinery; any other output takes
+    :func:`scores_from_output`.
+
+    Raises:
+      ValueError: as :func:`scores_from_output`, with the same message.
+    """
+    flat = np.asarray(out, np.float64).reshape(-1)
+    if flat.size != 1:
+        return float(scores_from_output(out, meta)[0])
+    x = float(flat[0])
+    if meta.output == "logit":
+        if not (math.isfinite(x) and abs(x) <= MAX_ABS_LOGIT):
+            check_raw_output(flat.reshape(1, 1), meta)
+        e = np.exp(np.float64(-abs(x)))  # sigmoid's branches, on this one value
+        return float(1.0 / (1.0 + e)) if x >= 0 else float(e / (1.0 + e))
+    if not (math.isfinite(x) and 0.0 <= x <= 1.0):
+        check_raw_output(flat.reshape(1, 1), meta)
+    return x

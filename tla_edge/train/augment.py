@@ -12,6 +12,14 @@ mean colour than live faces; a model left to itself learns that shortcut and
 fails on the next session. Brightness, contrast, saturation, hue and a
 per-channel gain are therefore varied more than a generic recipe would.
 Blur and JPEG re-compression stand for other webcams and compressed streams.
+
+:data:`CAMERA` (``tla-edge train --camera-augment``) adds what changes with the
+sensor rather than the scene, so that a threshold means the same on another
+camera: a stronger white-balance gain, a gamma (tone curve) change, a lower
+resolution (down- then up-sampling), sensor noise (Gaussian, stronger in the
+dark as shot noise is), unsharp-mask sharpening as phone pipelines apply, and
+harder JPEG. Each is applied to real and attack crops alike, so none of them
+can become a cue for either class.
 """
 
 from __future__ import annotations
@@ -53,6 +61,26 @@ class AugmentConfig:
     """Chance of JPEG re-compression."""
     jpeg_quality: tuple[int, int] = (40, 95)
     """JPEG quality range."""
+    gamma: tuple[float, float] = (1.0, 1.0)
+    """Range of the gamma exponent (1, 1: off)."""
+    downscale_probability: float = 0.0
+    """Chance of a resolution loss (down-sampling, then up-sampling back)."""
+    downscale: tuple[float, float] = (0.35, 0.8)
+    """Range of the down-sampling factor of a resolution loss."""
+    noise_probability: float = 0.0
+    """Chance of sensor noise."""
+    max_noise: float = 0.03
+    """Largest noise standard deviation (pixel range [0, 1]) at full brightness; shot-noise-like in the dark."""
+    sharpen_probability: float = 0.0
+    """Chance of unsharp-mask sharpening."""
+    sharpen_amount: tuple[float, float] = (0.3, 1.2)
+    """Range of the unsharp-mask amount."""
+
+
+CAMERA = AugmentConfig(channel_gain=0.2, gamma=(0.7, 1.4), downscale_probability=0.35,
+                       noise_probability=0.4, sharpen_probability=0.25, jpeg_probability=0.5,
+                       jpeg_quality=(30, 95))
+"""The camera-domain recipe (``--camera-augment``): the default plus sensor and pipeline changes."""
 
 
 def _seeds(tf: Any, seed: Any, n: int) -> list[Any]:
@@ -105,6 +133,28 @@ def _blur(tf: Any, image: Any, sigma: Any) -> Any:
     return y[0]
 
 
+def _camera(tf: Any, x: Any, s: list[Any], cfg: AugmentConfig) -> Any:
+    """Gamma, resolution loss, sensor noise and sharpening of a float [0, 1] image (each off by default)."""
+    g = _uniform(tf, s[0], cfg.gamma[0], cfg.gamma[1])
+    x = tf.pow(tf.maximum(x, 1e-6), g)
+    h, w = tf.shape(x)[0], tf.shape(x)[1]
+    f = _uniform(tf, s[1], cfg.downscale[0], cfg.downscale[1])
+    small = tf.maximum(tf.cast(tf.cast(tf.stack([h, w]), tf.float32) * f, tf.int32), 8)
+
+    def _resample() -> Any:
+        return tf.image.resize(tf.image.resize(x, small, method="area"), tf.stack([h, w]), method="bilinear")
+
+    x = tf.cond(_uniform(tf, s[2], 0.0, 1.0) < cfg.downscale_probability, _resample, lambda: x)
+    sigma = _uniform(tf, s[3], 0.0, cfg.max_noise)
+    noise = tf.random.stateless_normal(tf.shape(x), s[4]) * sigma * tf.sqrt(tf.maximum(x, 0.05))
+    x = tf.cond(_uniform(tf, s[5], 0.0, 1.0) < cfg.noise_probability,
+                lambda: tf.clip_by_value(x + noise, 0.0, 1.0), lambda: x)
+    amount = _uniform(tf, s[6], cfg.sharpen_amount[0], cfg.sharpen_amount[1])
+    x = tf.cond(_uniform(tf, s[7], 0.0, 1.0) < cfg.sharpen_probability,
+                lambda: tf.clip_by_value(x + amount * (x - _blur(tf, x, 1.0)), 0.0, 1.0), lambda: x)
+    return x
+
+
 def augment(image: Any, seed: Any, config: AugmentConfig | None = None) -> Any:
     """Augments one crop.
 
@@ -132,6 +182,8 @@ def augment(image: Any, seed: Any, config: AugmentConfig | None = None) -> Any:
         [3], s[9], minval=1.0 - cfg.channel_gain, maxval=1.0 + cfg.channel_gain
     )
     x = tf.clip_by_value(x * gain, 0.0, 1.0)
+    if cfg.gamma != (1.0, 1.0) or cfg.downscale_probability or cfg.noise_probability or cfg.sharpen_probability:
+        x = _camera(tf, x, _seeds(tf, s[14], 8), cfg)  # s[14] is free: the default recipe's pixels stay as they were
     sigma = _uniform(tf, s[10], 0.3, cfg.max_blur_sigma)
     do_blur = _uniform(tf, s[11], 0.0, 1.0) < cfg.blur_probability
     x = tf.cond(do_blur, lambda: _blur(tf, x, sigma), lambda: x)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from tla_edge import metrics
+from tla_edge import fileio, metrics
 from tla_edge.data import crops as crops_lib
 from tla_edge.data import datasets
 from tla_edge.errors import UserError, import_tensorflow
@@ -239,13 +239,24 @@ def evaluate_crops(data: Path, scorers: Sequence[Scorer], threshold: float, sele
 
 
 def display_source(path: Path, data: Path) -> str:
-    """A frame's path relative to the dataset (as given when outside it)."""
+    """A frame's path relative to the dataset (as given when outside it), bytes that are not UTF-8 as ``\\xNN``."""
     base = Path(data)
     base = base.parent if base.is_file() else base
     try:
-        return path.resolve().relative_to(base.resolve()).as_posix()
+        return fileio.printable(path.resolve().relative_to(base.resolve()).as_posix())
     except ValueError:
-        return path.as_posix()
+        return fileio.printable(path.as_posix())
+
+
+def printable_tree(obj: Any) -> Any:
+    """``obj`` with every string (and key) made :func:`tla_edge.fileio.printable`: a report any UTF-8 reader reads."""
+    if isinstance(obj, str):
+        return fileio.printable(obj)
+    if isinstance(obj, dict):
+        return {printable_tree(k): printable_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(printable_tree(v) for v in obj)
+    return obj
 
 
 class Detection(NamedTuple):
@@ -285,8 +296,9 @@ def evaluate_raw(data: Path, scorers: Sequence[Scorer], threshold: float, layout
             ev.corrupt.append(source)
             continue
         # a non-response has no score: it is counted apart, never as a 0.0 score
-        ev.add(source, 1 if f.record.label == "real" else 0, f.record.species, f.record.subject, f.record.session,
-               f.result.score, f.result.decision)
+        rec = f.record
+        ev.add(source, 1 if rec.label == "real" else 0, fileio.printable(rec.species), fileio.printable(rec.subject),
+               fileio.printable(rec.session), f.result.score, f.result.decision)
         boxes.append((f.record.path, f.result.face))
     if len(ev.scores) == 0:
         raise UserError(f"dataset '{data}' has no readable image ({len(ev.corrupt)} corrupt)")
@@ -400,4 +412,4 @@ def evaluate(data: Path, out: Path, models: Sequence[Path] | None = None, *, lay
         report["fusion_record"] = fusion.write_copies(store_fusion, model_paths, chosen)
         report["fusion_out"] = metadata_lib.portable_path(store_fusion.out)
     report["wall_s"] = round(time.perf_counter() - t0, 2)
-    return ev, report
+    return ev, printable_tree(report)

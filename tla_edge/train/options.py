@@ -62,7 +62,15 @@ class Recipe:
     mixed_precision: str = "auto"
     """``auto`` (on a GPU only), ``on`` or ``off``."""
     augment: bool = True
+    camera_augment: bool = False
+    """Add the camera-domain augmentation (:data:`tla_edge.train.augment.CAMERA`)."""
     label_smoothing: float = 0.0
+    teacher_targets: tuple[str, ...] = ()
+    """Teacher targets files (:mod:`tla_edge.train.distill`); used when ``distill`` > 0."""
+    distill: float = 0.0
+    """Teacher's share of each training target, in [0, 0.5) (0: labels only)."""
+    simulated_attacks: float = 0.0
+    """Share of real training crops given a simulated print or replay twin (:mod:`tla_edge.train.simulate`)."""
 
     @property
     def transfer_weights(self) -> str | None:
@@ -141,6 +149,23 @@ def check_recipe(recipe: Recipe, crops_dir: Path) -> None:
       UserError: a setting out of range, named as its flag.
       FileNotFoundError: the crops folder or the weights file is missing.
     """
+    from tla_edge.train import distill
+
+    distill.check_weight(recipe.distill)
+    if recipe.distill > 0 and not recipe.teacher_targets:
+        raise UserError(f"--distill {recipe.distill:g} needs --teacher-targets FILE (scripts/teacher_targets.py "
+                        "writes one)")
+    if recipe.teacher_targets and recipe.distill == 0:
+        raise UserError("--teacher-targets is given but --distill is 0; expected --distill W with 0 < W < 0.5")
+    if not 0.0 <= recipe.simulated_attacks <= 1.0:
+        raise UserError(f"--simulated-attacks {recipe.simulated_attacks:g} is not in [0, 1]; expected the share "
+                        "of real training crops given a simulated attack twin")
+    if recipe.camera_augment and not recipe.augment:
+        raise UserError("--camera-augment contradicts --no-augment; expected one of them")
+    for f in recipe.teacher_targets:
+        if not Path(f).is_file():
+            raise FileNotFoundError(f"teacher targets '{f}' not found; expected a CSV written by "
+                                    "scripts/teacher_targets.py")
     if not 0.0 <= recipe.label_smoothing < 1.0:
         raise UserError(f"--label-smoothing {recipe.label_smoothing:g} is not in [0, 1)")
     for name in ("epochs", "fine_tune_epochs", "patience", "fine_tune_at"):

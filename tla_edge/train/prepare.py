@@ -8,7 +8,10 @@ two rules live side by side in one folder and never mix. ``OUT/manifest.csv`` ha
 ``OUT/prepare.json`` keeps the settings, the summary and every skipped image
 with its reason. Unreadable images and frames without a face are skipped and
 counted, never fatal. A second run into the same folder keeps the crops it
-finds and computes only what is missing; ``force`` recomputes everything.
+finds and computes only what is missing; ``force`` recomputes everything. A
+run killed before it writes its manifest (SIGKILL, out of memory) resumes
+from the journal it keeps, ``OUT/prepare.partial.csv``
+(:mod:`tla_edge.train.prepare_resume`).
 
 The steps, in order: :func:`plan_dataset` and :func:`check_plan` (which
 records, what to record about them), :func:`plan_work` (what is already done), :func:`crop_all`
@@ -19,7 +22,6 @@ records, what to record about them), :func:`plan_work` (what is already done), :
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -35,9 +37,9 @@ from tla_edge.progress import Progress
 from tla_edge.runtime import preprocess
 from tla_edge.runtime.faces import DEFAULT_MIN_SCORE
 from tla_edge.runtime.metadata import portable_path
-from tla_edge.train.prepare_output import CORRUPT, ERROR, NO_FACE, Work, finish, postfix, save_manifest
-
-MANIFEST_FLUSH_S = 30.0
+from tla_edge.train import prepare_resume as resume
+from tla_edge.train.prepare_output import CORRUPT, ERROR, NO_FACE, Work, finish, postfix
+from tla_edge.train.prepare_resume import check_out_dir
 
 
 # --- step 1: which records ------------------------------------------------------
@@ -45,7 +47,7 @@ MANIFEST_FLUSH_S = 30.0
 
 def shown_path(path: Path | str) -> str:
     """A path printable anywhere: bytes that are not UTF-8 shown as ``\\xNN``."""
-    return os.fsencode(str(path)).decode("utf-8", errors="backslashreplace")
+    return fileio.printable(path)
 
 
 def split_undecodable(records: Sequence[datasets.Record]) -> tuple[list[datasets.Record], list[datasets.Record]]:
@@ -177,79 +179,29 @@ def crop_fingerprint(rule: str = preprocess.DEFAULT_CROP_RULE) -> str:
     return hashlib.sha1(b"".join(p.tobytes() for p in parts)).hexdigest()[:16]
 
 
-def _same_setting(key: str, old: Any, new: Any, root: Path | None) -> bool:
-    if old == new:
-        return True
-    if key != "dataset" or old is None or root is None or str(old).startswith("<DIR>/"):
-        return False
-    # The same folder named another way ("data" and "./data"), or an absolute
-    # path written before prepare.json stored portable ones.
-    return Path(old).resolve() == root.resolve()
+def what_is_done(out: Path, force: bool, settings: dict[str, Any], root: Path | None
+                 ) -> tuple[list[dict], dict[str, dict], list[dict], list[dict[str, str]]]:
+    """What earlier runs left in ``out``: ``(rows, skipped, runs, journal lines)``.
 
-
-def _only_crop_folders(out: Path) -> bool:
-    """True when ``out`` holds nothing but what prepare writes before its manifest: ``s<scale>[_shift]/`` of PNGs."""
-    import re
-
-    for entry in out.iterdir():
-        if not (entry.is_dir() and re.fullmatch(r"s\d+(\.\d+)?(_shift)?", entry.name)):
-            if not (entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp")):
-                return False
-            continue
-        for f in entry.rglob("*"):
-            if f.is_file() and f.suffix.lower() != ".png" and not f.name.endswith(".tmp"):
-                return False
-    return True
-
-
-def check_out_dir(out: Path, force: bool, settings: dict[str, Any],
-                  dataset_root: Path | None = None) -> tuple[list[dict], dict[str, dict]]:
-    """Checks the output folder; returns the old manifest rows and skipped entries to resume from.
+    The rows and skips of ``manifest.csv`` and ``prepare.json`` with those of
+    an unfinished run's journal over them (:mod:`tla_edge.train.prepare_resume`);
+    ``settings["crop_rules"]`` gains the fingerprint of every rule whose crops are kept.
 
     Raises:
-      UserError: ``out`` is a file, a foreign non-empty folder, or crops made
-        with other settings (without ``force``).
+      UserError: the folder cannot be used, or was made with other settings (without ``force``).
     """
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output '{out}' is a file; expected a folder for the crops")
-    if not out.exists():
-        fileio.check_writable(out, force=False)
-        return [], {}
-    manifest = out / datasets.MANIFEST_NAME
-    if not manifest.is_file():
-        # killed before its first manifest (SIGKILL, OOM): only its own crop folders are there; start again
-        if any(out.iterdir()) and not force and not _only_crop_folders(out):
-            raise UserError(
-                f"output folder '{out}' exists, is not empty and holds no {datasets.MANIFEST_NAME}; "
-                "expected a new or a tla-edge crops folder (pass --force to write into it)"
-            )
-        return [], {}
-    if force:
-        return [], {}
-    old = crops_lib.read_prepare_json(out)
-    old_settings = old.get("settings", {})
-    if old_settings.get("crop_fingerprint") != settings["crop_fingerprint"]:
-        raise UserError(
-            f"crops folder '{out}' was made by another version of the crop "
-            f"(crop_fingerprint {old_settings.get('crop_fingerprint')!r}, now {settings['crop_fingerprint']!r}); "
-            "its crops would differ from the runtime's: pass --force to recompute them, or use another --out"
-        )
-    rule, fingerprint = next(iter(settings["crop_rules"].items()))
-    old_fingerprint = (old_settings.get("crop_rules") or {}).get(rule)
-    if old_fingerprint is not None and old_fingerprint != fingerprint:
-        raise UserError(
-            f"crops folder '{out}' holds '{rule}' crops made by another version of that rule "
-            f"(fingerprint {old_fingerprint!r}, now {fingerprint!r}); pass --force to recompute them, or use another --out"
-        )
-    for key in ("size", "detector", "min_score", "dataset"):
-        if key in old_settings and not _same_setting(key, old_settings[key], settings[key], dataset_root):
-            raise UserError(
-                f"crops folder '{out}' was prepared with {key}={old_settings[key]!r} but this run asks "
-                f"{key}={settings[key]!r}; use the same settings to resume, another --out, or --force"
-            )
-    rows = crops_lib.read_manifest(out)
-    skipped = {s["source"]: s for s in old.get("skipped", []) if "source" in s}
-    return rows, skipped
+    old_rows, old_skipped = check_out_dir(out, force, settings, root)
+    journal_lines, journal_settings = resume.load_journal(out, settings, root, force) if out.is_dir() else ([], {})
+    old_rows, old_skipped = resume.merge_journal(old_rows, old_skipped, journal_lines)
+    old = {} if force else crops_lib.read_prepare_json(out)
+    # The fingerprint of every rule whose crops the folder keeps.
+    kept_rules = {crops_lib.row_rule(r) for r in old_rows}
+    old_rules = {"pad": settings["crop_fingerprint"], **(old.get("settings", {}).get("crop_rules") or {}),
+                 **(journal_settings.get("crop_rules") or {})}
+    crop_rule, fingerprint = next(iter(settings["crop_rules"].items()))
+    settings["crop_rules"] = {**{r: old_rules[r] for r in sorted(kept_rules) if r in old_rules},
+                              crop_rule: fingerprint}
+    return old_rows, old_skipped, list(old.get("runs", [])), journal_lines
 
 
 def plan_work(records: Sequence[datasets.Record], out: Path, scales: Sequence[float], root: Path | None,
@@ -343,17 +295,16 @@ def crop_one(work: Work, detector: Any, item: tuple[datasets.Record, str, list[f
         work.rows[(source, folder)] = _manifest_row(rec, source, rel, scale, face, work.crop_rule)
 
 
-def crop_all(work: Work, detector: Any, size: int, min_score: float, show_progress: bool = True) -> None:
-    """Runs :func:`crop_one` over ``work.todo``, images decoded ahead; saves the manifest now and then."""
+def crop_all(work: Work, detector: Any, size: int, min_score: float, show_progress: bool = True,
+             journal: resume.Journal | None = None) -> None:
+    """Runs :func:`crop_one` over ``work.todo``, images decoded ahead; each finished image goes to ``journal``."""
     bar = Progress(len(work.todo), "prepare", unit="img", enabled=show_progress and bool(work.todo))
-    last_flush = time.perf_counter()
     try:
         for item, rgb in prefetch(lambda it: datasets.read_image_rgb(it[0].path), work.todo):
             crop_one(work, detector, item, rgb, size, min_score)
+            if journal is not None:
+                journal.record(work, item)
             bar.update(postfix=postfix(work.skipped))
-            if time.perf_counter() - last_flush > MANIFEST_FLUSH_S:
-                save_manifest(work)
-                last_flush = time.perf_counter()
     finally:
         bar.close()
 
@@ -385,7 +336,7 @@ def prepare(
       detector: ``"short"``, ``"full"``, a model path, or a ready detector
         object with ``detect(rgb) -> list[FaceBox]`` (not closed here).
       min_score: smallest detection score kept.
-      force: recompute everything instead of resuming.
+      force: recompute everything instead of resuming (from a manifest or a killed run's journal).
       dataset_root: the dataset folder; sources are stored relative to it.
       dataset_info: what to record about the dataset in ``prepare.json``.
       show_progress: draw a progress bar on stderr.
@@ -414,19 +365,12 @@ def prepare(
         "crop_fingerprint": crop_fingerprint(),
         "crop_rules": {crop_rule: crop_fingerprint(crop_rule)},
     }
-    old_rows, old_skipped = check_out_dir(out, force, settings, root)
-    old = {} if force else crops_lib.read_prepare_json(out)
-    old_runs = list(old.get("runs", []))
-    # The fingerprint of every rule whose crops the folder keeps.
-    kept_rules = {crops_lib.row_rule(r) for r in old_rows}
-    old_rules = {"pad": settings["crop_fingerprint"], **(old.get("settings", {}).get("crop_rules") or {})}
-    settings["crop_rules"] = {**{r: old_rules[r] for r in sorted(kept_rules) if r in old_rules},
-                              crop_rule: settings["crop_rules"][crop_rule]}
+    old_rows, old_skipped, old_runs, journal_lines = what_is_done(out, force, settings, root)
     out.mkdir(parents=True, exist_ok=True)
     work = plan_work(records, out, scales, root, old_rows, old_skipped, crop_rule)
 
     t0 = time.perf_counter()
-    own_detector = None
+    own_detector = journal = None
     if work.todo and isinstance(detector, str):
         from tla_edge.runtime.faces import FaceDetector
 
@@ -434,9 +378,13 @@ def prepare(
                                     backend=detector_backend)
     try:
         if work.todo:
-            crop_all(work, own_detector or detector, size, min_score, show_progress)
+            journal = resume.Journal(out, settings, journal_lines)
+            crop_all(work, own_detector or detector, size, min_score, show_progress, journal)
     finally:
         if own_detector is not None:
             own_detector.close()
+        if journal is not None:
+            journal.close()
         result = finish(records, work, settings, dataset_info, old_runs, time.perf_counter() - t0)
+        resume.remove_journal(out)  # the manifest and prepare.json now hold all it said
     return result

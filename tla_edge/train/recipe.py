@@ -32,7 +32,7 @@ from tla_edge.errors import import_tensorflow
 from tla_edge.runtime import preprocess
 from tla_edge.runtime.quant import sigmoid
 from tla_edge.runtime.metadata import ModelMetadata, portable_path
-from tla_edge.train import history
+from tla_edge.train import distill, history
 from tla_edge.train.options import Recipe, check_recipe, check_weights
 from tla_edge.train.split import TrainData, class_weights, load_train_data
 
@@ -53,9 +53,12 @@ def tf_normalize(tf: Any, images: Any, normalization: str = NORMALIZATION) -> An
 
 
 def make_dataset(tf: Any, images: np.ndarray, labels: np.ndarray | None, batch_size: int, augment: bool = False,
-                 shuffle: bool = False, seed: int = 0) -> Any:
-    """uint8 crops -> (optionally shuffled, augmented) normalised float batches."""
+                 shuffle: bool = False, seed: int = 0, camera: bool = False) -> Any:
+    """uint8 crops -> (optionally shuffled, augmented) normalised float batches (``camera``: the camera recipe)."""
+    from tla_edge.train.augment import CAMERA
     from tla_edge.train.augment import augment as augment_one
+
+    config = CAMERA if camera else None
 
     ds = tf.data.Dataset.from_tensor_slices(images)
     if labels is not None:
@@ -67,7 +70,7 @@ def make_dataset(tf: Any, images: np.ndarray, labels: np.ndarray | None, batch_s
     if augment:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda xy, s: (augment_one(xy[0], s),) + tuple(xy[1:]),
+            lambda xy, s: (augment_one(xy[0], s, config),) + tuple(xy[1:]),
             num_parallel_calls=tf.data.AUTOTUNE,
         )
     ds = ds.batch(batch_size).map(
@@ -151,6 +154,8 @@ class Run:
     val_ds: Any
     lr: float
     class_weight: dict[int, float]
+    targets: np.ndarray | None = None
+    """What the training crops are fitted to: the labels, or soft targets when distilling."""
     rows: list[dict] = dataclasses.field(default_factory=list)
     """``history.csv`` rows, every phase."""
     phases: dict[str, dict] = dataclasses.field(default_factory=dict)
@@ -166,10 +171,12 @@ def build(session: Session, recipe: Recipe, data: TrainData, out: Path) -> Run:
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     with session.strategy.scope():
         model = models.build_model(recipe.arch, data.input_size, recipe.alpha, recipe.transfer_weights)
-    train_ds = make_dataset(tf, data.x_train, data.y_train, recipe.batch_size, recipe.augment, shuffle=True,
-                            seed=recipe.seed)
+    targets = distill.fit_targets(recipe, data)
+    train_ds = make_dataset(tf, data.x_train, targets, recipe.batch_size, recipe.augment, shuffle=True,
+                            seed=recipe.seed, camera=recipe.camera_augment)
     val_ds = make_dataset(tf, data.x_val, data.y_val, recipe.batch_size)
-    return Run(session, recipe, data, out, model, train_ds, val_ds, lr, class_weights(data.y_train))
+    # class weights from the hard labels; soft targets stay on their label's side of 0.5 (distill < 0.5)
+    return Run(session, recipe, data, out, model, train_ds, val_ds, lr, class_weights(data.y_train), targets)
 
 
 def _features(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -180,12 +187,13 @@ def _features(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     t0 = time.perf_counter()
     extractor = models.feature_extractor(run.model)
     feats = [extractor.predict(make_dataset(tf, d.x_train, None, r.batch_size), verbose=0)]
-    feat_labels = [d.y_train]
+    feat_labels = [run.targets]
     copies = FEATURE_AUGMENTED_COPIES if r.augment else 0
     for copy in range(copies):
-        aug = make_dataset(tf, d.x_train, None, r.batch_size, augment=True, seed=r.seed + 1 + copy)
+        aug = make_dataset(tf, d.x_train, None, r.batch_size, augment=True, seed=r.seed + 1 + copy,
+                           camera=r.camera_augment)
         feats.append(extractor.predict(aug, verbose=0))
-        feat_labels.append(d.y_train)
+        feat_labels.append(run.targets)
     f_val = extractor.predict(make_dataset(tf, d.x_val, None, r.batch_size), verbose=0)
     t_feat = time.perf_counter() - t0
     n_feat = sum(len(f) for f in feats) + len(f_val)
@@ -326,6 +334,9 @@ def model_metadata(run: Run, val: Validation, wall_s_total: float, wall_s_data: 
             "batch_size": r.batch_size,
             "label_smoothing": r.label_smoothing,
             "augment": r.augment,
+            "camera_augment": r.camera_augment,
+            "simulated_attacks": r.simulated_attacks,
+            "distill": distill.metadata_summary(r, d),
             "class_weight": run.class_weight,
             "mixed_precision": run.session.mixed,
             "strategy": r.strategy,
@@ -408,6 +419,9 @@ def _train(crops_dir: Path, out: Path, recipe: Recipe, warn: Callable[[str], Non
     if recipe.val_random is not None and warn is not None:
         warn("tla-edge train: warning: --val-random splits frames at random; neighbouring frames leak "
              "into validation and its figures are optimistic")
+    from tla_edge.train import simulate
+
+    data = simulate.extend_training_part(data, recipe.simulated_attacks, recipe.seed)
     t_data = time.perf_counter() - t_start
     run = build(setup(recipe), recipe, data, out)
     if recipe.transfer_weights:

@@ -1,0 +1,275 @@
+"""A fused set's models run concurrently: LiteRT lets go of the GIL, and nothing but the time changes.
+
+No test asserts a speed (benchmarks/results/ holds the measured times); they check
+that a thread runs while another is inside ``invoke()``, that concurrent and
+sequential pipelines give the same results bit for bit on the bundled pair and
+sample frames, and the option's rules and failure paths.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from tla_edge.runtime import assets, members, preprocess
+from tla_edge.runtime import pipeline as pl
+from tla_edge.runtime.faces import FaceBox
+from tla_edge.runtime.interpreter import LivenessModel, make_interpreter
+from tla_edge.runtime.members import MemberRunner, check_members, resolve_members
+from tla_edge.runtime.pipeline import Pipeline
+from tla_edge.runtime.quant import scores_from_output
+
+pytest.importorskip("ai_edge_litert", reason="the bundled pair runs on the 'runtime' extra's LiteRT")
+
+FRAME = np.full((240, 320, 3), 128, np.uint8)
+FACE = FaceBox(100, 60, 80, 80, 0.9)
+
+
+class FakeDetector:
+    """Always finds ``FACE``."""
+
+    def detect(self, rgb, timestamp_ms=None):
+        return [FACE]
+
+    def close(self):
+        pass
+
+
+class FixedModel(LivenessModel):
+    """A real LivenessModel whose run returns a fixed logit, or raises ``error`` when it is set."""
+
+    def __init__(self, path, logit: float = 0.0):
+        super().__init__(path)
+        self.logit = logit
+        self.error: Exception | None = None
+
+    def invoke_input(self):
+        if self.error:
+            raise self.error
+        return np.array([[self.logit]], np.float32)
+
+
+def sample_frames() -> list[np.ndarray]:
+    paths = sorted(assets.sample_frames_dir().glob("*.jpg"))
+    assert len(paths) >= 5
+    return [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths]
+
+
+# --- LiteRT releases the GIL ------------------------------------------------------------
+
+
+def moves_during(call, times: int = 30) -> int:
+    """How many of ``times`` calls let another Python thread run while they were in progress.
+
+    The switch interval is made huge, so this thread never hands the GIL over
+    on its own: the other thread can only run while a call releases it.
+    """
+    count = [0]
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            count[0] += 1
+            time.sleep(0)  # lets the GIL go: the calling thread gets it back after each call
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    spinner = threading.Thread(target=spin, daemon=True)
+    moved = 0
+    try:
+        spinner.start()
+        for _ in range(times):
+            before = count[0]
+            call()
+            moved += count[0] != before
+    finally:
+        stop.set()
+        spinner.join()
+        sys.setswitchinterval(interval)
+    return moved
+
+
+def test_a_python_thread_runs_while_another_is_inside_invoke():
+    """LiteRT releases the GIL inside ``invoke()``; a pure-Python call of the same length does not."""
+    interpreter = make_interpreter(assets.default_liveness_models()[0], num_threads=1)
+    interpreter.invoke()
+
+    def python_busy() -> None:  # the control: holds the GIL for ~2 ms
+        end = time.perf_counter() + 0.002
+        while time.perf_counter() < end:
+            pass
+
+    assert moves_during(python_busy) == 0  # the probe sees a GIL that is held
+    assert moves_during(interpreter.invoke) > 0, "no other thread ran during invoke(): LiteRT held the GIL"
+
+
+# --- same results -------------------------------------------------------------------------
+
+
+def run_frames(mode: str, frames: list[np.ndarray], repeats: int = 3) -> list[tuple]:
+    with Pipeline(num_threads=1, members=mode) as pipe:
+        assert pipe.members == mode and len(pipe.models) == 2
+        out = []
+        for i in range(repeats * len(frames)):
+            r = pipe.process(frames[i % len(frames)], 33 * (i + 1))
+            out.append((r.decision, r.is_live, r.raw_score, r.score, r.face, r.error))
+        return out
+
+
+def test_concurrent_and_sequential_give_the_same_results_bit_for_bit():
+    """The bundled pair over the sample frames: decisions and scores identical, to the last bit."""
+    frames = sample_frames()
+    sequential = run_frames("sequential", frames)
+    concurrent = run_frames("concurrent", frames)
+    assert sequential == concurrent  # floats compared with ==: bit for bit
+    scored = [row for row in sequential if row[2] is not None]
+    assert len(scored) >= 6 and {row[0] for row in sequential} >= {pl.NO_FACE}
+    # independently of either path: each model scores its own crop, the pair is their mean
+    with Pipeline(num_threads=1, members="sequential", smoothing=1, live_frames=1) as pipe:
+        a, b = pipe.models
+        for rgb in frames:
+            r = pipe.process(rgb)
+            if r.raw_score is None:
+                continue
+            crop = preprocess.crop_face(rgb, r.face, a.meta.crop_scale, a.input_size, a.meta.crop_rule)
+            assert r.raw_score == float(np.mean([a.score(crop), b.score(crop)]))
+
+
+# --- the option ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "members,count,threads,edgetpu,cpus,expected",
+    [
+        ("auto", 2, 1, False, 3, "concurrent"),  # a core each, one to spare
+        ("auto", 2, 1, False, 4, "concurrent"),  # a Pi 4 or 5 at 1 thread
+        ("auto", 2, None, False, 4, "concurrent"),
+        ("auto", 2, 1, False, 2, "sequential"),  # no core to spare: measured slower on a loaded 2-core VM
+        ("auto", 2, 2, False, 4, "sequential"),  # 4 interpreter threads on 4 cores, none to spare
+        ("auto", 2, 2, False, 5, "concurrent"),
+        ("auto", 2, 1, False, 1, "sequential"),
+        ("auto", 2, 1, True, 8, "sequential"),  # one Edge TPU serves one model at a time
+        ("auto", 1, 1, False, 8, "sequential"),  # nothing to overlap
+        ("concurrent", 2, 4, False, 1, "concurrent"),  # asked for: kept
+        ("concurrent", 1, 1, False, 8, "sequential"),
+        ("sequential", 3, 1, False, 8, "sequential"),
+    ],
+)
+def test_auto_is_concurrent_when_each_model_has_a_core_and_one_is_spare(members, count, threads, edgetpu, cpus, expected):
+    assert resolve_members(members, count, threads, edgetpu, cpus) == expected
+
+
+@pytest.mark.parametrize("bad", ["both", "", None, True, "Concurrent"])
+def test_an_unknown_members_value_is_refused_in_one_line(bad, tiny_tflite):
+    message = f"members {bad!r} is not one of 'auto', 'sequential', 'concurrent'"
+    with pytest.raises(ValueError) as err:
+        check_members(bad)
+    assert str(err.value) == message
+    with pytest.raises(ValueError, match="members .* is not one of"):
+        Pipeline(FixedModel(tiny_tflite["float"]), FakeDetector(), members=bad)
+
+
+def test_a_single_model_runs_sequentially_without_threads(tiny_tflite):
+    before = {t.name for t in threading.enumerate()}
+    with Pipeline(FixedModel(tiny_tflite["float"], 1.0), FakeDetector(), members="concurrent") as pipe:
+        assert pipe.members == "sequential"
+        assert pipe.process(FRAME).raw_score is not None
+        assert not any(t.name.startswith("tla-edge-member") for t in threading.enumerate() if t.name not in before)
+
+
+def test_the_runner_keeps_order_uses_two_threads_and_ends_its_workers():
+    runner = MemberRunner(2, concurrent=True)
+    seen = []
+
+    def call(x):
+        seen.append(threading.get_ident())
+        return x * 10
+
+    assert runner.map(call, [1, 2]) == [10, 20]
+    assert len(set(seen)) == 2 and threading.get_ident() in seen  # the caller runs the first itself
+    workers = [t for t in threading.enumerate() if t.name.startswith("tla-edge-member")]
+    runner.close()
+    runner.close()  # twice is fine
+    assert workers and not any(t.is_alive() for t in workers)
+    with pytest.raises(RuntimeError, match="closed"):
+        runner.map(call, [1, 2])
+    assert MemberRunner(2, concurrent=False).map(call, [3, 4]) == [30, 40]
+
+
+def test_the_runner_raises_the_first_error_only_after_every_call_ended():
+    runner = MemberRunner(2, concurrent=True)
+    ended = threading.Event()
+    started = threading.Event()
+
+    def slow_ok(_):
+        started.set()
+        ended.wait(0.2)  # still running when the first call fails
+        ended.set()
+        return 1
+
+    def fail(_):
+        started.wait(5)
+        raise RuntimeError("member 0 broke")
+
+    calls = {0: fail, 1: slow_ok}
+    try:
+        with pytest.raises(RuntimeError, match="member 0 broke"):
+            runner.map(lambda i: calls[i](i), [0, 1])
+        assert ended.is_set()  # the worker's call had ended before map raised
+    finally:
+        runner.close()
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failing_member_fails_closed_when_concurrent(tiny_tflite, failing):
+    models = [FixedModel(tiny_tflite["float"], 50.0) for _ in range(2)]
+    models[failing].error = RuntimeError("invoke failed")
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, members="concurrent") as pipe:
+        assert pipe.members == "concurrent"
+        r = pipe.process(FRAME)
+        assert r.decision == pl.ERROR and not r.is_live and r.score is None
+        assert "invoke failed" in r.error
+        models[failing].error = None  # the next frame is judged again
+        assert pipe.process(FRAME).decision == pl.LIVE
+
+
+def test_close_ends_the_member_threads():
+    with Pipeline(num_threads=1, members="concurrent") as pipe:
+        assert any(t.name.startswith("tla-edge-member") for t in threading.enumerate())
+        runner = pipe._runner
+    assert runner is not None and runner._pool is None
+    r = pipe.process(sample_frames()[0])
+    assert r.decision == pl.ERROR and not r.is_live  # a closed pipeline fails closed
+
+
+def test_resolve_reads_this_process_cpus(monkeypatch):
+    monkeypatch.setattr(members.host, "cpus_available", lambda: 2)
+    assert resolve_members("auto", 2, 1) == "sequential"
+    monkeypatch.setattr(members.host, "cpus_available", lambda: 3)
+    assert resolve_members("auto", 2, 1) == "concurrent"
+
+
+def test_set_input_writes_what_set_tensor_of_input_tensor_writes(tiny_tflite):
+    """Quantized straight into the tensor: the same bytes as the copy it replaces, int8, uint8 and float."""
+    rng = np.random.default_rng(0)
+    for kind in ("int8", "uint8", "float"):
+        model = LivenessModel(tiny_tflite[kind])
+        crop = rng.integers(0, 256, (*model.input_size, 3), dtype=np.uint8)
+        index = model.interpreter.get_input_details()[0]["index"]
+        model.set_input(crop)
+        direct = model.interpreter.get_tensor(index).copy()
+        model.interpreter.set_tensor(index, np.zeros_like(direct))
+        model.interpreter.set_tensor(index, model.input_tensor(crop))
+        assert np.array_equal(direct, model.interpreter.get_tensor(index)) and direct.any()
+        via_copy = float(scores_from_output(model.invoke_tensor(model.input_tensor(crop)), model.meta)[0])
+        assert model.score(crop) == via_copy
+        with pytest.raises(ValueError, match=r"crop shape \(8, 8, 3\) dtype uint8 is not 32x32x3 uint8"):
+            model.set_input(crop[:8, :8])
+        model.close()
+        with pytest.raises(RuntimeError, match="is closed"):
+            model.set_input(crop)

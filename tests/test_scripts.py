@@ -1,0 +1,137 @@
+"""scripts/combine_crops.py and scripts/teacher_targets.py: the recipe's data tools, on small folders."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from tla_edge.data import crops as crops_lib
+
+sys.path.insert(0, str(REPO / "scripts"))
+
+import combine_crops  # noqa: E402
+
+from train.test_train import make_crops  # noqa: E402
+
+
+def rows_of(folder):
+    with open(folder / "manifest.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def rename(folder, prefix):
+    """Gives a crops folder's people and images other names (another dataset)."""
+    rows = rows_of(folder)
+    for r in rows:
+        r["subject"] = prefix + r["subject"]
+        r["source"] = prefix + r["source"]
+    with open(folder / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return folder
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / args[0]), *map(str, args[1:])],
+                          capture_output=True, text=True)
+
+
+def test_combine_two_datasets_reads_like_one_crops_folder(tmp_path):
+    a = make_crops(tmp_path / "a", per_group=2)
+    b = rename(make_crops(tmp_path / "b", per_group=1), "x")
+    out = tmp_path / "both"
+    r = run_script("combine_crops.py", a, b, "--out", out)
+    assert r.returncode == 0, r.stderr
+    rows = rows_of(out)
+    assert len(rows) == len(rows_of(a)) + len(rows_of(b)) == 24
+    assert sorted({r["subject"] for r in rows}) == ["0001", "0002", "x0001", "x0002"]
+    # the crops are the inputs' files, through the links (no copies)
+    loaded = crops_lib.load_crops(out)
+    first = crops_lib.load_crops(a)
+    np.testing.assert_array_equal(loaded.images[:len(first)], first.images)
+    assert all(not p.is_symlink() and p.resolve().is_file() for p in loaded.crops)
+    assert not any(p.is_file() and not p.is_symlink() for p in out.iterdir() if p.name != "manifest.csv")
+    # an existing output is kept without --force
+    again = run_script("combine_crops.py", a, b, "--out", out)
+    assert again.returncode == 2 and f"output '{out}' already exists; pass --force" in again.stderr
+
+
+def test_combine_keeps_one_split_and_one_dataset_at_two_scales(tmp_path):
+    a = make_crops(tmp_path / "a", per_group=2)
+    a2 = make_crops(tmp_path / "a2", per_group=2, scale=1.4)  # the same images at another scale
+    rows = rows_of(a)
+    for i, r in enumerate(rows):
+        r["split"] = "train" if i % 2 else "test"
+    with open(a / "manifest.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    n = combine_crops.combine([a, a2], tmp_path / "out", {"a": "train"})
+    assert n == len(rows) // 2 + len(rows_of(a2))
+    assert sorted({r["scale"] for r in rows_of(tmp_path / "out")}) == ["1.4", "2.7"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("people", r"subject '0001' is in both .* which share no source image"),
+    ("same_crop", r"source image '.*' at scale 2.7 \(pad\) is in both"),
+    ("split", r"--split names \['nope'\], not an input folder name"),
+])
+def test_combine_refuses_merging_people_or_crops(tmp_path, case, message):
+    from tla_edge.errors import UserError
+
+    a = make_crops(tmp_path / "a", per_group=1)
+    b = make_crops(tmp_path / "b", per_group=1)
+    if case == "people":  # other images, same subject names
+        rows = rows_of(b)
+        rename(b, "x")
+        with open(b / "manifest.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows([dict(r, source="x" + r["source"]) for r in rows])
+    with pytest.raises(UserError, match=message):
+        combine_crops.combine([a, b], tmp_path / "out", {"nope": "train"} if case == "split" else {})
+    assert not (tmp_path / "out").exists()
+
+
+def test_teacher_targets_score_every_source_image_once(tmp_path):
+    """The real Silent-Face pair on the bundled sample frames, one row per source image."""
+    pytest.importorskip("onnxruntime")
+    from train.test_teacher import find_teacher_dir
+    from tla_edge.train import distill
+
+    folder = find_teacher_dir()
+    if folder is None:
+        pytest.skip("Silent-Face ONNX files not found (expected ../shared/weights/teachers/silent-face)")
+    samples = REPO / "tla_edge" / "runtime" / "assets" / "samples"
+    data = tmp_path / "data"
+    for label in ("real", "attack"):
+        (data / label).mkdir(parents=True)
+    frames = [samples / "01_person.jpg", samples / "05_printed_photo.jpg"]
+    for p, label in zip(frames, ("real", "attack")):
+        (data / label / p.name).write_bytes(p.read_bytes())
+    crops = tmp_path / "crops"
+    from tla_edge import cli
+
+    assert cli.main(["prepare", str(data), "--out", str(crops), "--scales", "1.4,2.7", "--quiet"]) == 0
+    out = tmp_path / "t.csv"
+    r = run_script("teacher_targets.py", crops, data, "--out", out, "--teacher-dir", folder, "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    targets = distill.read_targets([out])
+    sources = {row["source"] for row in rows_of(crops)}
+    assert set(targets) == sources and len(sources) == len(frames)
+    assert all(0.0 <= p <= 1.0 and "silent-face" in t for p, t in targets.values())
+    # the same number the teacher gives that face on its own (independent call, same box)
+    from tla_edge.data import datasets
+    from tla_edge.train import teacher as tch
+
+    row = rows_of(crops)[0]
+    box = [float(row[k]) for k in ("box_x", "box_y", "box_w", "box_h")]
+    with tch.SilentFaceTeacher(folder, num_threads=1) as t:
+        p = tch.live_probability(t.score_faces(datasets.read_image_rgb(data / row["source"]), [box]))[0]
+    assert targets[row["source"]][0] == pytest.approx(p, abs=1e-6)

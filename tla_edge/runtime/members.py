@@ -1,0 +1,118 @@
+"""How the members of a fused set run on one face: one after another, or at the same time.
+
+Each member owns its interpreter, and LiteRT releases the GIL inside
+``Interpreter.invoke()`` (its docstring says so; tests/runtime/test_members.py
+checks that a Python thread runs while another is inside ``invoke``), so two
+members invoked from two threads use two cores. :class:`MemberRunner` keeps a
+small persistent pool (members - 1 worker threads; the calling thread runs the
+first member itself), so a frame pays two queue hand-offs, not thread starts.
+
+    runner = MemberRunner(2, concurrent=True)
+    outs = runner.map(lambda m: m.invoke_input(), models)   # in the order of models
+    runner.close()
+"""
+
+from __future__ import annotations
+
+from concurrent import futures
+from typing import Any, Callable, Sequence, TypeVar
+
+from tla_edge import host
+
+MEMBER_MODES = ("auto", "sequential", "concurrent")
+"""What ``members=`` accepts (``Pipeline``, ``--members``)."""
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def check_members(members: object, what: str = "members") -> str:
+    """Returns ``members`` when it is one of :data:`MEMBER_MODES`.
+
+    Raises:
+      ValueError: ``members 'both' is not one of 'auto', 'sequential', 'concurrent'``.
+    """
+    if not isinstance(members, str) or members not in MEMBER_MODES:
+        raise ValueError(f"{what} {members!r} is not one of {', '.join(repr(m) for m in MEMBER_MODES)}")
+    return members
+
+
+def resolve_members(members: str, count: int, num_threads: int | None = None, edgetpu: bool = False,
+                    cpus: int | None = None) -> str:
+    """``"sequential"`` or ``"concurrent"``: what ``members`` means for this set on this machine.
+
+    ``"auto"`` is concurrent when there is something to overlap and a core to
+    spare beyond it: more than one member, no Edge TPU (one device serves one
+    model at a time), and more than ``count x num_threads`` CPUs available to
+    this process (``num_threads`` None counts as 1): a Pi 4 or 5 (4 cores) at
+    1 thread runs the pair concurrently, a 2-core machine one after another.
+    Why the spare core: the frame path has more than the members (camera,
+    decode, detector, the OS), and the members' threads then wait on each
+    other. On the 2-core x86 VM of benchmarks/README.md, loaded by other
+    work, the pair at 1 thread each was slower concurrently than one after
+    another (latency section, ``--members``); with the cores idle it overlaps.
+    One member is always sequential; an explicit choice is kept. Scores are
+    the same either way.
+
+    Args:
+      members: one of :data:`MEMBER_MODES`.
+      count: members in the set.
+      num_threads: interpreter threads per member (None: the runtime's choice).
+      edgetpu: the members run on a Coral Edge TPU.
+      cpus: CPUs available (None: this process's, from :func:`tla_edge.host.cpus_available`).
+    """
+    check_members(members)
+    if count < 2:
+        return "sequential"
+    if members != "auto":
+        return members
+    cpus = host.cpus_available() if cpus is None else cpus
+    wanted = count * (num_threads or 1)
+    return "concurrent" if not edgetpu and cpus is not None and cpus > wanted else "sequential"
+
+
+class MemberRunner:
+    """Runs one call per member: in the calling thread, or concurrently on a persistent pool.
+
+    Args:
+      count: members (the most calls one :meth:`map` makes).
+      concurrent: run them at the same time (``count`` - 1 worker threads,
+        started here); else one after another in the caller.
+    """
+
+    def __init__(self, count: int, concurrent: bool) -> None:
+        self.count = count
+        self.concurrent = bool(concurrent) and count > 1
+        self._pool: futures.ThreadPoolExecutor | None = None
+        if self.concurrent:  # start the workers now, not on the first frame
+            self._pool = futures.ThreadPoolExecutor(count - 1, thread_name_prefix="tla-edge-member")
+            futures.wait([self._pool.submit(int) for _ in range(count - 1)])
+
+    def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(item) for item in items]``, concurrently when asked; every call has ended on return.
+
+        Raises:
+          Exception: the first item's error (in order) after every call has
+          ended, so no member is still running when the caller moves on.
+        """
+        if not self.concurrent or len(items) < 2:
+            return [fn(item) for item in items]
+        if self._pool is None:
+            raise RuntimeError("member runner is closed")
+        pending = [self._pool.submit(fn, item) for item in items[1:]]
+        first: Any = None
+        error: BaseException | None = None
+        try:
+            first = fn(items[0])
+        except BaseException as err:  # noqa: BLE001 - re-raised once the others have ended
+            error = err
+        futures.wait(pending)
+        if error is not None:
+            raise error
+        return [first, *(f.result() for f in pending)]
+
+    def close(self) -> None:
+        """Stops the worker threads (after any call in flight). Safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
