@@ -136,8 +136,10 @@ def test_concurrent_and_sequential_give_the_same_results_bit_for_bit():
             r = pipe.process(rgb)
             if r.raw_score is None:
                 continue
-            crop = preprocess.crop_face(rgb, r.face, a.meta.crop_scale, a.input_size, a.meta.crop_rule)
-            assert r.raw_score == float(np.mean([a.score(crop), b.score(crop)]))
+            # each member cuts its own crop (its metadata's scale and rule: the pair may differ)
+            crops = [preprocess.crop_face(rgb, r.face, m.meta.crop_scale, m.input_size, m.meta.crop_rule)
+                     for m in (a, b)]
+            assert r.raw_score == float(np.mean([a.score(crops[0]), b.score(crops[1])]))
 
 
 # --- the option ------------------------------------------------------------------------------

@@ -24,21 +24,28 @@ REQUIRED_KEYS = {
 
 
 def make_crops(root: Path, size: int = 32, scale: str = "2.0", n: int = 12, seed: int = 0,
-               sessions=("01", "02")) -> Path:
-    """A crops folder in the prepare format: random RGB crops, real ones brighter."""
+               sessions=("01", "02"), rule: str = "pad", append: bool = False) -> Path:
+    """A crops folder in the prepare format: random RGB crops, real ones brighter.
+
+    ``append`` adds crops of the same source images at another scale or rule to the folder.
+    """
     rng = np.random.default_rng(seed)
     rows = []
+    if append:
+        with (root / "manifest.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
     for i in range(n):
         label = "real" if i % 2 == 0 else "attack"
         species = "" if label == "real" else ("print" if i % 4 == 1 else "replay")
         low = 60 if label == "real" else 0
         img = rng.integers(low, low + 196, (size, size, 3), dtype=np.uint8)
-        crop = f"s{scale}/{label}/{i:03d}.png"
+        crop = f"{crops_lib.scale_dir_name(float(scale), rule)}/{label}/{i:03d}.png"
         (root / crop).parent.mkdir(parents=True, exist_ok=True)
         assert cv2.imwrite(str(root / crop), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         rows.append({"crop": crop, "source": f"{label}/{i:03d}.jpg", "label": label, "species": species,
                      "subject": f"{i % 3:04d}", "session": sessions[i % len(sessions)], "split": "test",
-                     "scale": scale, "box_x": "0", "box_y": "0", "box_w": "10", "box_h": "10", "det_score": "0.9"})
+                     "scale": scale, "box_x": "0", "box_y": "0", "box_w": "10", "box_h": "10", "det_score": "0.9",
+                     "crop_rule": rule})
     with (root / "manifest.csv").open("w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=crops_lib.MANIFEST_COLUMNS)
         w.writeheader()
@@ -458,7 +465,9 @@ def test_store_fusion_on_an_installed_copy_of_the_bundled_models(tmp_path, monke
     pair = assets.default_liveness_models()
     assert [p.parent for p in pair] == [copy, copy] and len(pair) == 2
     copied = _tree_bytes(copy)
-    data = make_crops(tmp_path / "crops", size=160, scale="2.7", n=12)
+    for i, member in enumerate(metadata.load(p) for p in pair):  # crops at each member's scale and rule
+        data = make_crops(tmp_path / "crops", size=160, scale=f"{member.crop_scale:g}", n=12, rule=member.crop_rule,
+                          append=i > 0)
     fused, r = tmp_path / "fused", tmp_path / "r"
     # no --model: refused (it stored into the installed default before)
     assert run_cli(data, "--store-fusion", fused, "--out", r) == 2

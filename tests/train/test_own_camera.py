@@ -144,10 +144,14 @@ def test_own_camera_loop_on_nuaa(nuaa_dir, tmp_path, monkeypatch, capsys):
 
     # 3. fine-tune from the default weights (a stand-in file) on crops of the recording
     crops, crops_other = tmp_path / "crops", tmp_path / "crops_other"
-    scale = metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL).crop_scale
-    other = 4.0 if scale != 4.0 else 3.0
-    assert cli.main(["prepare", str(rec), "--out", str(crops), "--scales", f"{scale:g}", "--quiet"]) == 0
-    assert cli.main(["prepare", str(rec), "--out", str(crops_other), "--scales", f"{other:g}", "--quiet"]) == 0
+    bundled = metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL)
+    scale, rule = bundled.crop_scale, bundled.crop_rule
+    other, other_rule = (4.0 if scale != 4.0 else 3.0), ("pad" if rule != "pad" else "shift")
+    rule_flag = "" if rule == "pad" else f" --crop-rule {rule}"
+    crops_rule = tmp_path / "crops_rule"
+    for folder, s, r in ((crops, scale, rule), (crops_other, other, rule), (crops_rule, scale, other_rule)):
+        assert cli.main(["prepare", str(rec), "--out", str(folder), "--scales", f"{s:g}", "--crop-rule", r,
+                         "--quiet"]) == 0
     weights = throwaway_default_weights(crops, scale, tmp_path / "default.weights.h5")
     monkeypatch.setattr(assets, "DEFAULT_LIVENESS_WEIGHTS", weights)
     capsys.readouterr()
@@ -155,11 +159,19 @@ def test_own_camera_loop_on_nuaa(nuaa_dir, tmp_path, monkeypatch, capsys):
     assert cli.main(["train", str(crops_other), "--weights", "default", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == (f"tla-edge train: error: crops folder '{crops_other}' holds scales {other:g}; --weights "
-                   f"default fine-tunes a model of crop scale {scale:g}: prepare them with --scales {scale:g}")
+                   f"default fine-tunes a model of crop scale {scale:g}: prepare them with --scales {scale:g}"
+                   f"{rule_flag}")
+    # crops at its scale but cut by the other crop rule: the same, naming the rule
+    assert cli.main(["train", str(crops_rule), "--weights", "default", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (f"tla-edge train: error: crops folder '{crops_rule}' holds crop rule {other_rule} at scale "
+                   f"{scale:g}; --weights default fine-tunes a model that crops by the '{rule}' rule: prepare "
+                   f"them with --scales {scale:g} --crop-rule {rule}")
     model_dir = tmp_path / "model"
     assert cli.main(["train", str(crops), "--weights", "default", "--epochs", "1", "--fine-tune-epochs", "1",
                      "--fine-tune-at", "140", "--batch-size", "8", "--out", str(model_dir)]) == 0
     meta = metadata_lib.load(model_dir / "model.keras")
+    assert (meta.crop_scale, meta.crop_rule) == (scale, rule)  # it crops as the model it started from
     assert meta.extra["weights"] == f"<DIR>/{Path(weights).name}"  # paths in metadata are portable: no machine layout
     assert meta.extra["alpha"] == metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL).extra["alpha"]
     assert meta.extra["data"]["crops_dir"] == f"<DIR>/{crops.name}"

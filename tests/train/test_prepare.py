@@ -426,26 +426,35 @@ def test_prepare_crop_equals_the_device_crop_pixel_for_pixel(nuaa_dir, tmp_path)
         (data / folder).mkdir(parents=True)
         for p in paths:
             shutil.copy(p, data / folder / p.name)
-    out = tmp_path / "crops"
-    # the bundled model's crop: its crop scale, 160 px
+    # every bundled member's crop: its crop scale and crop rule, 160 px
     from tla_edge.runtime import assets
     from tla_edge.runtime import metadata
 
-    scale = metadata.load(assets.default_liveness_model()).crop_scale
-    assert cli.main(["prepare", str(data), "--out", str(out), "--scales", f"{scale:g}", "--size", "160",
-                     "--quiet"]) == 0
-    rows = manifest_rows(out)
-    assert len(rows) == 4
+    members = [metadata.load(m) for m in assets.default_liveness_models()]
+    outs = {}
+    for rule in sorted({m.crop_rule for m in members}):
+        outs[rule] = tmp_path / f"crops_{rule}"
+        scales = ",".join(f"{m.crop_scale:g}" for m in members if m.crop_rule == rule)
+        assert cli.main(["prepare", str(data), "--out", str(outs[rule]), "--scales", scales, "--size", "160",
+                         "--crop-rule", rule, "--quiet"]) == 0
     with Pipeline(video=False, live_frames=1) as pipe:
-        assert pipe.model.meta.crop_scale == scale and pipe.model.input_size == (160, 160)
-        for row in rows:
-            frame = cv2.cvtColor(cv2.imread(str(data / row["source"])), cv2.COLOR_BGR2RGB)
-            result = pipe.process(frame)
-            assert result.face is not None
-            device = pipe.model.crop(frame, result.face)
-            written = cv2.cvtColor(cv2.imread(str(out / row["crop"])), cv2.COLOR_BGR2RGB)
-            np.testing.assert_array_equal(written, device)
-            assert float(row["box_x"]) == pytest.approx(result.face.x, abs=0.005)
+        assert [(m.meta.crop_scale, m.meta.crop_rule) for m in pipe.models] == [
+            (m.crop_scale, m.crop_rule) for m in members]
+        checked = 0
+        for model in pipe.models:
+            rows = [r for r in manifest_rows(outs[model.meta.crop_rule])
+                    if abs(float(r["scale"]) - model.meta.crop_scale) < 1e-6]
+            assert len(rows) == 4 and model.input_size == (160, 160)
+            for row in rows:
+                frame = cv2.cvtColor(cv2.imread(str(data / row["source"])), cv2.COLOR_BGR2RGB)
+                result = pipe.process(frame)
+                assert result.face is not None
+                device = model.crop(frame, result.face)
+                written = cv2.cvtColor(cv2.imread(str(outs[model.meta.crop_rule] / row["crop"])), cv2.COLOR_BGR2RGB)
+                np.testing.assert_array_equal(written, device)
+                assert float(row["box_x"]) == pytest.approx(result.face.x, abs=0.005)
+                checked += 1
+        assert checked == 4 * len(members)
 
 
 def test_prepare_killed_before_its_first_manifest_is_rerun_not_refused(nuaa_crops, nuaa_dir, tmp_path, capsys):

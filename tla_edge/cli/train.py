@@ -97,12 +97,13 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
     Prints the line saying what ``--weights default`` chose.
     """
     d = resolve_default_weights(args.weights, args.arch, args.crops, alpha=args.alpha, input_size=args.input_size,
-                                scale=args.scale, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs)
+                                scale=args.scale, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
+                                crop_rule=args.crop_rule)
     if d.note:
         print(d.note, file=sys.stderr)
     return Recipe(
         arch=args.arch, alpha=d.alpha, input_size=d.input_size, weights=d.weights, scale=d.scale,
-        crop_rule=args.crop_rule, sessions=args.sessions, val_session=args.val_session, val_subjects=args.val_subjects,
+        crop_rule=d.crop_rule, sessions=args.sessions, val_session=args.val_session, val_subjects=args.val_subjects,
         val_random=args.val_random, epochs=d.epochs, fine_tune_epochs=d.fine_tune_epochs,
         batch_size=args.batch_size, lr=args.lr, fine_tune_lr=args.fine_tune_lr, fine_tune_at=args.fine_tune_at,
         seed=args.seed, patience=args.patience, monitor=args.monitor, target_apcer=args.target_apcer,

@@ -15,6 +15,10 @@ hard labels, so the kept epoch and the threshold are chosen as without a
 teacher. ``w`` is kept below 0.5: a soft target stays on its label's side of
 0.5, so the label alone decides the class (and its class weight) and a teacher
 that is wrong about a crop can soften it but never flip it.
+
+Known wart: Keras' training-set ``accuracy`` and ``auc`` compare the soft
+targets with the model's decisions and read 0 in ``history.csv`` while
+distilling; the validation columns (hard labels) are the ones to read.
 """
 
 from __future__ import annotations

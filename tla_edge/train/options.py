@@ -89,11 +89,14 @@ class DefaultWeights(NamedTuple):
     fine_tune_epochs: int
     note: str | None
     """One line to tell the user what ``default`` chose (None when not ``default``)."""
+    crop_rule: str | None = None
+    """The crop rule to train on (``default``: the bundled model's unless given)."""
 
 
 def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: float | None = None,
                             input_size: int | None = None, scale: float | None = None,
-                            epochs: int | None = None, fine_tune_epochs: int | None = None) -> DefaultWeights:
+                            epochs: int | None = None, fine_tune_epochs: int | None = None,
+                            crop_rule: str | None = None) -> DefaultWeights:
     """Fills unset epochs; turns ``weights="default"`` into the bundled file and its model's settings.
 
     ``alpha`` None means 1.0, or the bundled model's with ``default``.
@@ -109,7 +112,7 @@ def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: flo
     fine_tune_epochs = fill["fine_tune_epochs"] if fine_tune_epochs is None else fine_tune_epochs
     if not default:
         return DefaultWeights(weights, 1.0 if alpha is None else alpha, input_size, scale, epochs,
-                              fine_tune_epochs, None)
+                              fine_tune_epochs, None, crop_rule)
     from tla_edge.data import crops as crops_lib
     from tla_edge.runtime.assets import default_liveness_weights
 
@@ -120,18 +123,28 @@ def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: flo
     input_size = int(_bundled_setting("--input-size", input_size, int(meta.input_size[0]), meta.architecture))
     bundled_scale = float(meta.crop_scale)
     scale = bundled_scale if scale is None else scale
+    crop_rule = crop_rule or meta.crop_rule
     if crops_lib.is_crops_dir(crops_dir):
-        scales = sorted({float(r["scale"]) for r in crops_lib.read_manifest(crops_dir)})
+        rows = crops_lib.read_manifest(crops_dir)
+        scales = sorted({float(r["scale"]) for r in rows})
         if all(abs(s - scale) > 1e-6 for s in scales):
             raise UserError(
                 f"crops folder '{crops_dir}' holds scales {', '.join(f'{s:g}' for s in scales)}; --weights "
                 f"default fine-tunes a model of crop scale {scale:g}: prepare them with --scales {scale:g}"
+                + ("" if crop_rule == "pad" else f" --crop-rule {crop_rule}")
+            )
+        rules = sorted({crops_lib.row_rule(r) for r in rows if abs(float(r["scale"]) - scale) < 1e-6})
+        if crop_rule not in rules:
+            raise UserError(
+                f"crops folder '{crops_dir}' holds crop rule {', '.join(rules)} at scale {scale:g}; --weights default "
+                f"fine-tunes a model that crops by the '{crop_rule}' rule: prepare them with --scales {scale:g} "
+                f"--crop-rule {crop_rule}"
             )
     scale_text = f"crop scale {scale:g}" + ("" if abs(scale - bundled_scale) < 1e-6
                                             else f" (--scale; the bundled model's is {bundled_scale:g})")
     note = (f"tla-edge train: --weights default: {meta.architecture} alpha {alpha:g}, input "
-            f"{input_size}, {scale_text}, {epochs} + {fine_tune_epochs} epochs")
-    return DefaultWeights(str(path), alpha, input_size, scale, epochs, fine_tune_epochs, note)
+            f"{input_size}, {scale_text}, crop rule {crop_rule}, {epochs} + {fine_tune_epochs} epochs")
+    return DefaultWeights(str(path), alpha, input_size, scale, epochs, fine_tune_epochs, note, crop_rule)
 
 
 def _bundled_setting(flag: str, given: float | None, bundled: float, arch: str) -> float:
