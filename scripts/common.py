@@ -26,6 +26,13 @@ def data_dir(name: str = "nuaa-train") -> Path:
     return base / name if name else base
 
 
+def teacher_dir() -> Path:
+    """The Silent-Face teacher's ONNX files: ``$TLA_EDGE_TEACHER_DIR``, else the data folder's sibling
+    ``weights/teachers/silent-face`` (``../shared/weights/teachers/silent-face``)."""
+    env = os.environ.get("TLA_EDGE_TEACHER_DIR")
+    return Path(env).expanduser() if env else data_dir("").parent / "weights" / "teachers" / "silent-face"
+
+
 def commit() -> str | None:
     """The checkout's commit, with ``" + uncommitted changes"`` when tracked files differ; None without git."""
     try:

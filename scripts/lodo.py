@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -62,6 +61,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import combine_crops  # noqa: E402
 import common  # noqa: E402
 import protocol  # noqa: E402  (the cross-session protocol: scoring and figures reused)
 
@@ -134,28 +134,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
 
 def build_both(nuaa: Path, msu: Path, out: Path) -> Path:
     """A crops folder of NUAA (all) + MSU-MFSD ``train`` split: a manifest over links, no copies."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, src in (("nuaa", nuaa), ("msu", msu)):
-        link = out / name
-        if link.is_symlink() and Path(os.readlink(link)) != src.resolve():
-            link.unlink()
-        if not link.exists():
-            link.symlink_to(src.resolve(), target_is_directory=True)
-    rows = [dict(r, crop=f"nuaa/{r['crop']}") for r in crops_lib.read_manifest(nuaa)]
-    rows += [dict(r, crop=f"msu/{r['crop']}") for r in crops_lib.read_manifest(msu) if r.get("split") == "train"]
-    cols = list(crops_lib.MANIFEST_COLUMNS)
-    lines = [",".join(cols)]
-    for r in rows:
-        lines.append(",".join(_csv_field(r.get(c, "")) for c in cols))
-    text = "\n".join(lines) + "\n"
-    manifest = out / datasets.MANIFEST_NAME
-    if not manifest.is_file() or manifest.read_text() != text:
-        fileio.write_text_atomic(manifest, text)
+    combine_crops.combine([nuaa, msu], out, {msu.name: "train"}, force=True)
     return out
-
-
-def _csv_field(v: str) -> str:
-    return f'"{v}"' if ("," in v or '"' in v) and not v.startswith('"') else v
 
 
 def crops_of(args: argparse.Namespace, which: str) -> Path:

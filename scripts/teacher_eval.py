@@ -34,14 +34,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from common import REPO, commit, data_dir
+from common import REPO, commit, data_dir, teacher_dir
 
 sys.path.insert(0, str(REPO))
 
@@ -69,11 +68,6 @@ ROWS = {
 UPSTREAM_RULE = ("live iff the real class (index 1) has the largest fused probability (three-way argmax of "
                  "(softmax(V2 @ 2.7) + softmax(V1SE @ 4.0)) / 2), as upstream test.py decides")
 ORACLE_NOTE = "threshold at the EER of these same frames: chosen on the test data itself (an oracle), not a test figure"
-
-
-def shared_weights_dir() -> Path:
-    """``$TLA_EDGE_DATA/../weights/teachers/silent-face``, else ``../shared/weights/teachers/silent-face``."""
-    return data_dir("").parent / "weights" / "teachers" / "silent-face"
 
 
 def padded_inputs(rgb: np.ndarray, box: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +203,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = fileio.check_writable(args.out, args.force)
-    folder = args.teacher_dir or (tch.teacher_dir() if os.environ.get(tch.TEACHER_DIR_ENV) else shared_weights_dir())
+    folder = args.teacher_dir or teacher_dir()
     report: dict[str, Any] = {
         "format": "tla-edge-teacher-eval/1",
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -20,12 +20,11 @@ else ``../shared/weights/teachers/silent-face``; nothing is downloaded.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from common import REPO, data_dir
+from common import REPO, teacher_dir
 
 sys.path.insert(0, str(REPO))
 
@@ -80,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.data.exists():
         raise UserError(f"dataset '{args.data}' not found; expected the folder (or manifest.csv) prepare read")
     fileio.check_writable(args.out, args.force)
-    folder = args.teacher_dir or (tch.teacher_dir() if os.environ.get(tch.TEACHER_DIR_ENV)
-                                  else data_dir("").parent / "weights" / "teachers" / "silent-face")
+    folder = args.teacher_dir or teacher_dir()
     with tch.SilentFaceTeacher(folder, num_threads=args.threads) as teacher:
         rows, unreadable = compute(args.crops, args.data, teacher)
     distill.write_targets(args.out, rows, force=args.force)
