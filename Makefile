@@ -29,8 +29,9 @@ quickstart: install-runtime
 test: install-dev
 	$(BIN)/python -m pytest -q
 
-# Reproduces the bundled liveness pair from ../shared/data/nuaa-train and the ImageNet backbones in
-# ../shared/weights/imagenet (about 15 minutes on 2 CPU cores); BUNDLE=1 copies it into tla_edge/runtime/assets.
+# Reproduces the bundled liveness pair from ../shared/data/{nuaa-train,msu-mfsd}, the ImageNet backbone in
+# ../shared/weights/imagenet and the Silent-Face teacher in ../shared/weights/teachers/silent-face (about
+# 20 minutes on 2 CPU cores); BUNDLE=1 copies it into tla_edge/runtime/assets.
 default-model: install-dev
 	bash scripts/train_default_model.sh
 
