@@ -42,8 +42,10 @@ Arguments after ``--`` go to ``tla-edge train`` unchanged. Finished runs in
 ``test_scores.csv`` exist), so an interrupted protocol resumes. The result,
 ``benchmarks/results/lodo/NAME.json`` (``NAME_both.json`` for ``both-msutest``,
 run on its own), is rewritten after every run with
-every run found for the chosen directions and seeds (``complete`` says whether
-all of them are there). ``--table`` prints the Markdown table of every JSON
+every run found for the chosen directions, whatever the seed, and for every other
+direction of the same file with a finished run (so running a recipe in a new
+direction never drops its earlier runs); ``complete`` says whether every chosen
+direction and seed is there. ``--table`` prints the Markdown table of every JSON
 in ``--out-dir``.
 """
 
@@ -290,9 +292,35 @@ def result_suffix(directions: list[str]) -> str:
     return "_both" if all(both) else ""
 
 
+def kept_directions(args: argparse.Namespace, asked: list[str]) -> list[str]:
+    """The directions a recipe's JSON holds: the ones asked now, then every other direction of the same file
+    (leave-one-dataset-out, or both-msutest) with a finished run in --work, so that running a recipe in a new
+    direction never drops the runs of another from its result."""
+    suffix = result_suffix(asked)
+    return asked + [d for d in DIRECTIONS if result_suffix([d]) == suffix and d not in asked and has_runs(args, d)]
+
+
+def has_runs(args: argparse.Namespace, direction: str) -> bool:
+    """Whether --work holds a finished run of the recipe in this direction (any seed)."""
+    return bool(finished_seeds(args, direction))
+
+
+def finished_seeds(args: argparse.Namespace, direction: str) -> list[int]:
+    """The seeds of the recipe's finished runs in this direction: every member's ``metadata.json`` and
+    ``test_scores.csv`` are there."""
+    seeds = []
+    for d in (args.work / (args.fuse.split(",")[0] if args.fuse else args.name)).glob(f"{direction}_seed*"):
+        seed = d.name.rsplit("_seed", 1)[1]
+        if seed.isdigit() and all((m / "metadata.json").is_file() and (m / "test_scores.csv").is_file()
+                                  for m in member_dirs(args, direction, int(seed))):
+            seeds.append(int(seed))
+    return sorted(seeds)
+
+
 def write_result(args: argparse.Namespace, train_args: list[str], runs: list[dict], wanted: int,
                  wall: float) -> Path:
-    directions = args.directions.split(",")
+    directions = kept_directions(args, args.directions.split(","))
+    runs = finished_runs(args, directions)
     out = args.out_dir / f"{args.name}{result_suffix(directions)}.json"
     result = {
         "recipe": args.name,
@@ -314,7 +342,9 @@ def write_result(args: argparse.Namespace, train_args: list[str], runs: list[dic
                  "nuaa_crops": portable_path(args.nuaa_crops), "msu_crops": portable_path(args.msu_crops),
                  "nuaa_prepare": crops_lib.read_prepare_json(args.nuaa_crops).get("summary"),
                  "msu_prepare": crops_lib.read_prepare_json(args.msu_crops).get("summary")},
-        "complete": len(runs) >= wanted,
+        "complete": len([r for r in runs if r["direction"] in args.directions.split(",")
+                         and str(r["seed"]) in args.seeds.split(",")]) >= wanted,
+        "directions_asked": args.directions,
         "seeds_asked": args.seeds,
         "runs": runs,
         "mean_by_direction": {
@@ -326,6 +356,7 @@ def write_result(args: argparse.Namespace, train_args: list[str], runs: list[dic
         "wall_s": round(wall, 1),
         "note": args.note,
     }
+    out.parent.mkdir(parents=True, exist_ok=True)
     fileio.write_json_atomic(out, result)
     return out
 
@@ -372,14 +403,9 @@ def table(out_dir: Path) -> str:
 def finished_runs(args: argparse.Namespace, directions: list[str]) -> list[dict]:
     """Every finished run of the recipe in --work for these directions, whatever its seed (so that runs of
     one seed, made by another invocation, are never dropped from the JSON)."""
-    found = []
-    for direction in directions:
-        for d in (args.work / (args.fuse.split(",")[0] if args.fuse else args.name)).glob(f"{direction}_seed*"):
-            seed = d.name.rsplit("_seed", 1)[1]
-            if seed.isdigit() and all((m / "metadata.json").is_file() and (m / "test_scores.csv").is_file()
-                                      for m in member_dirs(args, direction, int(seed))):
-                found.append((int(seed), directions.index(direction), direction))
-    return [summarise(args, direction, seed, run_dir(args, direction, seed)) for seed, _, direction in sorted(found)]
+    found = sorted((seed, i, direction) for i, direction in enumerate(directions)
+                   for seed in finished_seeds(args, direction))
+    return [summarise(args, direction, seed, run_dir(args, direction, seed)) for seed, _, direction in found]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -407,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.summarise_only:
         runs = finished_runs(args, directions)
         out = write_result(args, train_args, runs, len(seeds) * len(directions), time.perf_counter() - t0)
-    print(f"{args.name}: {len(runs)} runs -> {out}")
+    print(f"{args.name}: {len(runs)} runs in the directions asked -> {out} (with every other recorded direction)")
     return 0
 
 

@@ -1,8 +1,10 @@
-"""scripts/combine_crops.py and scripts/teacher_targets.py: the recipe's data tools, on small folders."""
+"""scripts/combine_crops.py and scripts/teacher_targets.py: the recipe's data tools, on small folders;
+scripts/lodo.py: which runs a recipe's result JSON keeps (on fakes of the finished runs)."""
 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -15,6 +17,7 @@ from tla_edge.data import crops as crops_lib
 sys.path.insert(0, str(REPO / "scripts"))
 
 import combine_crops  # noqa: E402
+import lodo  # noqa: E402
 
 from train.test_train import make_crops  # noqa: E402
 
@@ -135,3 +138,103 @@ def test_teacher_targets_score_every_source_image_once(tmp_path):
     with tch.SilentFaceTeacher(folder, num_threads=1) as t:
         p = tch.live_probability(t.score_faces(datasets.read_image_rgb(data / row["source"]), [box]))[0]
     assert targets[row["source"]][0] == pytest.approx(p, abs=1e-6)
+
+
+# --- scripts/lodo.py: a recipe's JSON keeps the directions run before ---------------------------
+
+
+def fake_lodo_run(direction, seed):
+    """A finished run as lodo.summarise gives it, reduced to what write_result reads."""
+    fig = {"acer": 0.1 * (seed + 1), "apcer": 0.2, "bpcer": 0.0, "eer": 0.05, "auc": 0.9,
+           "apcer_per_species": {"print": 0.2}}
+    return {"direction": direction, "seed": seed, "validation_at_shipped": fig, "test_at_shipped": fig}
+
+
+@pytest.fixture
+def lodo_recipe(tmp_path, monkeypatch):
+    """``(parse, recorded, asked_about)``: lodo's arguments for recipe ``r`` in tmp_path, the finished runs
+    (direction -> seeds) a fake ``lodo.finished_seeds`` reports (and a fake ``lodo.summarise`` sums up), and
+    every direction it was asked about.
+
+    Nothing reads ../shared, runs/ or git: prepare.json, the commit and the host facts are fakes too.
+    """
+    recorded: dict[str, list[int]] = {}
+    asked_about: list[list[str]] = []
+
+    def finished_seeds(args, direction):
+        asked_about.append([direction])
+        return sorted(recorded.get(direction, []))
+
+    monkeypatch.setattr(lodo, "finished_seeds", finished_seeds)
+    monkeypatch.setattr(lodo, "summarise", lambda args, direction, seed, model_dir: fake_lodo_run(direction, seed))
+    monkeypatch.setattr(crops_lib, "read_prepare_json", lambda d: {"summary": {"folder": d.name}})
+    monkeypatch.setattr(lodo.common, "commit", lambda: "abc123")
+    monkeypatch.setattr(lodo, "versions", lambda: {"host": "fake"})
+    (tmp_path / "out").mkdir()
+
+    def parse(directions, seeds="0,1"):
+        args, train_args = lodo.parse_args([
+            "--name", "r", "--nuaa-crops", str(tmp_path / "nuaa"), "--msu-crops", str(tmp_path / "msu"),
+            "--work", str(tmp_path / "work"), "--out-dir", str(tmp_path / "out"), "--directions", directions,
+            "--seeds", seeds, "--", "--epochs", "1"])
+        return args, train_args
+
+    return parse, recorded, asked_about
+
+
+def test_lodo_keeps_every_recorded_direction_of_the_same_file(lodo_recipe):
+    parse, recorded, asked_about = lodo_recipe
+    recorded.update({"nuaa-msu": [0, 1], "laptop-android": [0], "both-msutest": [0]})
+    args, _ = parse("msu-nuaa")
+    # the direction asked first (runs or not), then the recorded ones in lodo's order; android-laptop has none
+    assert lodo.kept_directions(args, ["msu-nuaa"]) == ["msu-nuaa", "nuaa-msu", "laptop-android"]
+    # both-msutest (its own file, NAME_both.json) is never added, nor even looked for (its crops get built)
+    assert not any("both-msutest" in ds for ds in asked_about)
+    # several asked: their order kept, none twice
+    assert lodo.kept_directions(args, ["laptop-android", "msu-nuaa"]) == ["laptop-android", "msu-nuaa",
+                                                                          "nuaa-msu"]
+
+
+def test_lodo_both_msutest_keeps_only_itself(lodo_recipe):
+    parse, recorded, asked_about = lodo_recipe
+    recorded.update({"nuaa-msu": [0], "msu-nuaa": [0], "laptop-android": [0], "android-laptop": [1]})
+    args, _ = parse("both-msutest")
+    assert lodo.kept_directions(args, ["both-msutest"]) == ["both-msutest"]
+    assert asked_about == []  # no leave-one-dataset-out direction looked for
+    with pytest.raises(SystemExit, match="run both-msutest on its own"):
+        lodo.kept_directions(args, ["both-msutest", "nuaa-msu"])
+
+
+def test_lodo_result_holds_every_kept_direction_complete_on_the_asked(lodo_recipe, tmp_path):
+    parse, recorded, _ = lodo_recipe
+    recorded.update({"nuaa-msu": [0, 1], "laptop-android": [0], "msu-nuaa": [1]})
+    args, train_args = parse("msu-nuaa")
+    wanted = 2  # 2 seeds x 1 direction asked
+    out = lodo.write_result(args, train_args, [fake_lodo_run("msu-nuaa", 1)], wanted, 1.0)
+    assert out == tmp_path / "out" / "r.json"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.json"]
+    res = json.loads(out.read_text())
+    assert sorted((r["direction"], r["seed"]) for r in res["runs"]) == [
+        ("laptop-android", 0), ("msu-nuaa", 1), ("nuaa-msu", 0), ("nuaa-msu", 1)]
+    assert list(res["directions"]) == ["msu-nuaa", "nuaa-msu", "laptop-android"]
+    assert list(res["train_command"]) == ["msu-nuaa", "nuaa-msu", "laptop-android"]
+    assert res["directions_asked"] == "msu-nuaa" and res["seeds_asked"] == "0,1"
+    assert "--directions msu-nuaa " in res["lodo_command"]
+    # 4 runs in all, but one of the 2 asked for: not complete
+    assert res["complete"] is False
+    assert set(res["mean_by_direction"]) == {"msu-nuaa", "nuaa-msu", "laptop-android"}
+    nuaa_msu = res["mean_by_direction"]["nuaa-msu"]["test_at_shipped"]
+    assert nuaa_msu["acer"]["n"] == 2 and nuaa_msu["acer"]["mean"] == pytest.approx(0.15)  # seeds 0 and 1
+    assert res["data"]["nuaa_prepare"] == {"folder": "nuaa"} and res["data"]["msu_prepare"] == {"folder": "msu"}
+    assert (res["commit"], res["host"], res["train_args"]) == ("abc123", {"host": "fake"}, ["--epochs", "1"])
+
+    # both seeds of the asked direction finished: complete, the other directions' runs still there
+    recorded["msu-nuaa"] = [0, 1]
+    res = json.loads(lodo.write_result(args, train_args, [], wanted, 1.0).read_text())
+    assert res["complete"] is True and len(res["runs"]) == 5
+    # the other directions alone, however many runs, never make the asked one complete
+    recorded["msu-nuaa"] = []
+    recorded["nuaa-msu"] = [0, 1, 2, 3]
+    res = json.loads(lodo.write_result(args, train_args, [], wanted, 1.0).read_text())
+    assert res["complete"] is False and len(res["runs"]) == 5
+    assert list(res["directions"]) == ["msu-nuaa", "nuaa-msu", "laptop-android"]

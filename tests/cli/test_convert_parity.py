@@ -9,11 +9,8 @@ output, as a sign or label mix-up in a converter would give).
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
@@ -24,64 +21,11 @@ from tla_edge import cli  # noqa: E402
 from tla_edge.converters import export as export_lib  # noqa: E402
 from tla_edge.runtime import metadata as metadata_lib  # noqa: E402
 
-SIZE = 32
-COLUMNS = "crop,source,label,species,subject,session,split,scale,box_x,box_y,box_w,box_h,det_score".split(",")
+# The tiny CNN and the 64 synthetic crops, shared with tests/converters/test_convert.py.
+import convert_helpers  # noqa: E402
 
-
-def synthetic_crops(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Bright noisy "real" crops and dark "attack" crops, alternating."""
-    rng = np.random.default_rng(seed)
-    labels = np.array([1, 0] * (n // 2), np.int64)
-    images = np.empty((n, SIZE, SIZE, 3), np.uint8)
-    for i, y in enumerate(labels):
-        lo, hi = (110, 256) if y == 1 else (0, 146)
-        images[i] = rng.integers(lo, hi, (SIZE, SIZE, 3))
-    return images, labels
-
-
-@pytest.fixture(scope="module")
-def crops_dir(tmp_path_factory) -> Path:
-    """64 crops in the tla-edge prepare layout (PNGs + manifest.csv), scale 3."""
-    folder = tmp_path_factory.mktemp("crops")
-    (folder / "s3.0").mkdir()
-    images, labels = synthetic_crops(64, seed=1)
-    rows = []
-    for i, (im, y) in enumerate(zip(images, labels)):
-        name = f"s3.0/{i:04d}.png"
-        cv2.imwrite(str(folder / name), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
-        rows.append({"crop": name, "source": f"src/{i:04d}.jpg", "label": "real" if y else "attack",
-                     "species": "" if y else "print", "subject": f"{1 + i % 3:04d}", "session": "01",
-                     "split": "train", "scale": "3", "box_x": 10, "box_y": 10, "box_w": 20, "box_h": 20,
-                     "det_score": 0.9})
-    with (folder / "manifest.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A trained tiny CNN saved as MODEL_DIR/model.keras + metadata.json (logit output, threshold 0.5)."""
-    import keras
-
-    from tla_edge.runtime import preprocess
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    model = keras.Model(inputs, keras.layers.Dense(1, name="logit")(x), name="tiny")
-    images, labels = synthetic_crops(128, seed=7)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
-    model.fit(preprocess.normalize(images), labels.astype("float32"), epochs=30, batch_size=32, verbose=0)
-    folder = tmp_path_factory.mktemp("model")
-    model.save(folder / "model.keras")
-    meta = metadata_lib.ModelMetadata(input_size=(SIZE, SIZE), crop_scale=3.0, threshold=0.5,
-                                      architecture="tiny", extra={"thresholds": {"eer": 0.5}})
-    (folder / "metadata.json").write_text(json.dumps(meta.to_dict()))
-    return folder
+crops_dir = convert_helpers.crops_dir  # fixture: 64 synthetic crops, scale 3
+model_dir = convert_helpers.model_dir  # fixture: the trained tiny CNN (model.keras + metadata.json)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ crops from dark "attack" ones, and crops folders written in the
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import stat
@@ -30,48 +29,14 @@ from tla_edge.converters import tflite as tflite_lib  # noqa: E402
 from tla_edge.errors import UserError  # noqa: E402
 from tla_edge.runtime.interpreter import LivenessModel  # noqa: E402
 
-SIZE = 32
-COLUMNS = "crop,source,label,species,subject,session,split,scale,box_x,box_y,box_w,box_h,det_score".split(",")
+# The tiny model, the synthetic crops and their folders are shared with
+# tests/cli/test_convert_parity.py; test_qat.py takes SIZE, synthetic_crops and
+# write_crops from here.
+import convert_helpers  # noqa: E402
+from convert_helpers import COLUMNS, SIZE, synthetic_crops, write_crops  # noqa: E402
 
-
-def synthetic_crops(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Bright noisy "real" crops and dark "attack" crops (print and replay), half each."""
-    rng = np.random.default_rng(seed)
-    labels = np.array([1, 0] * (n // 2), np.int64)
-    images = np.empty((n, SIZE, SIZE, 3), np.uint8)
-    species = []
-    for i, y in enumerate(labels):
-        lo, hi = (110, 256) if y == 1 else (0, 146)
-        images[i] = rng.integers(lo, hi, (SIZE, SIZE, 3))
-        species.append("" if y == 1 else ("print" if i % 4 == 1 else "replay"))
-    return images, labels, species
-
-
-def write_crops(folder: Path, images: np.ndarray, labels, species, scale: float = 3.0) -> Path:
-    """Writes a crops folder as tla-edge prepare does: PNGs + manifest.csv."""
-    sub = folder / f"s{scale:.1f}"
-    sub.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i, (im, y, sp) in enumerate(zip(images, labels, species)):
-        name = f"s{scale:.1f}/{i:04d}.png"
-        cv2.imwrite(str(folder / name), cv2.cvtColor(im, cv2.COLOR_RGB2BGR))
-        rows.append({
-            "crop": name, "source": f"src/{i:04d}.jpg", "label": "real" if y == 1 else "attack",
-            "species": sp, "subject": f"{1 + i % 3:04d}", "session": "01" if i < len(labels) // 2 else "02",
-            "split": "train", "scale": f"{scale:g}", "box_x": 10, "box_y": 10, "box_w": 20, "box_h": 20,
-            "det_score": 0.9,
-        })
-    with (folder / "manifest.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def crops_dir(tmp_path_factory) -> Path:
-    images, labels, species = synthetic_crops(64, seed=1)
-    return write_crops(tmp_path_factory.mktemp("crops"), images, labels, species)
+crops_dir = convert_helpers.crops_dir  # fixture: 64 synthetic crops, scale 3, sessions 01 and 02
+model_dir = convert_helpers.model_dir  # fixture: the trained tiny CNN (model.keras + metadata.json)
 
 
 @pytest.fixture(scope="module")
@@ -80,33 +45,6 @@ def blank_crops_dir(tmp_path_factory) -> Path:
     images = np.full((16, SIZE, SIZE, 3), 128, np.uint8)
     labels = np.array([1, 0] * 8)
     return write_crops(tmp_path_factory.mktemp("blank"), images, labels, ["" if y else "print" for y in labels])
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A trained tiny CNN saved as MODEL_DIR/model.keras + metadata.json."""
-    import keras
-
-    from tla_edge.runtime import preprocess
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = keras.layers.Dense(1, name="logit")(x)
-    model = keras.Model(inputs, outputs, name="tiny")
-    images, labels, _ = synthetic_crops(128, seed=7)
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
-    model.fit(preprocess.normalize(images), labels.astype("float32"), epochs=30, batch_size=32, verbose=0)
-    folder = tmp_path_factory.mktemp("model")
-    model.save(folder / "model.keras")
-    meta = metadata_lib.ModelMetadata(
-        input_size=(SIZE, SIZE), crop_scale=3.0, threshold=0.5, architecture="tiny",
-        extra={"thresholds": {"eer": 0.5}},
-    )
-    (folder / "metadata.json").write_text(json.dumps(meta.to_dict()))
-    return folder
 
 
 @pytest.fixture(scope="module")
