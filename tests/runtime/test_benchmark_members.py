@@ -80,3 +80,22 @@ def test_the_raw_models_run_the_way_the_pipeline_ran_them(mode):
         assert len(set(threads)) == (2 if mode == "concurrent" else 1)
         with pytest.raises(RuntimeError, match="closed"):
             raw.detector_ms(rgb, 99)
+
+
+def test_bench_rows_with_and_without_crop_overlap_judge_alike(tmp_path, monkeypatch):
+    configs = bench.configurations(["a.tflite+b.tflite"], [1], False, (None,), (None,), ["off", "on"])
+    assert [c.id for c in configs] == ["a+b/1t~overlap-off", "a+b/1t~overlap-on"]
+    out = tmp_path / "overlap.json"
+    monkeypatch.setattr(cli, "COMMANDS", {"bench": cli.COMMANDS["bench"]})
+    argv = ["bench", "--members", "sequential", "--crop-overlap", "off", "--crop-overlap", "on", "--threads", "1",
+            "--frames", "6", "--warmup", "1", "--json", str(out), "--quiet"]
+    assert cli.main(argv) == 0
+    off, on = json.loads(out.read_text())["configurations"]
+    assert (off["overlap_crops"], on["overlap_crops"]) == (False, True)  # the bundled pair cuts two crops
+    assert off["id"].endswith("/1t:sequential~overlap-off") and on["id"].endswith("/1t:sequential~overlap-on")
+    assert off["decisions"] == on["decisions"] and on["frames_scored"] > 0
+
+
+def test_an_unknown_crop_overlap_is_refused_before_measuring():
+    with pytest.raises(ValueError, match=r"--crop-overlap 'yes' is not one of 'auto', 'on', 'off'"):
+        bench.run_benchmark(None, None, [1], 1, 0, crop_overlaps=["yes"])

@@ -8,6 +8,7 @@ sample frames, and the option's rules and failure paths.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -20,7 +21,7 @@ from tla_edge.runtime import assets, members, preprocess
 from tla_edge.runtime import pipeline as pl
 from tla_edge.runtime.faces import FaceBox
 from tla_edge.runtime.interpreter import LivenessModel, make_interpreter
-from tla_edge.runtime.members import MemberRunner, check_members, resolve_members
+from tla_edge.runtime.members import MemberRunner, check_members, resolve_crop_overlap, resolve_members
 from tla_edge.runtime.pipeline import Pipeline
 from tla_edge.runtime.quant import scores_from_output
 
@@ -111,9 +112,10 @@ def test_a_python_thread_runs_while_another_is_inside_invoke():
 # --- same results -------------------------------------------------------------------------
 
 
-def run_frames(mode: str, frames: list[np.ndarray], repeats: int = 3) -> list[tuple]:
-    with Pipeline(num_threads=1, members=mode) as pipe:
+def run_frames(mode: str, frames: list[np.ndarray], repeats: int = 3, overlap: bool | None = False) -> list[tuple]:
+    with Pipeline(num_threads=1, members=mode, overlap_crops=overlap) as pipe:
         assert pipe.members == mode and len(pipe.models) == 2
+        assert pipe.overlap_crops == (bool(overlap) and mode == "sequential")
         out = []
         for i in range(repeats * len(frames)):
             r = pipe.process(frames[i % len(frames)], 33 * (i + 1))
@@ -125,8 +127,9 @@ def test_concurrent_and_sequential_give_the_same_results_bit_for_bit():
     """The bundled pair over the sample frames: decisions and scores identical, to the last bit."""
     frames = sample_frames()
     sequential = run_frames("sequential", frames)
+    overlapped = run_frames("sequential", frames, overlap=True)  # the 2.7x crop cut while the 1.4x member runs
     concurrent = run_frames("concurrent", frames)
-    assert sequential == concurrent  # floats compared with ==: bit for bit
+    assert sequential == overlapped == concurrent  # floats compared with ==: bit for bit
     scored = [row for row in sequential if row[2] is not None]
     assert len(scored) >= 6 and {row[0] for row in sequential} >= {pl.NO_FACE}
     # independently of either path: each model scores its own crop, the pair is their mean
@@ -275,3 +278,91 @@ def test_set_input_writes_what_set_tensor_of_input_tensor_writes(tiny_tflite):
         model.close()
         with pytest.raises(RuntimeError, match="is closed"):
             model.set_input(crop)
+
+
+# --- the later members' crops cut while the first member runs --------------------------------
+
+
+@pytest.mark.parametrize(
+    "overlap,members,crops,threads,edgetpu,cpus,expected",
+    [
+        (None, "sequential", 2, 1, False, 2, True),  # the 2-core VM at 1 thread: a core idles during invoke
+        (None, "sequential", 2, None, False, 2, True),
+        (None, "sequential", 2, 2, False, 2, False),  # both cores invoke
+        (None, "sequential", 2, 2, False, 4, True),
+        (None, "sequential", 2, 1, False, 1, False),
+        (None, "sequential", 2, 4, True, 1, True),  # an Edge TPU invokes off the CPU
+        (None, "sequential", 1, 1, False, 8, False),  # one crop for every member: nothing to overlap
+        (None, "concurrent", 2, 1, False, 8, False),  # the members themselves overlap
+        (True, "sequential", 2, 4, False, 1, True),  # asked for: kept
+        (True, "sequential", 1, 1, False, 8, False),
+        (True, "concurrent", 2, 1, False, 8, False),
+        (False, "sequential", 2, 1, False, 8, False),
+    ],
+)
+def test_crop_overlap_auto_rule(overlap, members, crops, threads, edgetpu, cpus, expected):
+    assert resolve_crop_overlap(overlap, members, crops, threads, edgetpu, cpus) is expected
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, 0.0])
+def test_an_unknown_crop_overlap_is_refused_in_one_line(bad, tiny_tflite):
+    with pytest.raises(ValueError) as err:
+        Pipeline(FixedModel(tiny_tflite["float"]), FakeDetector(), overlap_crops=bad)
+    assert str(err.value) == f"crop overlap {bad!r} is not one of None (auto), True, False"
+
+
+def two_scales(tiny_tflite, logit: float = 50.0) -> list[FixedModel]:
+    """Two tiny models that need different crops (2.0x and 3.0x)."""
+    models = [FixedModel(tiny_tflite["float"], logit) for _ in range(2)]
+    models[1].meta = dataclasses.replace(models[1].meta, crop_scale=3.0)
+    return models
+
+
+def test_a_failing_crop_on_the_worker_fails_closed_and_the_next_frame_is_judged(tiny_tflite):
+    models = two_scales(tiny_tflite)
+    calls = []
+    original = models[1].crop_trusted
+
+    def broken(rgb, box):
+        calls.append(threading.current_thread().name)
+        raise RuntimeError("crop failed")
+
+    models[1].crop_trusted = broken
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, overlap_crops=True) as pipe:
+        assert pipe.members == "sequential" and pipe.overlap_crops
+        r = pipe.process(FRAME)
+        assert r.decision == pl.ERROR and not r.is_live and r.score is None and "crop failed" in r.error
+        assert calls and calls[0].startswith("tla-edge-crop")  # the 3.0x crop was cut on the worker
+        models[1].crop_trusted = original
+        assert pipe.process(FRAME).decision == pl.LIVE
+
+
+def test_the_first_member_failing_waits_for_the_worker_then_fails_closed(tiny_tflite):
+    models = two_scales(tiny_tflite)
+    models[0].error = RuntimeError("invoke failed")
+    done = threading.Event()
+    original = models[1].crop_trusted
+
+    def slow(rgb, box):
+        time.sleep(0.1)  # still cutting when the first member fails
+        crop = original(rgb, box)
+        done.set()
+        return crop
+
+    models[1].crop_trusted = slow
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, overlap_crops=True) as pipe:
+        r = pipe.process(FRAME)
+        assert done.is_set()  # the worker had finished before the frame's result came back
+        assert r.decision == pl.ERROR and "invoke failed" in r.error
+
+
+def test_one_crop_for_every_member_needs_no_worker_and_close_ends_it(tiny_tflite):
+    before = {t.name for t in threading.enumerate()}
+    same = [FixedModel(tiny_tflite["float"], 1.0) for _ in range(2)]
+    with Pipeline(same, FakeDetector(), threshold=0.5, overlap_crops=True) as pipe:
+        assert not pipe.overlap_crops
+        assert not any(t.name.startswith("tla-edge-crop") for t in threading.enumerate() if t.name not in before)
+    with Pipeline(two_scales(tiny_tflite), FakeDetector(), threshold=0.5, overlap_crops=True) as pipe:
+        workers = [t for t in threading.enumerate() if t.name.startswith("tla-edge-crop") and t.name not in before]
+        assert pipe.overlap_crops and workers
+    assert not any(t.is_alive() for t in workers)

@@ -1,5 +1,6 @@
 """Crop geometry and normalisation on hand-made boxes and frames."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -192,3 +193,34 @@ def test_unknown_crop_rule_is_refused():
         crop_region((0, 0, 10, 10), 2.0, (H, W), "mirror")
     with pytest.raises(ValueError, match=r"crop rule 'Shift' is not one of"):
         crop_face(gradient_frame(), (0, 0, 10, 10), 2.0, 16, rule="Shift")
+
+
+def bilinear_reference(window: np.ndarray, size: int) -> np.ndarray:
+    """Float64 bilinear samples of a window on a size x size grid, pixel centre to pixel centre, edges clamped."""
+    side = window.shape[0]
+    p = np.clip((np.arange(size) + 0.5) * side / size - 0.5, 0, side - 1)
+    i0 = np.floor(p).astype(int)
+    i1 = np.minimum(i0 + 1, side - 1)
+    w = (p - i0)[:, None, None]
+    rows = window[i0].astype(np.float64) * (1 - w) + window[i1] * w
+    w = (p - i0)[None, :, None]
+    return rows[:, i0] * (1 - w) + rows[:, i1] * w
+
+
+@pytest.mark.parametrize("side,out", [(322, 160), (480, 160), (172, 160), (211, 96), (100, 160), (640, 64)])
+@pytest.mark.parametrize("rule", ["shift", "pad"])
+def test_crop_inside_the_frame_is_supersampled_bilinear_then_box_filtered(side, out, rule):
+    """The window's own pixels, bilinear on a grid twice the output when shrinking, then a 2x2 mean: within a
+    grey level of the float64 computation (OpenCV rounds to uint8 twice)."""
+    rng = np.random.default_rng(side)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (720, 960, 3), dtype=np.uint8), (0, 0), 1.0)
+    frame[::7] = 255  # hard edges too: print-like lines
+    box = (480.0 - side / 4.0, 360.0 - side / 4.0, side / 2.0, side / 2.0)  # scale 2.0: window `side`, inside
+    region = preprocess.crop_region(box, 2.0, frame.shape, rule)
+    assert region.side == side and region.outside_fraction == 0.0
+    window = frame[region.y0:region.y0 + side, region.x0:region.x0 + side]
+    k = 2 if side > out else 1
+    ref = bilinear_reference(window, out * k).reshape(out, k, out, k, 3).mean(axis=(1, 3))
+    crop = preprocess.crop_face(frame, box, 2.0, out, rule)
+    diff = np.abs(crop.astype(np.float64) - ref)
+    assert crop.shape == (out, out, 3) and diff.max() <= 1.0 + 1e-9, diff.max()

@@ -30,6 +30,7 @@ Examples:
   tla-edge bench --source 0 --frames 300      # camera 0, bundled model
   tla-edge bench --detector-backend mediapipe --detector-backend litert --threads 1 --threads 2
   tla-edge bench --members sequential --members concurrent --threads 1 --threads 2 --threads 4
+  tla-edge bench --crop-overlap off --crop-overlap on --threads 1
 """
 
 from __future__ import annotations
@@ -92,6 +93,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="how a fused set's models run on each face: one after another, or concurrently (one thread "
         "each); repeat to compare (None: auto = concurrent when there are more CPUs than models x --threads)",
     )
+    parser.add_argument(
+        "--crop-overlap",
+        type=str,
+        action="append",
+        choices=("auto", "on", "off"),
+        default=None,
+        help="whether a sequential fused set cuts its later members' crops while the first member runs; "
+        "repeat to compare (None: auto = when a core would otherwise idle during that invoke)",
+    )
     parser.add_argument("--json", type=argtypes.path, default=None, metavar="PATH", help="write the results as JSON (None: table only)")
     parser.add_argument(
         "--plot", type=argtypes.path, default=None, metavar="PATH", help="write per-stage latency box plots (.png/.svg/.pdf; None: no plot)"
@@ -141,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         show_progress=not args.quiet,
         detector_backends=args.detector_backend or (None,),
         members=getattr(args, "members", None) or (None,),
+        crop_overlaps=getattr(args, "crop_overlap", None) or (None,),
     )
     print(format_table(report))
     if args.json is not None:

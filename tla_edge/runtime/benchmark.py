@@ -62,6 +62,8 @@ class Configuration(NamedTuple):
     """The other models of a fused set (scores averaged), run with ``model`` on every face."""
     members: str | None = None
     """How a fused set's models run (``sequential``, ``concurrent``, ``auto``); None: auto, unnamed."""
+    crop_overlap: str | None = None
+    """Whether later members' crops are cut during the first member's invoke (``on``, ``off``, ``auto``); None: auto, unnamed."""
 
     @property
     def models(self) -> list[Path]:
@@ -70,11 +72,13 @@ class Configuration(NamedTuple):
 
     @property
     def id(self) -> str:
-        """A short unique name: ``<stem>[+<stem>...]/<threads>t`` (``+edgetpu``) (``@<backend>``) (``:<members>``)."""
+        """A short unique name: ``<stem>[+<stem>...]/<threads>t`` (``+edgetpu``) (``@<backend>``) (``:<members>``)
+        (``~overlap-<on|off|auto>``)."""
         stems = "+".join(m.stem for m in self.models)
         return (f"{stems}/{self.threads}t" + ("+edgetpu" if self.edgetpu else "")
                 + (f"@{self.detector_backend}" if self.detector_backend else "")
-                + (f":{self.members}" if self.members else ""))
+                + (f":{self.members}" if self.members else "")
+                + (f"~overlap-{self.crop_overlap}" if self.crop_overlap else ""))
 
 
 def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
@@ -93,14 +97,20 @@ def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
 def configurations(
     models: Sequence[Path | Sequence[Path]], threads: Sequence[int], edgetpu: bool,
     detector_backends: Sequence[str | None] = (None,), members: Sequence[str | None] = (None,),
+    crop_overlaps: Sequence[str | None] = (None,),
 ) -> list[Configuration]:
-    """Every (model or fused set, threads, detector backend, members) combination, duplicates dropped, in order."""
-    seen: dict[tuple[tuple[str, ...], int, str | None, str | None], Configuration] = {}
-    for m, t, b, mode in itertools.product(models, threads, detector_backends, members):
+    """Every (model or fused set, threads, detector backend, members, crop overlap) combination, duplicates
+    dropped, in order."""
+    seen: dict[tuple[tuple[str, ...], int, str | None, str | None, str | None], Configuration] = {}
+    for m, t, b, mode, ov in itertools.product(models, threads, detector_backends, members, crop_overlaps):
         first, *rest = model_set(m)
-        key = (tuple(str(p.resolve()) for p in (first, *rest)), t, b, mode)
-        seen.setdefault(key, Configuration(first, int(t), edgetpu, b, tuple(rest), mode))
+        key = (tuple(str(p.resolve()) for p in (first, *rest)), t, b, mode, ov)
+        seen.setdefault(key, Configuration(first, int(t), edgetpu, b, tuple(rest), mode, ov))
     return list(seen.values())
+
+
+CROP_OVERLAPS = {"auto": None, "on": True, "off": False}
+"""``--crop-overlap`` values and the ``Pipeline(overlap_crops=...)`` each means."""
 
 
 # --- frames ---------------------------------------------------------------------
@@ -248,11 +258,12 @@ def time_pipeline(pipe: Any, raw: RawTimer, label: str, frame_set: FrameSet, fra
 
 
 def configuration_block(config: Configuration, backend: str, members: str, frames: int, timed: TimedPass,
-                        threshold_note: str | None, rss_scope: str) -> dict[str, Any]:
+                        threshold_note: str | None, rss_scope: str, overlap_crops: bool = False) -> dict[str, Any]:
     """The JSON block of one configuration: stage statistics, raw invokes, overhead, FPS, memory.
 
     ``members`` is how the pipeline ran the fused set (``sequential`` or
     ``concurrent``, ``--members auto`` resolved); the raw liveness pass ran them the same way.
+    ``overlap_crops`` is whether its later members' crops were cut during the first member's invoke.
     """
     stages = {s: stage_stats(timed.samples[s]) for s in STAGES}
     raw_stats = {k: stage_stats(v) for k, v in timed.raw.items()}
@@ -265,6 +276,7 @@ def configuration_block(config: Configuration, backend: str, members: str, frame
         "edgetpu": config.edgetpu,
         "detector_backend": backend,
         "members": members,
+        "overlap_crops": bool(overlap_crops),
         "frames": frames,
         "frames_scored": len(timed.scored_total),
         "decisions": dict(sorted(timed.decisions.items())),
@@ -305,14 +317,16 @@ def bench_configuration(
         config.models if config.partners else config.model, threshold=threshold, num_threads=config.threads,
         edgetpu=config.edgetpu, detector_model=detector, video=True,
         detector_backend=config.detector_backend or "auto", members=config.members or "auto",
+        overlap_crops=CROP_OVERLAPS[config.crop_overlap or "auto"],
     )
-    backend, members = pipe.detector.backend, pipe.members  # read now: close() drops the detector
+    # read now: close() drops the detector
+    backend, members, overlap = pipe.detector.backend, pipe.members, pipe.overlap_crops
     try:
         with RawTimer(pipe) as raw:
             timed = time_pipeline(pipe, raw, config.id, frame_set, frames, warmup, show_progress)
     finally:
         pipe.close()
-    result = configuration_block(config, backend, members, frames, timed, threshold_note, rss_scope)
+    result = configuration_block(config, backend, members, frames, timed, threshold_note, rss_scope, overlap)
     samples = {**timed.samples, "raw_detector": timed.raw["detector"], "raw_liveness": timed.raw["liveness"]}
     return result, samples
 
@@ -355,6 +369,7 @@ def run_benchmark(
     show_progress: bool = True,
     detector_backends: Sequence[str | None] = (None,),
     members: Sequence[str | None] = (None,),
+    crop_overlaps: Sequence[str | None] = (None,),
 ) -> tuple[dict[str, Any], list[dict[str, list[float]]]]:
     """Runs every configuration on the same frames.
 
@@ -370,6 +385,8 @@ def run_benchmark(
       detector_backends: face detector backends to compare (None: auto, unnamed).
       members: how a fused set's models run, to compare: ``sequential``,
         ``concurrent``, ``auto`` (None: auto, unnamed); see :class:`~tla_edge.runtime.pipeline.Pipeline`.
+      crop_overlaps: whether a sequential fused set cuts its later crops during the first member's
+        invoke, to compare: ``on``, ``off``, ``auto`` (None: auto, unnamed).
 
     Returns:
       ``(report, samples)``: the JSON-ready report, and per configuration the
@@ -388,6 +405,9 @@ def run_benchmark(
     for mode in members:
         if mode is not None:
             check_members(mode, "--members")
+    for ov in crop_overlaps:
+        if ov is not None and ov not in CROP_OVERLAPS:
+            raise ValueError(f"--crop-overlap {ov!r} is not one of {', '.join(repr(k) for k in CROP_OVERLAPS)}")
     np.random.seed(SEED)
     source, models = default_inputs(source, models)
     for m in models:
@@ -395,7 +415,7 @@ def run_benchmark(
             check_tflite_file(path)
     detector_path = faces_lib.resolve_model(detector)
     machine = host.host_info(import_runtime().name)
-    configs = configurations(models, threads, edgetpu, detector_backends, members)
+    configs = configurations(models, threads, edgetpu, detector_backends, members, crop_overlaps)
     frame_set = read_frames(source, warmup + frames)
     results, samples = [], []
     try:

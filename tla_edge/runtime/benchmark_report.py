@@ -170,7 +170,9 @@ def format_table(report: dict[str, Any]) -> str:
     for c in report["configurations"]:
         share = c.get("stage_share") or {}
         parts = ", ".join(f"{s} {share[s] * 100:.0f} %" for s in SHARE_STAGES if share.get(s) is not None)
-        fused = f", members {c['members']}" if c.get("members") and "fused_with" in c["model"] else ""
+        fused = (f", members {c['members']}" + (", later crops cut during the first invoke"
+                                                 if c.get("overlap_crops") else "")
+                 if c.get("members") and "fused_with" in c["model"] else "")
         lines.append(f"{c['id']}: end to end {_fmt(c.get('fps_end_to_end'), 0, 1).strip()} fps"
                      + (f"; share {parts}" if parts else "") + fused)
     for c in report["configurations"]:

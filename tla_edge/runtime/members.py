@@ -71,6 +71,65 @@ def resolve_members(members: str, count: int, num_threads: int | None = None, ed
     return "concurrent" if not edgetpu and cpus is not None and cpus > wanted else "sequential"
 
 
+def resolve_crop_overlap(overlap: bool | None, members: str, crops: int, num_threads: int | None = None,
+                         edgetpu: bool = False, cpus: int | None = None) -> bool:
+    """Whether a sequential fused set cuts its later members' crops while the first member runs.
+
+    Only a set run one member after another with crops of its own (another
+    scale, rule or size) has a crop to overlap: a worker thread cuts them and
+    writes those members' inputs while the calling thread crops for and invokes
+    the first member (OpenCV and LiteRT both release the GIL). ``None`` (auto)
+    overlaps when a core would otherwise be idle during that invoke: on an Edge
+    TPU (the invoke runs off the CPU) or with more CPUs than ``num_threads``
+    (None counts as 1): the 2-core x86 VM and a Pi at 1 thread, not at 2 threads
+    on 2 cores. Scores are the same either way, bit for bit.
+
+    Args:
+      overlap: True or False to choose; None for auto.
+      members: ``"sequential"`` or ``"concurrent"`` (resolved by :func:`resolve_members`).
+      crops: distinct crops the set needs per face.
+      num_threads: interpreter threads per member.
+      edgetpu: the members run on a Coral Edge TPU.
+      cpus: CPUs available (None: this process's).
+
+    Raises:
+      ValueError: ``overlap`` is not None, True or False.
+    """
+    if overlap is not None and not isinstance(overlap, bool):
+        raise ValueError(f"crop overlap {overlap!r} is not one of None (auto), True, False")
+    if members != "sequential" or crops < 2:
+        return False
+    if overlap is not None:
+        return overlap
+    cpus = host.cpus_available() if cpus is None else cpus
+    return edgetpu or (cpus is not None and cpus > (num_threads or 1))
+
+
+class CropWorker:
+    """One persistent worker thread that prepares later members' inputs (:func:`resolve_crop_overlap`)."""
+
+    def __init__(self) -> None:
+        self._pool: futures.ThreadPoolExecutor | None = futures.ThreadPoolExecutor(
+            1, thread_name_prefix="tla-edge-crop")
+        self._pool.submit(int).result()  # started now, not on the first frame
+
+    def submit(self, fn: Callable[..., R], *args: Any) -> "futures.Future[R]":
+        """Runs ``fn(*args)`` on the worker.
+
+        Raises:
+          RuntimeError: the worker is closed.
+        """
+        if self._pool is None:
+            raise RuntimeError("crop worker is closed")
+        return self._pool.submit(fn, *args)
+
+    def close(self) -> None:
+        """Stops the worker (after any call in flight). Safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 class MemberRunner:
     """Runs one call per member: in the calling thread, or concurrently on a persistent pool.
 

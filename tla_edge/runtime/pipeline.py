@@ -26,7 +26,7 @@ from tla_edge.runtime import imagesize, preprocess
 from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.faces import FaceBox, FaceDetector
 from tla_edge.runtime.interpreter import LivenessModel
-from tla_edge.runtime.members import MemberRunner, check_members, resolve_members
+from tla_edge.runtime.members import CropWorker, MemberRunner, check_members, resolve_crop_overlap, resolve_members
 from tla_edge.runtime.quant import score_from_output
 from tla_edge.runtime.metadata import check_threshold, fused_threshold
 
@@ -221,6 +221,11 @@ class Pipeline:
         machine); else sequential (why: :func:`tla_edge.runtime.members.resolve_members`). Scores and
         decisions are the same either way, bit for bit; only the time differs.
         :attr:`members` says which was chosen.
+      overlap_crops: a sequential fused set whose members need different crops
+        cuts the later members' crops on a worker thread while the first member
+        runs: None (auto) when a core would otherwise idle during that invoke
+        (:func:`tla_edge.runtime.members.resolve_crop_overlap`), or True/False.
+        Scores are the same either way; :attr:`overlap_crops` says which was chosen.
 
     Raises:
       ValueError: a bad threshold, smoothing, live_frames, num_threads, a
@@ -247,12 +252,14 @@ class Pipeline:
         video: bool = True,
         detector_backend: str = "auto",
         members: str = "auto",
+        overlap_crops: bool | None = None,
     ) -> None:
         self.models: list[LivenessModel] = []
         self._own_models: list[LivenessModel] = []
         self.detector = None  # type: ignore[assignment]
         self._own_detector = False
         self._runner: MemberRunner | None = None
+        self._crop_worker: CropWorker | None = None
         check_members(members)
         if threshold is not None:
             threshold = check_threshold(threshold, "threshold")
@@ -290,6 +297,9 @@ class Pipeline:
             slots: dict[tuple, int] = {}
             self._crop_of = [slots.setdefault((m.meta.crop_scale, m.meta.crop_rule, m.input_size), len(slots))
                              for m in self.models]
+            self.overlap_crops = resolve_crop_overlap(overlap_crops, self.members, len(slots), num_threads, edgetpu)
+            """Whether the later members' crops are cut while the first member runs (``overlap_crops`` resolved)."""
+            self._crop_worker = CropWorker() if self.overlap_crops else None
             self._own_detector = detector is None
             self.detector = detector or FaceDetector(
                 detector_model, mode="video" if video else "image", num_threads=num_threads,
@@ -367,7 +377,8 @@ class Pipeline:
     def _score(self, rgb: np.ndarray, face: FaceBox, timings: dict[str, float]) -> float:
         """The fused live probability of one face: crop, set every model's input, run them, average.
 
-        Adds to ``timings``: ``crop`` (crops and inputs) and ``invoke`` (the
+        Adds to ``timings``: ``crop`` (crops and inputs; with :attr:`overlap_crops`,
+        the calling thread's share and any wait for the worker) and ``invoke`` (the
         models alone: their ``invoke()`` times added up when sequential, the
         wall time from starting them to the last one ending when concurrent).
 
@@ -375,26 +386,66 @@ class Pipeline:
           Exception: any model's failure, or a non-finite fused score (the caller fails closed).
         """
         models = self.models
-        tc = time.perf_counter()
-        crops: list[np.ndarray] = []
-        for m, i in zip(models, self._crop_of):
-            if i == len(crops):
-                crops.append(m.crop_trusted(rgb, face))
-            m.set_input(crops[i])
-        ti = time.perf_counter()
-        timings["crop"] += (ti - tc) * 1e3
         runner = self._runner
         if runner is None:
             raise RuntimeError("pipeline is closed")
-        outs = runner.map(_invoke, models)
-        if runner.concurrent:
-            timings["invoke"] += (time.perf_counter() - ti) * 1e3
+        if self._crop_worker is not None:
+            outs = self._score_overlapped(rgb, face, timings)
         else:
-            timings["invoke"] += sum(m.last_invoke_ms for m in models)
+            tc = time.perf_counter()
+            self._prepare(rgb, face, range(len(models)))
+            ti = time.perf_counter()
+            timings["crop"] += (ti - tc) * 1e3
+            outs = runner.map(_invoke, models)
+            if runner.concurrent:
+                timings["invoke"] += (time.perf_counter() - ti) * 1e3
+            else:
+                timings["invoke"] += sum(m.last_invoke_ms for m in models)
         raw = float(np.mean([score_from_output(out, m.meta) for out, m in zip(outs, models)]))
         if not np.isfinite(raw):
             raise ValueError(f"model returned a non-finite score {raw}")
         return raw
+
+    def _prepare(self, rgb: np.ndarray, face: FaceBox, members: Sequence[int]) -> None:
+        """Cuts the crops of these members (once per crop they share) and writes their inputs."""
+        crops: dict[int, np.ndarray] = {}
+        for j in members:
+            m, slot = self.models[j], self._crop_of[j]
+            if slot not in crops:
+                crops[slot] = m.crop_trusted(rgb, face)
+            m.set_input(crops[slot])
+
+    def _score_overlapped(self, rgb: np.ndarray, face: FaceBox, timings: dict[str, float]) -> list[np.ndarray]:
+        """The members' outputs, in order, with the later crops cut on the worker during the first invokes.
+
+        The calling thread crops for the members sharing the first member's crop,
+        hands every other crop to the worker and runs its members while the worker
+        cuts them and writes those members' inputs (after, not beside, its own
+        crop: two crops at once would share the cores); then the rest run.
+        ``crop`` counts the calling thread's cropping and any wait for the
+        worker; ``invoke`` the members' invokes.
+        """
+        models, first = self.models, self._crop_of[0]
+        mine = [j for j, slot in enumerate(self._crop_of) if slot == first]
+        theirs = [j for j, slot in enumerate(self._crop_of) if slot != first]
+        tc = time.perf_counter()
+        self._prepare(rgb, face, mine)  # first, alone: two crops at once would share the cores
+        later = self._crop_worker.submit(self._prepare, rgb, face, theirs)
+        timings["crop"] += (time.perf_counter() - tc) * 1e3
+        outs: dict[int, np.ndarray] = {}
+        try:
+            for j in mine:
+                outs[j] = _invoke(models[j])
+        finally:  # never leave the worker writing an input once this frame is over
+            tw = time.perf_counter()
+            error = later.exception()  # waits for the worker
+            timings["crop"] += (time.perf_counter() - tw) * 1e3
+        if error is not None:
+            raise error
+        for j in theirs:
+            outs[j] = _invoke(models[j])
+        timings["invoke"] += sum(m.last_invoke_ms for m in models)
+        return [outs[j] for j in range(len(models))]
 
     def reset(self) -> None:
         """Forgets the smoothing state (e.g. between unrelated images)."""
@@ -408,6 +459,9 @@ class Pipeline:
         if self._runner is not None:
             self._runner.close()
             self._runner = None
+        if self._crop_worker is not None:
+            self._crop_worker.close()
+            self._crop_worker = None
         for m in self._own_models:
             m.close()
         self._own_models = []

@@ -163,15 +163,36 @@ def crop_face_trusted(
 
     out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
     region = crop_region(box, scale, rgb.shape, rule)
-    # Supersample 2x when shrinking: bilinear warp to twice the output, then an
-    # exact 2x box filter. Within ~1.5 grey levels of a full INTER_AREA resize
-    # (no aliasing of print texture) at a fifth of its cost (~0.1 ms vs ~1 ms on a
-    # 2-core x86), and the warp pads outside the frame in the same pass.
+    # Supersample 2x when shrinking: bilinear to twice the output, then an exact
+    # 2x box filter. Within ~1.5 grey levels of a full INTER_AREA resize (no
+    # aliasing of print texture) at a fraction of its cost (~1 ms on a 2-core x86).
     k = 2 if region.side > max(out_h, out_w) else 1
-    warped = _warp(rgb, region, out_w * k, out_h * k)
+    sampled = _sample(rgb, region, out_w * k, out_h * k)
     if k == 1:
-        return warped
-    return cv2.resize(warped, (out_w, out_h), interpolation=cv2.INTER_AREA)
+        return sampled
+    return cv2.resize(sampled, (out_w, out_h), interpolation=cv2.INTER_AREA)
+
+
+def _sample(rgb: np.ndarray, region: CropRegion, width: int, height: int) -> np.ndarray:
+    """Bilinear samples of the square window on a ``width`` x ``height`` grid, pixel centre to pixel centre.
+
+    A window inside the frame (always, under ``"shift"``) is resized from a view
+    of its pixels: ~0.6x the time of the general warp (OpenCV's SIMD resize),
+    the same values within one grey level, except that a sample reaching past
+    the window's edge (at most a quarter pixel, on the outermost rows and columns
+    when the window is under twice the grid) takes the edge pixel rather than
+    blending with the frame's next one. A window leaving the frame is warped,
+    padding in the same pass (:func:`_warp`).
+    """
+    import cv2
+
+    x0, y0, side = region.x0, region.y0, region.side
+    if x0 < 0 or y0 < 0 or x0 + side > rgb.shape[1] or y0 + side > rgb.shape[0]:
+        return _warp(rgb, region, width, height)
+    window = rgb[y0:y0 + side, x0:x0 + side]
+    if (width, height) == (side, side):
+        return window.copy()
+    return cv2.resize(window, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 def _warp(rgb: np.ndarray, region: CropRegion, width: int, height: int) -> np.ndarray:
