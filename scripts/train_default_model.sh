@@ -17,7 +17,8 @@
 #
 # Environment: NUAA, MSU (the two datasets), WEIGHTS (folder of the ImageNet
 # backbones, mobilenet_v2_<alpha>_no_top.weights.h5), TEACHER (Silent-Face
-# ONNX folder, used when DISTILL > 0), CROPS, OUT, MEMBERS, RULE, RECIPE,
+# ONNX folder, used when DISTILL > 0), CROPS, OUT, MEMBERS, RULE, SIZE (input
+# side in pixels: crops are prepared at it and the models take it), RECIPE,
 # DISTILL, FUSION_ARGS, PY. BUNDLE=1 copies the int8 models, their sidecars and the
 # primary's float weights into tla_edge/runtime/assets/ (the old pair's files
 # are removed there). Extra arguments go to tla-edge train.
@@ -32,7 +33,9 @@ NUAA=${NUAA:-../shared/data/nuaa-train}
 MSU=${MSU:-../shared/data/msu-mfsd/manifest.csv}
 export TLA_EDGE_WEIGHTS_DIR=${WEIGHTS:-../shared/weights/imagenet}
 export TLA_EDGE_TEACHER_DIR=${TEACHER:-../shared/weights/teachers/silent-face}
-CROPS=${CROPS:-build/crops}
+SIZE=${SIZE:-160}
+# crops of another input size go to a folder of their own (an existing folder is reused as it is)
+CROPS=${CROPS:-build/crops$([ "$SIZE" = 160 ] || echo "_$SIZE")}
 OUT=${OUT:-build/default-model}
 VAL_SUBJECTS=${VAL_SUBJECTS:-0008,0009,msu002,msu012,msu034,msu054}
 RULE=${RULE:-shift}
@@ -51,7 +54,7 @@ for ds in nuaa msu; do
   src=$NUAA; [ "$ds" = msu ] && src=$MSU
   if [ ! -f "$CROPS/$ds/manifest.csv" ]; then
     echo "[default-model] preparing $src at scales $scales ($RULE) into $CROPS/$ds" >&2
-    "$PY" -m tla_edge.cli prepare "$src" --out "$CROPS/$ds" --scales "$scales" --crop-rule "$RULE" --quiet
+    "$PY" -m tla_edge.cli prepare "$src" --out "$CROPS/$ds" --scales "$scales" --crop-rule "$RULE" --size "$SIZE" --quiet
   fi
 done
 "$PY" scripts/combine_crops.py "$CROPS/nuaa" "$CROPS/msu" --out "$CROPS/both" --force
@@ -74,7 +77,7 @@ for member in $MEMBERS; do
   echo "[default-model] training mobilenetv2 alpha $alpha at scale $scale ($RULE) from ImageNet -> $OUT/$name" >&2
   # shellcheck disable=SC2086
   "$PY" -m tla_edge.cli train "$CROPS/both" --out "$OUT/$name" --arch mobilenetv2 --alpha "$alpha" \
-    --input-size 160 --weights imagenet --scale "$scale" --crop-rule "$RULE" --val-subjects "$VAL_SUBJECTS" \
+    --input-size "$SIZE" --weights imagenet --scale "$scale" --crop-rule "$RULE" --val-subjects "$VAL_SUBJECTS" \
     --seed 0 $RECIPE ${teacher_args[@]+"${teacher_args[@]}"} "$@"
   if [ -z "$primary" ]; then primary=$name; tflite="$OUT/liveness_mnv2_int8.tflite"
   else tflite="$OUT/liveness_mnv2_a${alpha}_s${scale}_int8.tflite"; fi
