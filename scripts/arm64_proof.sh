@@ -221,7 +221,9 @@ print(json.dumps({
     "python": platform.python_version(),
     "mode": mode,
     "frames_dir": where(frames_dir),
-    "model": where(model or assets.DEFAULT_LIVENESS_MODEL) if mode == "pipeline" else None,
+    # the bundled set is the primary and the partners its metadata names (a fused pair)
+    "model": (where(model) if model else "+".join(where(m) for m in assets.default_liveness_models()))
+    if mode == "pipeline" else None,
     "tla_edge_file": where(__import__("tla_edge").__file__),
     "packages": {n: version(n) for n in (
         "tla-edge", "numpy", "mediapipe", "ai-edge-litert", "opencv-contrib-python", "opencv-python")},
@@ -298,7 +300,7 @@ if [[ ! -x $ROOT/opt/tla-edge-venv/bin/python ]]; then
     in_root python3 -m venv /opt/tla-edge-venv
     in_root pip install -q --upgrade pip >&2
 fi
-step "arm64: pip install '.[runtime]' (mediapipe, ai-edge-litert, opencv, numpy)"
+step "arm64: pip install '.[runtime]' (ai-edge-litert, opencv, numpy)"
 in_root pip install -q '/opt/tla-edge-src[runtime]' >&2
 in_root pip install -q --force-reinstall --no-deps /opt/tla-edge-src >&2
 in_root pip freeze --exclude-editable >"$TMP/arm64_freeze.txt"
@@ -329,7 +331,7 @@ step "x86-64: running the frames"
 # --- 6. compare and report -----------------------------------------------------------
 QEMU="$(qemu-aarch64-static --version | head -1), -cpu $CPU"
 python3 - "$TMP" "$OUT" "$COMMIT" "$QEMU" "${FRAMES:-bundled samples (tla_edge/runtime/assets/samples)}" \
-    "${MODEL:-bundled (tla_edge/runtime/assets/liveness_mnv2_int8.tflite)}" <<'PY'
+    "${MODEL:-bundled (tla_edge/runtime/assets: liveness_mnv2_int8.tflite and the partners its metadata names)}" <<'PY'
 import datetime, json, os, sys, tempfile
 from pathlib import Path
 
