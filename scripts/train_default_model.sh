@@ -17,8 +17,9 @@
 #
 # Environment: NUAA, MSU (the two datasets), WEIGHTS (folder of the ImageNet
 # backbones, mobilenet_v2_<alpha>_no_top.weights.h5), TEACHER (Silent-Face
-# ONNX folder, used when DISTILL > 0), CROPS, OUT, MEMBERS, RULE, SIZE (input
-# side in pixels: crops are prepared at it and the models take it), RECIPE,
+# ONNX folder, used when DISTILL > 0), CROPS (default build/crops_SIZE), OUT,
+# MEMBERS, RULE, SIZE (input side in pixels, 96: crops are prepared at it and
+# the models take it), RECIPE,
 # DISTILL, FUSION_ARGS, PY. BUNDLE=1 copies the int8 models, their sidecars and the
 # primary's float weights into tla_edge/runtime/assets/ (the old pair's files
 # are removed there). Extra arguments go to tla-edge train.
@@ -33,9 +34,8 @@ NUAA=${NUAA:-../shared/data/nuaa-train}
 MSU=${MSU:-../shared/data/msu-mfsd/manifest.csv}
 export TLA_EDGE_WEIGHTS_DIR=${WEIGHTS:-../shared/weights/imagenet}
 export TLA_EDGE_TEACHER_DIR=${TEACHER:-../shared/weights/teachers/silent-face}
-SIZE=${SIZE:-160}
-# crops of another input size go to a folder of their own (an existing folder is reused as it is)
-CROPS=${CROPS:-build/crops$([ "$SIZE" = 160 ] || echo "_$SIZE")}
+SIZE=${SIZE:-96}
+CROPS=${CROPS:-build/crops_$SIZE}
 OUT=${OUT:-build/default-model}
 VAL_SUBJECTS=${VAL_SUBJECTS:-0008,0009,msu002,msu012,msu034,msu054}
 RULE=${RULE:-shift}

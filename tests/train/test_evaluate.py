@@ -466,8 +466,8 @@ def test_store_fusion_on_an_installed_copy_of_the_bundled_models(tmp_path, monke
     assert [p.parent for p in pair] == [copy, copy] and len(pair) == 2
     copied = _tree_bytes(copy)
     for i, member in enumerate(metadata.load(p) for p in pair):  # crops at each member's scale and rule
-        data = make_crops(tmp_path / "crops", size=160, scale=f"{member.crop_scale:g}", n=12, rule=member.crop_rule,
-                          append=i > 0)
+        data = make_crops(tmp_path / "crops", size=int(member.input_size[0]), scale=f"{member.crop_scale:g}", n=12,
+                          rule=member.crop_rule, append=i > 0)
     fused, r = tmp_path / "fused", tmp_path / "r"
     # no --model: refused (it stored into the installed default before)
     assert run_cli(data, "--store-fusion", fused, "--out", r) == 2

@@ -70,10 +70,11 @@ def test_default_weights_settings_come_from_the_bundled_model(tmp_path, monkeypa
     with pytest.raises(Exception, match="--weights default is a mobilenetv2 model; --arch resnet34"):
         resolve(args)
     # explicit settings that contradict the bundled model were silently replaced by its own
+    other = 128 if bundled.input_size[0] != 128 else 96  # any size but the bundled one
     for flags, expected in ((["--alpha", "1.0"], f"--alpha 1 contradicts --weights default (a mobilenetv2 of "
                                                  f"alpha {bundled.extra['alpha']:g})"),
-                            (["--input-size", "96"], f"--input-size 96 contradicts --weights default (a "
-                                                     f"mobilenetv2 of input-size {bundled.input_size[0]})")):
+                            (["--input-size", str(other)], f"--input-size {other} contradicts --weights default (a "
+                                                           f"mobilenetv2 of input-size {bundled.input_size[0]})")):
         args = parser.parse_args(["crops", "--out", "m", "--weights", "default", *flags])
         with pytest.raises(UserError, match=rf"^{re.escape(expected)}; expected"):
             resolve(args)
@@ -151,7 +152,7 @@ def test_own_camera_loop_on_nuaa(nuaa_dir, tmp_path, monkeypatch, capsys):
     crops_rule = tmp_path / "crops_rule"
     for folder, s, r in ((crops, scale, rule), (crops_other, other, rule), (crops_rule, scale, other_rule)):
         assert cli.main(["prepare", str(rec), "--out", str(folder), "--scales", f"{s:g}", "--crop-rule", r,
-                         "--quiet"]) == 0
+                         "--size", str(bundled.input_size[0]), "--quiet"]) == 0
     weights = throwaway_default_weights(crops, scale, tmp_path / "default.weights.h5")
     monkeypatch.setattr(assets, "DEFAULT_LIVENESS_WEIGHTS", weights)
     capsys.readouterr()

@@ -426,16 +426,18 @@ def test_prepare_crop_equals_the_device_crop_pixel_for_pixel(nuaa_dir, tmp_path)
         (data / folder).mkdir(parents=True)
         for p in paths:
             shutil.copy(p, data / folder / p.name)
-    # every bundled member's crop: its crop scale and crop rule, 160 px
+    # every bundled member's crop: its crop scale, crop rule and input size
     from tla_edge.runtime import assets
     from tla_edge.runtime import metadata
 
     members = [metadata.load(m) for m in assets.default_liveness_models()]
+    size = int(members[0].input_size[0])
+    assert all(tuple(m.input_size) == (size, size) for m in members)
     outs = {}
     for rule in sorted({m.crop_rule for m in members}):
         outs[rule] = tmp_path / f"crops_{rule}"
         scales = ",".join(f"{m.crop_scale:g}" for m in members if m.crop_rule == rule)
-        assert cli.main(["prepare", str(data), "--out", str(outs[rule]), "--scales", scales, "--size", "160",
+        assert cli.main(["prepare", str(data), "--out", str(outs[rule]), "--scales", scales, "--size", str(size),
                          "--crop-rule", rule, "--quiet"]) == 0
     with Pipeline(video=False, live_frames=1) as pipe:
         assert [(m.meta.crop_scale, m.meta.crop_rule) for m in pipe.models] == [
@@ -444,7 +446,7 @@ def test_prepare_crop_equals_the_device_crop_pixel_for_pixel(nuaa_dir, tmp_path)
         for model in pipe.models:
             rows = [r for r in manifest_rows(outs[model.meta.crop_rule])
                     if abs(float(r["scale"]) - model.meta.crop_scale) < 1e-6]
-            assert len(rows) == 4 and model.input_size == (160, 160)
+            assert len(rows) == 4 and model.input_size == (size, size)
             for row in rows:
                 frame = cv2.cvtColor(cv2.imread(str(data / row["source"])), cv2.COLOR_BGR2RGB)
                 result = pipe.process(frame)
