@@ -30,15 +30,11 @@ from tla_edge import host
 from tla_edge.errors import UserError
 from tla_edge.runtime.benchmark_raw import FRAME_INTERVAL_MS, RawTimer
 from tla_edge.runtime import benchmark_report
-from tla_edge.runtime.benchmark_report import (
-    file_facts, fps_from, fused_facts, overhead_ratio, recorded_path, stage_shares, stage_stats,
-)
+from tla_edge.runtime.benchmark_report import STAGES, configuration_block, file_facts, recorded_path, stage_stats
 from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.members import check_members
 
 FORMAT = "tla-edge-bench/1"
-STAGES = ("decode", "detect", "detect_invoke", "crop", "invoke", "glue", "total")
-"""Per-frame stages, in milliseconds (see benchmarks/README.md for what each times)."""
 STAT_NAMES = benchmark_report.STAT_NAMES
 """The statistics :func:`stage_stats` gives of each stage."""
 OVERHEAD_GOAL = 1.15
@@ -257,43 +253,6 @@ def time_pipeline(pipe: Any, raw: RawTimer, label: str, frame_set: FrameSet, fra
     return timed
 
 
-def configuration_block(config: Configuration, backend: str, members: str, frames: int, timed: TimedPass,
-                        threshold_note: str | None, rss_scope: str, overlap_crops: bool = False) -> dict[str, Any]:
-    """The JSON block of one configuration: stage statistics, raw invokes, overhead, FPS, memory.
-
-    ``members`` is how the pipeline ran the fused set (``sequential`` or
-    ``concurrent``, ``--members auto`` resolved); the raw liveness pass ran them the same way.
-    ``overlap_crops`` is whether its later members' crops were cut during the first member's invoke.
-    """
-    stages = {s: stage_stats(timed.samples[s]) for s in STAGES}
-    raw_stats = {k: stage_stats(v) for k, v in timed.raw.items()}
-    scored = stage_stats(timed.scored_total)
-    end_to_end = stage_stats(timed.end_to_end)
-    return {
-        "id": config.id,
-        "model": fused_facts(config.models),
-        "threads": config.threads,
-        "edgetpu": config.edgetpu,
-        "detector_backend": backend,
-        "members": members,
-        "overlap_crops": bool(overlap_crops),
-        "frames": frames,
-        "frames_scored": len(timed.scored_total),
-        "decisions": dict(sorted(timed.decisions.items())),
-        **({"threshold_note": threshold_note} if threshold_note else {}),
-        "stages": stages,
-        "total_scored": scored,
-        "raw_invoke_ms": raw_stats,
-        "overhead": overhead_ratio(scored, raw_stats["detector"], raw_stats["liveness"]),
-        "fps": fps_from(stages["total"]),
-        "end_to_end_ms": end_to_end,
-        "fps_end_to_end": fps_from(end_to_end),
-        "stage_share": stage_shares(timed.samples, timed.end_to_end),
-        "peak_rss_mb": round(host.peak_rss_mb(), 1),
-        "peak_rss_scope": rss_scope,
-    }
-
-
 def bench_configuration(
     config: Configuration,
     frame_set: FrameSet,
@@ -358,6 +317,22 @@ def detector_block(detector: str, detector_path: Path) -> dict[str, Any]:
     }
 
 
+def check_choices(threads: Sequence[int], members: Sequence[str | None], crop_overlaps: Sequence[str | None]) -> None:
+    """Refuses a thread count, ``--members`` or ``--crop-overlap`` value before anything is measured.
+
+    Raises:
+      ValueError: one line naming the value received and those expected.
+    """
+    for t in threads:
+        check_num_threads(t, "threads")
+    for mode in members:
+        if mode is not None:
+            check_members(mode, "--members")
+    for ov in crop_overlaps:
+        if ov is not None and ov not in CROP_OVERLAPS:
+            raise ValueError(f"--crop-overlap {ov!r} is not one of {', '.join(repr(k) for k in CROP_OVERLAPS)}")
+
+
 def run_benchmark(
     source: str | None,
     models: Sequence[Path | Sequence[Path]] | None,
@@ -400,14 +375,7 @@ def run_benchmark(
     from tla_edge.runtime import faces as faces_lib
     from tla_edge.runtime.interpreter import check_tflite_file, import_runtime
 
-    for t in threads:
-        check_num_threads(t, "threads")
-    for mode in members:
-        if mode is not None:
-            check_members(mode, "--members")
-    for ov in crop_overlaps:
-        if ov is not None and ov not in CROP_OVERLAPS:
-            raise ValueError(f"--crop-overlap {ov!r} is not one of {', '.join(repr(k) for k in CROP_OVERLAPS)}")
+    check_choices(threads, members, crop_overlaps)
     np.random.seed(SEED)
     source, models = default_inputs(source, models)
     for m in models:

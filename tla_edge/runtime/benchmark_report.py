@@ -7,13 +7,20 @@ The plot needs matplotlib (the ``dev`` or ``train`` extra), imported inside
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
 
+from tla_edge import host
 from tla_edge.errors import missing_extra
 from tla_edge.fileio import sha256_file
 from tla_edge.runtime.metadata import portable_path
+
+if TYPE_CHECKING:
+    from tla_edge.runtime.benchmark import Configuration, TimedPass
+
+STAGES = ("decode", "detect", "detect_invoke", "crop", "invoke", "glue", "total")
+"""Per-frame stages, in milliseconds (see benchmarks/README.md for what each times)."""
 
 PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 """File types :func:`write_plot` writes."""
@@ -228,3 +235,40 @@ def write_plot(path: Path, report: dict[str, Any], samples: Sequence[dict[str, l
     fmt = path.suffix.lstrip(".").lower() or "png"
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=110)
+
+
+def configuration_block(config: "Configuration", backend: str, members: str, frames: int, timed: "TimedPass",
+                        threshold_note: str | None, rss_scope: str, overlap_crops: bool = False) -> dict[str, Any]:
+    """The JSON block of one configuration: stage statistics, raw invokes, overhead, FPS, memory.
+
+    ``members`` is how the pipeline ran the fused set (``sequential`` or
+    ``concurrent``, ``--members auto`` resolved); the raw liveness pass ran them the same way.
+    ``overlap_crops`` is whether its later members' crops were cut during the first member's invoke.
+    """
+    stages = {s: stage_stats(timed.samples[s]) for s in STAGES}
+    raw_stats = {k: stage_stats(v) for k, v in timed.raw.items()}
+    scored = stage_stats(timed.scored_total)
+    end_to_end = stage_stats(timed.end_to_end)
+    return {
+        "id": config.id,
+        "model": fused_facts(config.models),
+        "threads": config.threads,
+        "edgetpu": config.edgetpu,
+        "detector_backend": backend,
+        "members": members,
+        "overlap_crops": bool(overlap_crops),
+        "frames": frames,
+        "frames_scored": len(timed.scored_total),
+        "decisions": dict(sorted(timed.decisions.items())),
+        **({"threshold_note": threshold_note} if threshold_note else {}),
+        "stages": stages,
+        "total_scored": scored,
+        "raw_invoke_ms": raw_stats,
+        "overhead": overhead_ratio(scored, raw_stats["detector"], raw_stats["liveness"]),
+        "fps": fps_from(stages["total"]),
+        "end_to_end_ms": end_to_end,
+        "fps_end_to_end": fps_from(end_to_end),
+        "stage_share": stage_shares(timed.samples, timed.end_to_end),
+        "peak_rss_mb": round(host.peak_rss_mb(), 1),
+        "peak_rss_scope": rss_scope,
+    }
