@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -386,20 +384,6 @@ def table(summ: dict) -> str:
     return "\n".join(lines)
 
 
-def commit() -> str | None:
-    """The checkout's commit, read without taking git's optional locks (nothing is written)."""
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True, env=env).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, env=env).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha + (" + uncommitted changes" if dirty else "")
-
-
 # --- main ----------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -453,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": rows,
         "skipped": skipped,
         "summary": summ,
-        "commit": commit(),
+        "commit": lodo.common.commit(),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     fileio.write_json_atomic(args.out, result)

@@ -34,12 +34,17 @@ def teacher_dir() -> Path:
 
 
 def commit() -> str | None:
-    """The checkout's commit, with ``" + uncommitted changes"`` when tracked files differ; None without git."""
+    """The checkout's commit, with ``" + uncommitted changes"`` when tracked files differ; None without git.
+
+    Read without git's optional locks: nothing in the checkout is written (``git status`` would refresh
+    the index otherwise), so a script can run beside someone else's git commands.
+    """
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
+                             check=True, env=env).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
+                           capture_output=True, text=True, env=env).stdout.strip()
     return sha + (" + uncommitted changes" if dirty else "")

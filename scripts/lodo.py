@@ -297,12 +297,8 @@ def kept_directions(args: argparse.Namespace, asked: list[str]) -> list[str]:
     (leave-one-dataset-out, or both-msutest) with a finished run in --work, so that running a recipe in a new
     direction never drops the runs of another from its result."""
     suffix = result_suffix(asked)
-    return asked + [d for d in DIRECTIONS if result_suffix([d]) == suffix and d not in asked and has_runs(args, d)]
-
-
-def has_runs(args: argparse.Namespace, direction: str) -> bool:
-    """Whether --work holds a finished run of the recipe in this direction (any seed)."""
-    return bool(finished_seeds(args, direction))
+    return asked + [d for d in DIRECTIONS
+                    if result_suffix([d]) == suffix and d not in asked and finished_seeds(args, d)]
 
 
 def finished_seeds(args: argparse.Namespace, direction: str) -> list[int]:
@@ -317,8 +313,8 @@ def finished_seeds(args: argparse.Namespace, direction: str) -> list[int]:
     return sorted(seeds)
 
 
-def write_result(args: argparse.Namespace, train_args: list[str], runs: list[dict], wanted: int,
-                 wall: float) -> Path:
+def write_result(args: argparse.Namespace, train_args: list[str], wanted: int, wall: float) -> Path:
+    """Writes the recipe's JSON from every finished run of its kept directions (:func:`kept_directions`)."""
     directions = kept_directions(args, args.directions.split(","))
     runs = finished_runs(args, directions)
     out = args.out_dir / f"{args.name}{result_suffix(directions)}.json"
@@ -428,12 +424,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"EER {t['eer']:.2%}; at shipped thr. {r['threshold_shipped']:.3f}: APCER {t['apcer']:.2%} "
                   f"{ {k: round(x, 4) for k, x in t['apcer_per_species'].items()} } BPCER {t['bpcer']:.2%} "
                   f"ACER {t['acer']:.2%}", file=sys.stderr, flush=True)
-            runs = finished_runs(args, directions)
-            out = write_result(args, train_args, runs, len(seeds) * len(directions), time.perf_counter() - t0)
+            out = write_result(args, train_args, len(seeds) * len(directions), time.perf_counter() - t0)
     if args.summarise_only:
-        runs = finished_runs(args, directions)
-        out = write_result(args, train_args, runs, len(seeds) * len(directions), time.perf_counter() - t0)
-    print(f"{args.name}: {len(runs)} runs in the directions asked -> {out} (with every other recorded direction)")
+        out = write_result(args, train_args, len(seeds) * len(directions), time.perf_counter() - t0)
+    print(f"{args.name} -> {out} (every finished run of the directions asked, and of every other recorded direction)")
     return 0
 
 

@@ -210,7 +210,7 @@ def test_lodo_result_holds_every_kept_direction_complete_on_the_asked(lodo_recip
     recorded.update({"nuaa-msu": [0, 1], "laptop-android": [0], "msu-nuaa": [1]})
     args, train_args = parse("msu-nuaa")
     wanted = 2  # 2 seeds x 1 direction asked
-    out = lodo.write_result(args, train_args, [fake_lodo_run("msu-nuaa", 1)], wanted, 1.0)
+    out = lodo.write_result(args, train_args, wanted, 1.0)
     assert out == tmp_path / "out" / "r.json"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["r.json"]
     res = json.loads(out.read_text())
@@ -230,11 +230,11 @@ def test_lodo_result_holds_every_kept_direction_complete_on_the_asked(lodo_recip
 
     # both seeds of the asked direction finished: complete, the other directions' runs still there
     recorded["msu-nuaa"] = [0, 1]
-    res = json.loads(lodo.write_result(args, train_args, [], wanted, 1.0).read_text())
+    res = json.loads(lodo.write_result(args, train_args, wanted, 1.0).read_text())
     assert res["complete"] is True and len(res["runs"]) == 5
     # the other directions alone, however many runs, never make the asked one complete
     recorded["msu-nuaa"] = []
     recorded["nuaa-msu"] = [0, 1, 2, 3]
-    res = json.loads(lodo.write_result(args, train_args, [], wanted, 1.0).read_text())
+    res = json.loads(lodo.write_result(args, train_args, wanted, 1.0).read_text())
     assert res["complete"] is False and len(res["runs"]) == 5
     assert list(res["directions"]) == ["msu-nuaa", "nuaa-msu", "laptop-android"]

@@ -237,6 +237,9 @@ class Pipeline:
             self.overlap_crops = resolve_crop_overlap(overlap_crops, self.members, len(slots), num_threads, edgetpu)
             """Whether the later members' crops are cut while the first member runs (``overlap_crops`` resolved)."""
             self._crop_worker = CropWorker() if self.overlap_crops else None
+            # with the overlap: the members cut from the first member's crop (the calling thread's), then the rest
+            self._first_crop = [j for j, slot in enumerate(self._crop_of) if slot == self._crop_of[0]]
+            self._later_crops = [j for j, slot in enumerate(self._crop_of) if slot != self._crop_of[0]]
             self._own_detector = detector is None
             self.detector = detector or FaceDetector(
                 detector_model, mode="video" if video else "image", num_threads=num_threads,
@@ -362,9 +365,7 @@ class Pipeline:
         ``crop`` counts the calling thread's cropping and any wait for the
         worker; ``invoke`` the members' invokes.
         """
-        models, first = self.models, self._crop_of[0]
-        mine = [j for j, slot in enumerate(self._crop_of) if slot == first]
-        theirs = [j for j, slot in enumerate(self._crop_of) if slot != first]
+        models, mine, theirs = self.models, self._first_crop, self._later_crops
         tc = time.perf_counter()
         self._prepare(rgb, face, mine)  # first, alone: two crops at once would share the cores
         later = self._crop_worker.submit(self._prepare, rgb, face, theirs)

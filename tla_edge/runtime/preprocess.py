@@ -165,7 +165,8 @@ def crop_face_trusted(
     region = crop_region(box, scale, rgb.shape, rule)
     # Supersample 2x when shrinking: bilinear to twice the output, then an exact
     # 2x box filter. Within ~1.5 grey levels of a full INTER_AREA resize (no
-    # aliasing of print texture) at a fraction of its cost (~1 ms on a 2-core x86).
+    # aliasing of print texture) at a fraction of its cost (that resize: ~1 ms on
+    # a 2-core x86).
     k = 2 if region.side > max(out_h, out_w) else 1
     sampled = _sample(rgb, region, out_w * k, out_h * k)
     if k == 1:
@@ -178,11 +179,12 @@ def _sample(rgb: np.ndarray, region: CropRegion, width: int, height: int) -> np.
 
     A window inside the frame (always, under ``"shift"``) is resized from a view
     of its pixels: ~0.6x the time of the general warp (OpenCV's SIMD resize),
-    the same values within one grey level, except that a sample reaching past
-    the window's edge (at most a quarter pixel, on the outermost rows and columns
-    when the window is under twice the grid) takes the edge pixel rather than
-    blending with the frame's next one. A window leaving the frame is warped,
-    padding in the same pass (:func:`_warp`).
+    within one grey level of the exact bilinear samples (the warp's 1/32-pixel
+    coordinates were off by up to 7); a sample reaching past the window's edge
+    (under half a pixel, on the outermost rows and columns of a grid larger than
+    the window) takes the edge pixel rather than blending with the frame's next
+    one. A window leaving the frame is warped, padding in the same pass
+    (:func:`_warp`).
     """
     import cv2
 
