@@ -330,7 +330,17 @@ step "x86-64: running the frames"
 
 # --- 6. compare and report -----------------------------------------------------------
 QEMU="$(qemu-aarch64-static --version | head -1), -cpu $CPU"
-python3 - "$TMP" "$OUT" "$COMMIT" "$QEMU" "${FRAMES:-bundled samples (tla_edge/runtime/assets/samples)}" \
+# The report names no path of this machine: frames inside the checkout by their
+# path in it, others by their folder's name.
+FRAMES_DESC=""
+if [[ -n $FRAMES ]]; then
+    FRAMES_ABS=$(cd "$FRAMES" && pwd)
+    case "$FRAMES_ABS/" in
+        "$REPO"/*) FRAMES_DESC="${FRAMES_ABS#"$REPO"/} (in the checkout)" ;;
+        *) FRAMES_DESC="a folder named $(basename "$FRAMES_ABS") (outside the checkout)" ;;
+    esac
+fi
+python3 - "$TMP" "$OUT" "$COMMIT" "$QEMU" "${FRAMES_DESC:-bundled samples (tla_edge/runtime/assets/samples)}" \
     "${MODEL:-bundled (tla_edge/runtime/assets: liveness_mnv2_int8.tflite and the partners its metadata names)}" <<'PY'
 import datetime, json, os, sys, tempfile
 from pathlib import Path
@@ -341,8 +351,11 @@ tmp, out, commit, qemu, frames, model = Path(sys.argv[1]), Path(sys.argv[2]), *s
 def side(name):
     lines = [json.loads(l) for l in (tmp / f"{name}.jsonl").read_text().splitlines() if l.strip()]
     header = lines[0] if lines and lines[0].get("kind") == "header" else {"mode": None}
+    if str(header.get("frames_dir", "")).startswith("/") and not str(header["frames_dir"]).startswith("/opt/"):
+        header["frames_dir"] = frames  # the x86-64 side reads them where they are: no machine's path in the report
     rows = lines[1:] if lines and lines[0].get("kind") == "header" else lines
-    freeze = [l for l in (tmp / f"{name}_freeze.txt").read_text().splitlines() if l.strip()]
+    freeze = [l.replace(f"file://{tmp}/src", "<src>")  # the temporary copy's path means nothing elsewhere
+              for l in (tmp / f"{name}_freeze.txt").read_text().splitlines() if l.strip()]
     return {**{k: v for k, v in header.items() if k != "kind"}, "pip_freeze": freeze, "frames": rows}
 
 
