@@ -366,3 +366,12 @@ def test_one_crop_for_every_member_needs_no_worker_and_close_ends_it(tiny_tflite
         workers = [t for t in threading.enumerate() if t.name.startswith("tla-edge-crop") and t.name not in before]
         assert pipe.overlap_crops and workers
     assert not any(t.is_alive() for t in workers)
+
+
+def test_the_overlap_cuts_the_cheapest_crop_on_the_calling_thread():
+    """The bundled pair is listed primary (2.7x) first, but the calling thread cuts the 1.4x crop (the smaller
+    window, the cheaper resize) and the worker the 2.7x one during the 1.4x member's invoke."""
+    with Pipeline(num_threads=1, members="sequential", overlap_crops=True) as pipe:
+        scales = [m.meta.crop_scale for m in pipe.models]
+        assert scales == [2.7, 1.4]
+        assert (pipe._first_crop, pipe._later_crops) == ([1], [0])
