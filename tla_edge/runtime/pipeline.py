@@ -237,14 +237,7 @@ class Pipeline:
             self.overlap_crops = resolve_crop_overlap(overlap_crops, self.members, len(slots), num_threads, edgetpu)
             """Whether the later members' crops are cut while the first member runs (``overlap_crops`` resolved)."""
             self._crop_worker = CropWorker() if self.overlap_crops else None
-            # With the overlap, the calling thread cuts the cheapest crop (the smallest window: the lowest crop
-            # scale, then the smallest input) and runs its members while the worker cuts the rest; the fused
-            # score is a mean, so the order changes no result. The bundled pair: the 1.4x crop first, the 2.7x
-            # crop (about 1.5x its cost) during the 1.4x member's invoke.
-            first = min(range(len(self.models)), key=lambda j: (self.models[j].meta.crop_scale,
-                                                                int(np.prod(self.models[j].input_size)), j))
-            self._first_crop = [j for j, slot in enumerate(self._crop_of) if slot == self._crop_of[first]]
-            self._later_crops = [j for j, slot in enumerate(self._crop_of) if slot != self._crop_of[first]]
+            self._first_crop, self._later_crops = _overlap_split(self.models, self._crop_of)
             self._own_detector = detector is None
             self.detector = detector or FaceDetector(
                 detector_model, mode="video" if video else "image", num_threads=num_threads,
@@ -417,6 +410,19 @@ class Pipeline:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _overlap_split(models: Sequence[LivenessModel], crop_of: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The members the calling thread crops for and runs first, and the rest (cropped on the worker meanwhile).
+
+    The first are those sharing the cheapest crop (the smallest window: the
+    lowest crop scale, then the smallest input); the fused score is a mean, so
+    the order changes no result. The bundled pair: the 1.4x crop first, the
+    2.7x crop (about 1.5x its cost) during the 1.4x member's invoke.
+    """
+    first = min(range(len(models)), key=lambda j: (models[j].meta.crop_scale, int(np.prod(models[j].input_size)), j))
+    return ([j for j, slot in enumerate(crop_of) if slot == crop_of[first]],
+            [j for j, slot in enumerate(crop_of) if slot != crop_of[first]])
 
 
 def _invoke(model: LivenessModel) -> np.ndarray:
