@@ -207,24 +207,36 @@ def bilinear_reference(window: np.ndarray, size: int) -> np.ndarray:
     return rows[:, i0] * (1 - w) + rows[:, i1] * w
 
 
-@pytest.mark.parametrize("side,out", [(322, 160), (480, 160), (172, 160), (211, 96), (100, 160), (640, 64)])
+def halvings_reference(side: int, out: int) -> int:
+    """The number of 2x2 means: the largest k with side / 2**k still at least the output (0 when upscaling)."""
+    k = 0
+    while side / 2 ** (k + 1) >= out:
+        k += 1
+    return k
+
+
+@pytest.mark.parametrize("side,out", [(322, 160), (480, 160), (172, 160), (211, 96), (415, 96), (100, 160), (640, 64)])
 @pytest.mark.parametrize("rule", ["shift", "pad"])
-def test_crop_inside_the_frame_is_supersampled_bilinear_then_box_filtered(side, out, rule):
-    """The window's own pixels, bilinear on a grid twice the output when shrinking, then a 2x2 mean: within 1.5
-    grey levels of the float64 computation (the weights are rounded to 1/256, and the result to uint8 twice;
-    measured: at most 1.05)."""
+def test_crop_inside_the_frame_is_box_means_then_bilinear(side, out, rule):
+    """The window's own pixels: its centre trimmed to a multiple of 2**k, 2**k x 2**k means (k = as many halvings as
+    leave at least the output), then bilinear to the output: within 0.5 grey levels per halving plus 1 of the float64
+    computation (each halving rounds to uint8, and the bilinear weights are rounded to 1/256)."""
     rng = np.random.default_rng(side)
     frame = cv2.GaussianBlur(rng.integers(0, 256, (720, 960, 3), dtype=np.uint8), (0, 0), 1.0)
     frame[::7] = 255  # hard edges too: print-like lines
     box = (480.0 - side / 4.0, 360.0 - side / 4.0, side / 2.0, side / 2.0)  # scale 2.0: window `side`, inside
     region = preprocess.crop_region(box, 2.0, frame.shape, rule)
     assert region.side == side and region.outside_fraction == 0.0
-    window = frame[region.y0:region.y0 + side, region.x0:region.x0 + side]
-    k = 2 if side > out else 1
-    ref = bilinear_reference(window, out * k).reshape(out, k, out, k, 3).mean(axis=(1, 3))
+    window = frame[region.y0:region.y0 + side, region.x0:region.x0 + side].astype(np.float64)
+    k = halvings_reference(side, out)
+    f = 2 ** k
+    kept = side // f * f
+    off = (side - kept) // 2
+    means = window[off:off + kept, off:off + kept].reshape(kept // f, f, kept // f, f, 3).mean(axis=(1, 3))
+    ref = bilinear_reference(means, out)
     crop = preprocess.crop_face(frame, box, 2.0, out, rule)
     diff = np.abs(crop.astype(np.float64) - ref)
-    assert crop.shape == (out, out, 3) and diff.max() <= 1.5, diff.max()
+    assert crop.shape == (out, out, 3) and diff.max() <= 0.5 * k + 1.0, diff.max()
 
 
 def integer_bilinear(window: np.ndarray, size: int) -> np.ndarray:
@@ -254,11 +266,13 @@ def integer_bilinear(window: np.ndarray, size: int) -> np.ndarray:
     ("shift", (10.0, 10.0, 80.0, 100.0)),  # near a corner: shifted inside
     ("pad", (-30.0, 250.0, 100.0, 100.0)),  # leaves the frame on the left: padded
     ("pad", (900.0, 650.0, 90.0, 90.0)),  # leaves it at the bottom-right corner
-    ("shift", (300.0, 200.0, 20.0, 24.0)),  # a 64 px window, upscaled to 96: no box filter
+    ("shift", (300.0, 200.0, 20.0, 24.0)),  # a 64 px window, upscaled to 96: no means
+    ("shift", (200.0, 100.0, 150.0, 190.4)),  # 514 px: 2 halvings to 96 (trimmed by 1 px each side), 1 to 160
+    ("pad", (500.0, 300.0, 36.0, 40.0)),  # 108 px: no halving to 96 (bilinear only), none to 160 (upscaled)
 ])
 @pytest.mark.parametrize("out", [96, 160])
 def test_crop_is_integer_arithmetic_bit_for_bit(rule, box, out):
-    """The crop is the integer bilinear above (then an exact 2x2 mean, (sum + 2) >> 2, when shrinking), byte for byte.
+    """The crop is exact 2x2 means, (sum + 2) >> 2, then the integer bilinear above, byte for byte.
 
     This is what lets a Raspberry Pi cut the same pixels as the x86 machine that
     prepared the training crops: OpenCV's plain bilinear computes its weights in
@@ -271,9 +285,13 @@ def test_crop_is_integer_arithmetic_bit_for_bit(rule, box, out):
     padded = np.full((region.side + 2000, region.side + 2000, 3), preprocess.PAD_VALUE, np.uint8)
     padded[1000:1000 + 720, 1000:1000 + 960] = frame  # the frame inside a sea of padding
     window = padded[1000 + region.y0:1000 + region.y0 + region.side, 1000 + region.x0:1000 + region.x0 + region.side]
-    if region.side > out:
-        s = integer_bilinear(window, 2 * out).astype(np.int64).reshape(out, 2, out, 2, 3).sum(axis=(1, 3))
-        expected = ((s + 2) >> 2).astype(np.uint8)
-    else:
-        expected = integer_bilinear(window, out)
+    k = halvings_reference(region.side, out)
+    kept = region.side // 2 ** k * 2 ** k
+    off = (region.side - kept) // 2
+    window = window[off:off + kept, off:off + kept]
+    for _ in range(k):
+        n = window.shape[0] // 2
+        s = window.astype(np.int64).reshape(n, 2, n, 2, 3).sum(axis=(1, 3))
+        window = ((s + 2) >> 2).astype(np.uint8)
+    expected = window if window.shape[0] == out else integer_bilinear(window, out)
     np.testing.assert_array_equal(preprocess.crop_face(frame, box, 2.7, out, rule), expected)

@@ -128,6 +128,19 @@ def crop_face(
 ) -> np.ndarray:
     """Crops the square window around a face and resizes it to the model's input.
 
+    The resize is integer arithmetic throughout, so an ARM device cuts the
+    same bytes as the x86 machine that prepared the training crops: while the
+    window is at least twice the output it is halved by exact 2x2 means (its
+    centre first trimmed to a multiple of the halving factor, under that many
+    pixels), then OpenCV's bit-exact bilinear (``INTER_LINEAR_EXACT``: 8-bit
+    fixed-point weights, pixel centre to pixel centre) shrinks it by less than
+    2x to the output. OpenCV's plain ``INTER_LINEAR`` rounds its weights
+    through float arithmetic that compilers contract differently: under arm64
+    emulation 16 % of a 96 px crop's values were one grey level off and 2 of
+    10 sample decisions flipped (``benchmarks/results/arm64_qemu_proof.json``
+    of round 5). The means first (round 7) cost about half of round 6's
+    bilinear step to twice the output followed by one mean.
+
     Args:
       rgb: the frame, ``(H, W, 3)`` uint8 RGB.
       box: ``(x, y, width, height)`` in pixels (a FaceBox works).
@@ -163,15 +176,48 @@ def crop_face_trusted(
 
     out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
     region = crop_region(box, scale, rgb.shape, rule)
-    # Supersample 2x when shrinking: bilinear to twice the output, then an exact
-    # 2x box filter. Within ~1.5 grey levels of a full INTER_AREA resize (no
-    # aliasing of print texture) at a fraction of its cost (that resize: ~1 ms on
-    # a 2-core x86).
-    k = 2 if region.side > max(out_h, out_w) else 1
-    sampled = _sample(rgb, region, out_w * k, out_h * k)
-    if k == 1:
-        return sampled
-    return cv2.resize(sampled, (out_w, out_h), interpolation=cv2.INTER_AREA)
+    window = _window(rgb, region)
+    halvings = _halvings(region.side, max(out_h, out_w))
+    if halvings:
+        window = _halve(window, halvings)
+    elif (out_h, out_w) == (region.side, region.side):
+        return window.copy()
+    if window.shape[:2] == (out_h, out_w):
+        return window
+    return cv2.resize(window, (out_w, out_h), interpolation=cv2.INTER_LINEAR_EXACT)
+
+
+def _halvings(side: int, out: int) -> int:
+    """How many exact 2x2 means a window of ``side`` pixels takes before its bilinear step to ``out``.
+
+    As many as leave at least ``out`` pixels: the bilinear step then shrinks
+    by less than 2x (never skipping a source pixel between two taps), and the
+    means before it filter what would alias (print dots, screen pixels).
+    """
+    halvings = 0
+    while (side >> (halvings + 1)) >= out:
+        halvings += 1
+    return halvings
+
+
+def _halve(window: np.ndarray, halvings: int) -> np.ndarray:
+    """The window's centre, trimmed to a multiple of ``2**halvings``, halved that many times by exact 2x2 means.
+
+    Each mean is OpenCV's integer area resize at exactly half the size,
+    ``(a + b + c + d + 2) >> 2`` per channel: the same bytes on every CPU, at a
+    fraction of a bilinear step on the full window. The trim (under
+    ``2**halvings`` pixels, split between the two sides) keeps the window centred.
+    """
+    import cv2
+
+    side = window.shape[0]
+    kept = (side >> halvings) << halvings
+    off = (side - kept) // 2
+    window = window[off:off + kept, off:off + kept]
+    for _ in range(halvings):
+        half = window.shape[0] // 2
+        window = cv2.resize(window, (half, half), interpolation=cv2.INTER_AREA)
+    return window
 
 
 def _window(rgb: np.ndarray, region: CropRegion) -> np.ndarray:
@@ -188,30 +234,6 @@ def _window(rgb: np.ndarray, region: CropRegion) -> np.ndarray:
     top, left = max(-y0, 0), max(-x0, 0)
     return cv2.copyMakeBorder(inner, top, side - top - inner.shape[0], left, side - left - inner.shape[1],
                               cv2.BORDER_CONSTANT, value=(PAD_VALUE, PAD_VALUE, PAD_VALUE))
-
-
-def _sample(rgb: np.ndarray, region: CropRegion, width: int, height: int) -> np.ndarray:
-    """Bilinear samples of the square window on a ``width`` x ``height`` grid, pixel centre to pixel centre.
-
-    OpenCV's bit-exact bilinear resize (``INTER_LINEAR_EXACT``: fixed-point
-    weights computed without floating point), so an ARM device cuts the same
-    pixels as the x86 machine that prepared the training crops. The plain
-    ``INTER_LINEAR`` rounds its weights through float arithmetic that the
-    compilers contract differently: under arm64 emulation 16 % of a 96 px crop's
-    values were one grey level off, and 2 of the 10 sample decisions flipped
-    (``benchmarks/results/arm64_qemu_proof.json`` before this change). The exact
-    resize costs ~2x the plain one (~0.1-0.2 ms per crop on a 2-core x86). A
-    sample reaching past the window's edge (under half a pixel, on the
-    outermost rows and columns of a grid larger than the window) takes the edge
-    pixel. Under ``"pad"``, the part of the window outside the frame is
-    :data:`PAD_VALUE` before resampling.
-    """
-    import cv2
-
-    window = _window(rgb, region)
-    if (width, height) == (region.side, region.side):
-        return window.copy()
-    return cv2.resize(window, (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
 
 
 def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
