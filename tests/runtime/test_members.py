@@ -370,8 +370,33 @@ def test_one_crop_for_every_member_needs_no_worker_and_close_ends_it(tiny_tflite
 
 def test_the_overlap_cuts_the_cheapest_crop_on_the_calling_thread():
     """The bundled pair is listed primary (2.7x) first, but the calling thread cuts the 1.4x crop (the smaller
-    window, the cheaper resize) and the worker the 2.7x one during the 1.4x member's invoke."""
+    window, the cheaper resize) and runs its member, and the worker cuts the 2.7x one meanwhile."""
     with Pipeline(num_threads=1, members="sequential", overlap_crops=True) as pipe:
         scales = [m.meta.crop_scale for m in pipe.models]
         assert scales == [2.7, 1.4]
         assert (pipe._first_crop, pipe._later_crops) == ([1], [0])
+
+
+def test_a_failing_crop_on_the_calling_thread_waits_for_the_worker_then_fails_closed(tiny_tflite):
+    """The worker is handed its crop before the calling thread cuts its own: when the calling thread's crop
+    fails, the frame still waits for the worker (no input written after the frame is over)."""
+    models = two_scales(tiny_tflite)
+    done = threading.Event()
+    original = models[1].crop_trusted
+
+    def slow(rgb, box):
+        time.sleep(0.1)  # still cutting when the calling thread's crop fails
+        crop = original(rgb, box)
+        done.set()
+        return crop
+
+    def broken(rgb, box):
+        raise RuntimeError("own crop failed")
+
+    models[1].crop_trusted = slow
+    models[0].crop_trusted = broken
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, overlap_crops=True) as pipe:
+        assert (pipe._first_crop, pipe._later_crops) == ([0], [1])
+        r = pipe.process(FRAME)
+        assert done.is_set()  # the worker had finished before the frame's result came back
+        assert r.decision == pl.ERROR and not r.is_live and "own crop failed" in r.error

@@ -59,7 +59,7 @@ class Configuration(NamedTuple):
     members: str | None = None
     """How a fused set's models run (``sequential``, ``concurrent``, ``auto``); None: auto, unnamed."""
     crop_overlap: str | None = None
-    """Whether later members' crops are cut during the first member's invoke (``on``, ``off``, ``auto``); None: auto, unnamed."""
+    """Whether later members' crops are cut on a worker beside the first crop and invoke (``on``, ``off``, ``auto``); None: auto, unnamed."""
 
     @property
     def models(self) -> list[Path]:
@@ -360,8 +360,8 @@ def run_benchmark(
       detector_backends: face detector backends to compare (None: auto, unnamed).
       members: how a fused set's models run, to compare: ``sequential``,
         ``concurrent``, ``auto`` (None: auto, unnamed); see :class:`~tla_edge.runtime.pipeline.Pipeline`.
-      crop_overlaps: whether a sequential fused set cuts its later crops during the first member's
-        invoke, to compare: ``on``, ``off``, ``auto`` (None: auto, unnamed).
+      crop_overlaps: whether a sequential fused set cuts its later crops on a worker beside the first
+        crop and invoke, to compare: ``on``, ``off``, ``auto`` (None: auto, unnamed).
 
     Returns:
       ``(report, samples)``: the JSON-ready report, and per configuration the

@@ -177,7 +177,7 @@ def format_table(report: dict[str, Any]) -> str:
     for c in report["configurations"]:
         share = c.get("stage_share") or {}
         parts = ", ".join(f"{s} {share[s] * 100:.0f} %" for s in SHARE_STAGES if share.get(s) is not None)
-        fused = (f", members {c['members']}" + (", later crops cut during the first invoke"
+        fused = (f", members {c['members']}" + (", later crops cut on a worker beside the first crop and invoke"
                                                  if c.get("overlap_crops") else "")
                  if c.get("members") and "fused_with" in c["model"] else "")
         lines.append(f"{c['id']}: end to end {_fmt(c.get('fps_end_to_end'), 0, 1).strip()} fps"
@@ -243,7 +243,7 @@ def configuration_block(config: "Configuration", backend: str, members: str, fra
 
     ``members`` is how the pipeline ran the fused set (``sequential`` or
     ``concurrent``, ``--members auto`` resolved); the raw liveness pass ran them the same way.
-    ``overlap_crops`` is whether its later members' crops were cut during the first member's invoke.
+    ``overlap_crops`` is whether its later members' crops were cut on a worker beside the first crop and invoke.
     """
     stages = {s: stage_stats(timed.samples[s]) for s in STAGES}
     raw_stats = {k: stage_stats(v) for k, v in timed.raw.items()}
