@@ -138,8 +138,8 @@ def crop_face(
     through float arithmetic that compilers contract differently: under arm64
     emulation 16 % of a 96 px crop's values were one grey level off and 2 of
     10 sample decisions flipped (``benchmarks/results/arm64_qemu_proof.json``
-    of round 5). The means first (round 7) cost about half of round 6's
-    bilinear step to twice the output followed by one mean.
+    of round 5). The means first (round 7) cost 0.5-0.7x round 6's bilinear
+    step to twice the output followed by one mean, on NUAA's faces.
 
     Args:
       rgb: the frame, ``(H, W, 3)`` uint8 RGB.
