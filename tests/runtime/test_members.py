@@ -400,3 +400,54 @@ def test_a_failing_crop_on_the_calling_thread_waits_for_the_worker_then_fails_cl
         r = pipe.process(FRAME)
         assert done.is_set()  # the worker had finished before the frame's result came back
         assert r.decision == pl.ERROR and not r.is_live and "own crop failed" in r.error
+
+
+def test_concurrent_members_with_a_crop_each_cut_it_on_their_own_thread(tiny_tflite):
+    """Concurrent members needing different crops: each member's crop is cut on the thread that runs it (the
+    first on the calling thread, the other on a member worker), and the fused score is the members' mean."""
+    models = two_scales(tiny_tflite)
+    models[1].logit = -50.0
+    threads: dict[int, str] = {}
+    for j, m in enumerate(models):
+        original = m.crop_trusted
+
+        def crop(rgb, box, j=j, original=original):
+            threads[j] = threading.current_thread().name
+            return original(rgb, box)
+
+        m.crop_trusted = crop
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, members="concurrent") as pipe:
+        assert pipe.members == "concurrent" and pipe._crop_with_member and not pipe.overlap_crops
+        r = pipe.process(FRAME)
+    assert threads[0] == threading.current_thread().name and threads[1].startswith("tla-edge-member")
+    assert r.raw_score == pytest.approx(0.5) and r.timings["crop"] > 0 and r.timings["invoke"] >= 0
+
+
+def test_a_failing_crop_on_a_member_thread_fails_closed_after_every_member_ended(tiny_tflite):
+    models = two_scales(tiny_tflite)
+    done = threading.Event()
+    original = models[0].crop_trusted
+
+    def slow(rgb, box):
+        time.sleep(0.1)  # the calling thread's member is still cutting when the worker's crop fails
+        crop = original(rgb, box)
+        done.set()
+        return crop
+
+    def broken(rgb, box):
+        raise RuntimeError("member crop failed")
+
+    models[0].crop_trusted = slow
+    models[1].crop_trusted = broken
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, members="concurrent") as pipe:
+        r = pipe.process(FRAME)
+        assert done.is_set()  # the other member had ended before the frame's result came back
+        assert r.decision == pl.ERROR and not r.is_live and "member crop failed" in r.error
+        models[1].crop_trusted = models[0].crop_trusted = original
+        assert pipe.process(FRAME).decision == pl.LIVE
+
+
+def test_concurrent_members_sharing_one_crop_cut_it_once_before_they_run(tiny_tflite):
+    same = [FixedModel(tiny_tflite["float"], 1.0) for _ in range(2)]
+    with Pipeline(same, FakeDetector(), threshold=0.5, members="concurrent") as pipe:
+        assert pipe.members == "concurrent" and not pipe._crop_with_member
