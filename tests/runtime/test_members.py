@@ -377,24 +377,29 @@ def test_the_overlap_cuts_the_cheapest_crop_on_the_calling_thread():
         assert (pipe._first_crop, pipe._later_crops) == ([1], [0])
 
 
+def slow_crop(original, done: threading.Event):
+    """``original``, 0.1 s late, setting ``done`` when its crop is cut."""
+    def slow(rgb, box):
+        time.sleep(0.1)
+        crop = original(rgb, box)
+        done.set()
+        return crop
+    return slow
+
+
+def broken_crop(message: str):
+    def broken(rgb, box):
+        raise RuntimeError(message)
+    return broken
+
+
 def test_a_failing_crop_on_the_calling_thread_waits_for_the_worker_then_fails_closed(tiny_tflite):
     """The worker is handed its crop before the calling thread cuts its own: when the calling thread's crop
     fails, the frame still waits for the worker (no input written after the frame is over)."""
     models = two_scales(tiny_tflite)
     done = threading.Event()
-    original = models[1].crop_trusted
-
-    def slow(rgb, box):
-        time.sleep(0.1)  # still cutting when the calling thread's crop fails
-        crop = original(rgb, box)
-        done.set()
-        return crop
-
-    def broken(rgb, box):
-        raise RuntimeError("own crop failed")
-
-    models[1].crop_trusted = slow
-    models[0].crop_trusted = broken
+    models[1].crop_trusted = slow_crop(models[1].crop_trusted, done)  # still cutting when the calling thread's fails
+    models[0].crop_trusted = broken_crop("own crop failed")
     with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, overlap_crops=True) as pipe:
         assert (pipe._first_crop, pipe._later_crops) == ([0], [1])
         r = pipe.process(FRAME)
@@ -426,24 +431,14 @@ def test_concurrent_members_with_a_crop_each_cut_it_on_their_own_thread(tiny_tfl
 def test_a_failing_crop_on_a_member_thread_fails_closed_after_every_member_ended(tiny_tflite):
     models = two_scales(tiny_tflite)
     done = threading.Event()
-    original = models[0].crop_trusted
-
-    def slow(rgb, box):
-        time.sleep(0.1)  # the calling thread's member is still cutting when the worker's crop fails
-        crop = original(rgb, box)
-        done.set()
-        return crop
-
-    def broken(rgb, box):
-        raise RuntimeError("member crop failed")
-
-    models[0].crop_trusted = slow
-    models[1].crop_trusted = broken
+    originals = [m.crop_trusted for m in models]
+    models[0].crop_trusted = slow_crop(originals[0], done)  # the calling thread still cutting when the worker's fails
+    models[1].crop_trusted = broken_crop("member crop failed")
     with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, members="concurrent") as pipe:
         r = pipe.process(FRAME)
         assert done.is_set()  # the other member had ended before the frame's result came back
         assert r.decision == pl.ERROR and not r.is_live and "member crop failed" in r.error
-        models[1].crop_trusted = models[0].crop_trusted = original
+        models[0].crop_trusted, models[1].crop_trusted = originals
         assert pipe.process(FRAME).decision == pl.LIVE
 
 

@@ -199,7 +199,10 @@ def test_the_decision_set_is_documented_in_one_place():
     assert pl.DECISIONS == (pl.LIVE, pl.PENDING, pl.SPOOF, *pl.NON_RESPONSES)
     assert set(pl.SCORED) | set(pl.NON_RESPONSES) == set(pl.DECISIONS)
     assert not set(pl.SCORED) & set(pl.NON_RESPONSES)
-    src = open(pl.__file__, encoding="utf-8").read()
+    from tla_edge.runtime import decisions  # the one place; the pipeline re-exports it
+
+    assert (pl.DECISIONS, pl.LivenessResult, pl.decide) == (decisions.DECISIONS, decisions.LivenessResult, decisions.decide)
+    src = open(decisions.__file__, encoding="utf-8").read()
     for d in pl.DECISIONS:  # each constant carries its docstring right below it
         assert f'{d.upper()} = "{d}"\n"""' in src, d
 

@@ -17,89 +17,22 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from tla_edge.runtime import imagesize, preprocess
 from tla_edge.runtime.cpu import check_num_threads
+from tla_edge.runtime.decisions import (  # noqa: F401  (re-exported: the decision set's documented home)
+    DECISIONS, ERROR, FACE_CUT_OFF, FACE_ROTATED, FACE_TOO_SMALL, LIVE, NO_FACE, NON_RESPONSES, PENDING, SCORED, SPOOF,
+    STAGES, LivenessResult, decide,
+)
 from tla_edge.runtime.faces import FaceBox, FaceDetector
 from tla_edge.runtime.interpreter import LivenessModel
 from tla_edge.runtime.members import CropWorker, MemberRunner, check_members, resolve_crop_overlap, resolve_members
 from tla_edge.runtime.quant import score_from_output
 from tla_edge.runtime.smoothing import DEFAULT_LIVE_FRAMES, Smoother
 from tla_edge.runtime.metadata import check_threshold, fused_threshold
-
-LIVE = "live"
-"""A usable face whose own score is at or above the threshold on this frame and on
-the ``live_frames`` - 1 frames of the same face before it, with the smoothed
-score at or above it too. The only decision with ``is_live`` True."""
-PENDING = "pending"
-"""A usable face whose own score is at or above the threshold, not live yet: fewer
-than ``live_frames`` consecutive such frames (or the smoothed score still under
-the threshold). Never live, and not a spoof: it becomes ``live`` if it holds."""
-SPOOF = "spoof"
-"""A usable face whose own score on this frame is under the threshold."""
-NO_FACE = "no_face"
-"""The detector found no face."""
-FACE_TOO_SMALL = "face_too_small"
-"""The largest face's box is smaller than ``min_face`` pixels."""
-FACE_CUT_OFF = "face_cut_off"
-"""More than ``max_cut_off`` of the face box lies outside the frame."""
-FACE_ROTATED = "face_rotated"
-"""The face is rolled beyond ``max_roll`` degrees (from the eye keypoints)."""
-ERROR = "error"
-"""The detector or the liveness model failed; :attr:`LivenessResult.error` says why."""
-DECISIONS = (LIVE, PENDING, SPOOF, NO_FACE, FACE_TOO_SMALL, FACE_CUT_OFF, FACE_ROTATED, ERROR)
-"""Every decision :meth:`Pipeline.process` returns, each documented at its constant
-above. Only :data:`LIVE` is live; every other decision fails closed."""
-SCORED = (LIVE, PENDING, SPOOF)
-"""Decisions with a liveness score: the system processed the presentation."""
-NON_RESPONSES = (NO_FACE, FACE_TOO_SMALL, FACE_CUT_OFF, FACE_ROTATED, ERROR)
-"""Decisions without a liveness score: the system did not process the presentation."""
-
-STAGES = ("detect", "crop", "invoke", "total")
-
-
-class LivenessResult(NamedTuple):
-    """The pipeline's verdict on one frame."""
-
-    decision: str
-    """One of :data:`DECISIONS`; only ``"live"`` means live (``"pending"`` is not yet)."""
-    is_live: bool
-    """True only when a usable face scored at or above the threshold on this frame
-    and on the ``live_frames`` - 1 frames before it."""
-    score: float | None
-    """Live probability averaged over recent frames of the same face (for display: the
-    decision also needs this frame's own score and ``live_frames`` consecutive frames
-    at or above the threshold); None without a score."""
-    raw_score: float | None
-    """This frame's own live probability; None without a score."""
-    face: FaceBox | None
-    """The face that was judged (the largest), or None."""
-    faces: tuple[FaceBox, ...]
-    """Every face the detector found."""
-    timings: dict[str, float]
-    """Milliseconds per stage: ``detect``, ``crop`` (crop + preprocess),
-    ``invoke`` (liveness models alone: the sum of their runs when sequential,
-    from start to the last one's end when concurrent), ``total``; also
-    ``detect_invoke`` when the detector reports it."""
-    error: str | None = None
-    """Why the decision is ``"error"``, else None."""
-
-
-def decide(raw_score: float, threshold: float, is_live: bool) -> str:
-    """The decision for a scored face: :data:`LIVE`, :data:`PENDING` or :data:`SPOOF`.
-
-    Args:
-      raw_score: this frame's own live probability.
-      threshold: the decision threshold.
-      is_live: whether the smoother (streak and mean) let this frame be live.
-    """
-    if is_live and raw_score >= threshold:
-        return LIVE
-    return PENDING if raw_score >= threshold else SPOOF
-
 
 def check_gates(min_face: float, max_cut_off: float, max_roll: float) -> tuple[float, float, float]:
     """The face gates as floats, each finite and in range; a NaN would switch a gate off.
