@@ -48,3 +48,20 @@ def commit() -> str | None:
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True, env=env).stdout.strip()
     return sha + (" + uncommitted changes" if dirty else "")
+
+
+def run_main(main, name: str) -> int:
+    """``main()``'s exit status; a user's mistake (``UserError``) is one line on standard error and status 2.
+
+    For ``if __name__ == "__main__": sys.exit(run_main(main, "NAME.py"))``: a script refusing an existing
+    output or a wrong folder says so in one line, never with a traceback.
+    """
+    import sys
+
+    from tla_edge.errors import UserError
+
+    try:
+        return main()
+    except UserError as err:
+        print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2

@@ -16,6 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from common import run_main
+
 from tla_edge import fileio
 
 from tla_edge.runtime import assets
@@ -56,4 +58,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "make_golden.py"))

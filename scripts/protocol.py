@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import run_main
 
 from tla_edge import fileio, metrics
 
@@ -202,4 +203,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main, "protocol.py"))

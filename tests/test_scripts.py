@@ -238,3 +238,15 @@ def test_lodo_result_holds_every_kept_direction_complete_on_the_asked(lodo_recip
     res = json.loads(lodo.write_result(args, train_args, wanted, 1.0).read_text())
     assert res["complete"] is False and len(res["runs"]) == 5
     assert list(res["directions"]) == ["msu-nuaa", "nuaa-msu", "laptop-android"]
+
+
+def test_a_script_refusing_an_existing_output_says_so_in_one_line():
+    """make_golden.py without --force, its committed expectation present: one line naming the file, status 2."""
+    golden = REPO / "tests" / "golden" / "bundled_samples.json"
+    before = golden.read_bytes()
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "make_golden.py")], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert "\n" not in err and "Traceback" not in err
+    assert err.startswith("make_golden.py: error: output ") and "bundled_samples.json" in err and "--force" in err
+    assert golden.read_bytes() == before

@@ -93,7 +93,8 @@ class Pipeline:
         :attr:`members` says which was chosen.
       overlap_crops: a sequential fused set whose members need different crops
         cuts the later members' crops on a worker thread while the calling
-        thread cuts the first crop and runs its member: None (auto) when a core would otherwise idle during that invoke
+        thread cuts the first crop and runs its member: None (auto) when a
+        core would otherwise idle meanwhile
         (:func:`tla_edge.runtime.members.resolve_crop_overlap`), or True/False.
         Scores are the same either way; :attr:`overlap_crops` says which was chosen.
 

@@ -176,14 +176,12 @@ def crop_face_trusted(
 
     out_h, out_w = (size, size) if isinstance(size, (int, np.integer)) else size
     region = crop_region(box, scale, rgb.shape, rule)
-    window = _window(rgb, region)
+    window = _window(rgb, region)  # a view of the frame where it lies inside
     halvings = _halvings(region.side, max(out_h, out_w))
     if halvings:
-        window = _halve(window, halvings)
-    elif (out_h, out_w) == (region.side, region.side):
-        return window.copy()
+        window = _halve(window, halvings)  # a new array
     if window.shape[:2] == (out_h, out_w):
-        return window
+        return window if halvings else window.copy()
     return cv2.resize(window, (out_w, out_h), interpolation=cv2.INTER_LINEAR_EXACT)
 
 
