@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from common import REPO
+from common import REPO, run_main
 
 sys.path.insert(0, str(REPO))
 
@@ -116,8 +116,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"combine_crops.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_main(main, "combine_crops.py"))

@@ -50,8 +50,9 @@ def commit() -> str | None:
     return sha + (" + uncommitted changes" if dirty else "")
 
 
-def run_main(main, name: str) -> int:
-    """``main()``'s exit status; a user's mistake (``UserError``) is one line on standard error and status 2.
+def run_main(main, name: str, errors: tuple[type[BaseException], ...] = ()) -> int:
+    """``main()``'s exit status; a user's mistake (``UserError``, or one of ``errors``) is one line on standard
+    error and status 2.
 
     For ``if __name__ == "__main__": sys.exit(run_main(main, "NAME.py"))``: a script refusing an existing
     output or a wrong folder says so in one line, never with a traceback.
@@ -62,6 +63,6 @@ def run_main(main, name: str) -> int:
 
     try:
         return main()
-    except UserError as err:
+    except (UserError, *errors) as err:
         print(f"{name}: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -40,14 +40,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from common import REPO, commit, data_dir, teacher_dir
+from common import REPO, commit, data_dir, run_main, teacher_dir
 
 sys.path.insert(0, str(REPO))
 
 from tla_edge import fileio, metrics  # noqa: E402
 from tla_edge.data import datasets  # noqa: E402
 from tla_edge.data.scoring import prefetch  # noqa: E402
-from tla_edge.errors import UserError  # noqa: E402
 from tla_edge.host import host_info, load_average, package_version  # noqa: E402
 from tla_edge.progress import Progress  # noqa: E402
 from tla_edge.runtime import preprocess  # noqa: E402
@@ -235,8 +234,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"teacher_eval.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_main(main, "teacher_eval.py"))

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from common import REPO, teacher_dir
+from common import REPO, run_main, teacher_dir
 
 sys.path.insert(0, str(REPO))
 
@@ -89,8 +89,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (UserError, FileNotFoundError) as err:
-        print(f"teacher_targets.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_main(main, "teacher_targets.py", (FileNotFoundError,)))

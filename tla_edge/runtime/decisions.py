@@ -61,9 +61,10 @@ class LivenessResult(NamedTuple):
     faces: tuple[FaceBox, ...]
     """Every face the detector found."""
     timings: dict[str, float]
-    """Milliseconds per stage: ``detect``, ``crop`` (crop + preprocess),
-    ``invoke`` (liveness models alone: the sum of their runs when sequential,
-    from start to the last one's end when concurrent), ``total``; also
+    """Milliseconds per stage: ``detect``, ``crop`` (crop + preprocess; members
+    cutting their own crops concurrently: the longest), ``invoke`` (liveness
+    models alone: the sum of their runs when sequential, from start to the last
+    one's end, less that crop, when concurrent), ``total``; also
     ``detect_invoke`` when the detector reports it."""
     error: str | None = None
     """Why the decision is ``"error"``, else None."""
