@@ -355,3 +355,62 @@ def test_score_from_output_is_scores_from_output_bit_for_bit():
         with pytest.raises(ValueError) as one:
             quant.score_from_output(np.array([[raw]]), meta)
         assert str(one.value) == str(batch.value)
+
+
+@pytest.mark.parametrize("kind", ["int8", "uint8", "float"])
+def test_invoke_score_is_the_documented_score_bit_for_bit(tiny_tflite, kind):
+    """The frame path's table lookup gives the score the public path gives, on every crop; float outputs skip it."""
+    model = LivenessModel(tiny_tflite[kind])
+    assert (model._score_table is None) == (kind == "float")
+    rng = np.random.default_rng(3)
+    for crop in rng.integers(0, 256, (25, 32, 32, 3), dtype=np.uint8):
+        expected = model.score(crop)  # set_input, invoke_input, scores_from_output
+        model.set_input(crop)
+        got = model.invoke_score()
+        assert got == expected and isinstance(got, float)
+        if kind != "float":
+            q = int(model.interpreter.get_tensor(model._out_index).flat[0])
+            scale, zp = model._out_q
+            x = (q - zp) * scale  # the logit, independently: float64 throughout
+            assert got == pytest.approx(1.0 / (1.0 + np.exp(-x)), rel=1e-6, abs=1e-12)
+
+
+def test_score_table_covers_every_value_and_leaves_out_what_the_path_refuses():
+    logit = metadata.ModelMetadata()
+    prob = metadata.ModelMetadata(output="probability")
+    details = {"dtype": np.int8, "shape": np.array([1, 1]), "quantization": (0.25, -3)}
+    table = interp_lib.score_table(details, logit)
+    assert sorted(table) == list(range(-128, 128))
+    assert table[-3] == 0.5 and table[5] == pytest.approx(1 / (1 + np.exp(-2.0)), rel=1e-12)
+    # a uint8 probability whose top values dequantize past 1: no entry, so the full path raises
+    details = {"dtype": np.uint8, "shape": np.array([1, 1]), "quantization": (1 / 200, 0)}
+    table = interp_lib.score_table(details, prob)
+    assert sorted(table) == list(range(0, 201)) and table[200] == 1.0
+    assert interp_lib.score_table({**details, "shape": np.array([1, 2])}, prob) is None  # two columns
+    assert interp_lib.score_table({**details, "dtype": np.float32, "quantization": (0.0, 0)}, prob) is None
+
+
+def test_invoke_score_of_a_refused_value_takes_the_full_path_and_its_error(tiny_tflite):
+    model = LivenessModel(tiny_tflite["int8"])
+    model.meta = model.meta.replace(output="probability")  # read as a probability, most of its logits are refused
+    model._score_table = interp_lib.score_table(model._out, model.meta)
+    assert 0 < len(model._score_table) < 256
+
+    def outcome(call):
+        try:
+            return call()
+        except ValueError as err:
+            return f"ValueError: {err}"
+
+    refused = 0
+    for crop in np.random.default_rng(4).integers(0, 256, (25, 32, 32, 3), dtype=np.uint8):
+        model.set_input(crop)
+        got = outcome(model.invoke_score)
+        out = model.interpreter.get_tensor(model._out_index)
+        expected = outcome(lambda: quant.score_from_output(dequantize(out, *model._out_q), model.meta))
+        assert got == expected
+        refused += isinstance(got, str)
+    assert refused > 0  # the refusal path ran
+    model.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        model.invoke_score()

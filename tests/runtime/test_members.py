@@ -21,7 +21,7 @@ from tla_edge.runtime import assets, members, preprocess
 from tla_edge.runtime import pipeline as pl
 from tla_edge.runtime.faces import FaceBox
 from tla_edge.runtime.interpreter import LivenessModel, make_interpreter
-from tla_edge.runtime.members import MemberRunner, check_members, resolve_crop_overlap, resolve_members
+from tla_edge.runtime.members import MemberRunner, Worker, check_members, resolve_crop_overlap, resolve_members
 from tla_edge.runtime.pipeline import Pipeline
 from tla_edge.runtime.quant import scores_from_output
 
@@ -248,6 +248,7 @@ def test_close_ends_the_member_threads():
         assert any(t.name.startswith("tla-edge-member") for t in threading.enumerate())
         runner = pipe._runner
     assert runner is not None and runner._pool is None
+    assert not any(t.name.startswith("tla-edge-") for t in threading.enumerate())  # joined, not left running
     r = pipe.process(sample_frames()[0])
     assert r.decision == pl.ERROR and not r.is_live  # a closed pipeline fails closed
 
@@ -446,3 +447,60 @@ def test_concurrent_members_sharing_one_crop_cut_it_once_before_they_run(tiny_tf
     same = [FixedModel(tiny_tflite["float"], 1.0) for _ in range(2)]
     with Pipeline(same, FakeDetector(), threshold=0.5, members="concurrent") as pipe:
         assert pipe.members == "concurrent" and not pipe._crop_with_member
+
+
+def test_worker_runs_calls_in_order_on_its_own_thread_and_hands_back_errors():
+    worker = Worker("tla-edge-test")
+    seen: list[tuple[int, str]] = []
+    try:
+        jobs = [worker.submit(lambda i: seen.append((i, threading.current_thread().name)) or i * i, i) for i in range(5)]
+        assert [job.result() for job in jobs] == [0, 1, 4, 9, 16]
+        assert seen == [(i, "tla-edge-test") for i in range(5)]
+
+        def fail():
+            raise OSError("disk gone")
+
+        job = worker.submit(fail)
+        assert isinstance(job.exception(), OSError) and job.exception() is job.exception()  # waits, then stays
+        with pytest.raises(OSError, match="disk gone"):
+            job.result()
+        assert worker.submit(int, "7").result() == 7  # the thread survived the failure
+    finally:
+        worker.close()
+    assert not any(t.name == "tla-edge-test" for t in threading.enumerate())
+    with pytest.raises(RuntimeError, match="closed"):
+        worker.submit(int)
+    worker.close()  # twice is fine
+
+
+def test_worker_job_waits_for_a_slow_call():
+    worker = Worker("tla-edge-test")
+    gate = threading.Event()
+    try:
+        job = worker.submit(lambda: "done" if gate.wait(5) else "timed out")
+        time.sleep(0.02)
+        assert job._done.locked()  # still running: its latch is held
+        threading.Timer(0.05, gate.set).start()
+        assert job.result() == "done"  # waited for the call rather than returning early
+    finally:
+        worker.close()
+
+
+def test_member_runner_raises_the_first_members_error_in_order_after_all_ended():
+    runner = MemberRunner(3, concurrent=True)
+    ended: list[int] = []
+
+    def call(i: int) -> int:
+        time.sleep(0.01 * (3 - i))
+        ended.append(i)
+        if i in (1, 2):
+            raise ValueError(f"member {i}")
+        return i
+
+    try:
+        with pytest.raises(ValueError, match="member 1"):
+            runner.map(call, [0, 1, 2])
+        assert sorted(ended) == [0, 1, 2]  # every member had ended when it raised
+        assert runner.map(lambda i: i + 1, [0, 1, 2]) == [1, 2, 3]
+    finally:
+        runner.close()

@@ -222,6 +222,11 @@ def time_pipeline(pipe: Any, raw: RawTimer, label: str, frame_set: FrameSet, fra
 
     Side by side, frame by frame: the pipeline judges a frame, then the raw
     detector runs on it and the raw liveness models on the face it judged.
+    Each frame is first copied (untimed) into a fresh array, as a decode or a
+    colour conversion leaves it in a stream: the frame set is decoded ahead
+    into memory, and a frame read cold from there cost the pipeline's detector
+    ~0.06 ms more than the raw detector that ran after it on the same, now
+    cached, frame (benchmarks/README.md, round 8).
     """
     from tla_edge.progress import Progress
 
@@ -229,9 +234,10 @@ def time_pipeline(pipe: Any, raw: RawTimer, label: str, frame_set: FrameSet, fra
     samples = timed.samples
     with Progress(warmup + frames, label, unit="frame", enabled=show_progress) as bar:
         for i, (frame, ts) in enumerate(frames_for(frame_set, warmup + frames)):
-            result = pipe.process(frame.rgb, ts)
-            raw_detector = raw.detector_ms(frame.rgb, ts)
-            raw_liveness = raw.liveness_ms(frame.rgb, result.face if result.raw_score is not None else None)
+            rgb = frame.rgb.copy()  # freshly written, as a decoded frame is; both the pipeline and the raw models read it
+            result = pipe.process(rgb, ts)
+            raw_detector = raw.detector_ms(rgb, ts)
+            raw_liveness = raw.liveness_ms(rgb, result.face if result.raw_score is not None else None)
             bar.update()
             if i < warmup:
                 continue

@@ -14,7 +14,8 @@ first member itself), so a frame pays two queue hand-offs, not thread starts.
 
 from __future__ import annotations
 
-from concurrent import futures
+import queue
+import threading
 from typing import Any, Callable, Sequence, TypeVar
 
 from tla_edge import host
@@ -105,29 +106,82 @@ def resolve_crop_overlap(overlap: bool | None, members: str, crops: int, num_thr
     return edgetpu or (cpus is not None and cpus > (num_threads or 1))
 
 
-class CropWorker:
-    """One persistent worker thread that prepares later members' inputs (:func:`resolve_crop_overlap`)."""
+class Job:
+    """One call handed to a :class:`Worker`: :meth:`exception` waits for it to end."""
 
-    def __init__(self) -> None:
-        self._pool: futures.ThreadPoolExecutor | None = futures.ThreadPoolExecutor(
-            1, thread_name_prefix="tla-edge-crop")
-        self._pool.submit(int).result()  # started now, not on the first frame
+    __slots__ = ("_fn", "_args", "_done", "_result", "_error")
 
-    def submit(self, fn: Callable[..., R], *args: Any) -> "futures.Future[R]":
-        """Runs ``fn(*args)`` on the worker.
+    def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
+        self._fn, self._args = fn, args
+        self._done = threading.Lock()
+        self._done.acquire()  # released by the worker when the call has ended
+        self._result: Any = None
+        self._error: BaseException | None = None
+
+    def _run(self) -> None:
+        try:
+            self._result = self._fn(*self._args)
+        except BaseException as err:  # noqa: BLE001 - handed to whoever waits
+            self._error = err
+        finally:
+            self._fn = self._args = None  # the frame is not kept alive by a finished job
+            self._done.release()
+
+    def exception(self) -> BaseException | None:
+        """Waits for the call to end; its exception, or None."""
+        with self._done:
+            return self._error
+
+    def result(self) -> Any:
+        """Waits for the call to end; its return value, or raises its exception."""
+        error = self.exception()
+        if error is not None:
+            raise error
+        return self._result
+
+
+class Worker:
+    """One persistent thread running handed calls in order: a frame's hand-over is a queue put and a lock.
+
+    A :class:`concurrent.futures.ThreadPoolExecutor` does the same with a
+    Future and its condition variable per call; on the 2-core VM this hand-over
+    took about 15 microseconds less per frame (benchmarks/README.md, round 8).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            job._run()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
+        """Runs ``fn(*args)`` on the worker; the :class:`Job` waits for it.
 
         Raises:
           RuntimeError: the worker is closed.
         """
-        if self._pool is None:
-            raise RuntimeError("crop worker is closed")
-        return self._pool.submit(fn, *args)
+        if self._thread is None:
+            raise RuntimeError("worker thread is closed")
+        job = Job(fn, args)
+        self._jobs.put(job)
+        return job
 
     def close(self) -> None:
-        """Stops the worker (after any call in flight). Safe to call twice."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        """Stops the thread after the calls already handed to it. Safe to call twice."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(None)
+            thread.join()
+
+
+class CropWorker(Worker):
+    """One persistent worker thread that prepares later members' inputs (:func:`resolve_crop_overlap`)."""
+
+    def __init__(self) -> None:
+        super().__init__("tla-edge-crop")
 
 
 class MemberRunner:
@@ -142,10 +196,9 @@ class MemberRunner:
     def __init__(self, count: int, concurrent: bool) -> None:
         self.count = count
         self.concurrent = bool(concurrent) and count > 1
-        self._pool: futures.ThreadPoolExecutor | None = None
+        self._pool: list[Worker] | None = None
         if self.concurrent:  # start the workers now, not on the first frame
-            self._pool = futures.ThreadPoolExecutor(count - 1, thread_name_prefix="tla-edge-member")
-            futures.wait([self._pool.submit(int) for _ in range(count - 1)])
+            self._pool = [Worker(f"tla-edge-member-{i}") for i in range(count - 1)]
 
     def map(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(item) for item in items]``, concurrently when asked; every call has ended on return.
@@ -156,22 +209,27 @@ class MemberRunner:
         """
         if not self.concurrent or len(items) < 2:
             return [fn(item) for item in items]
-        if self._pool is None:
+        pool = self._pool
+        if pool is None:
             raise RuntimeError("member runner is closed")
-        pending = [self._pool.submit(fn, item) for item in items[1:]]
+        if len(items) > len(pool) + 1:
+            raise ValueError(f"{len(items)} items for a runner of {self.count} members")
+        pending = [worker.submit(fn, item) for worker, item in zip(pool, items[1:])]
         first: Any = None
         error: BaseException | None = None
         try:
             first = fn(items[0])
         except BaseException as err:  # noqa: BLE001 - re-raised once the others have ended
             error = err
-        futures.wait(pending)
+        errors = [job.exception() for job in pending]  # waits for every one
+        if error is None:
+            error = next((e for e in errors if e is not None), None)
         if error is not None:
             raise error
-        return [first, *(f.result() for f in pending)]
+        return [first, *(job.result() for job in pending)]
 
     def close(self) -> None:
         """Stops the worker threads (after any call in flight). Safe to call twice."""
         pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
+        for worker in pool or ():
+            worker.close()

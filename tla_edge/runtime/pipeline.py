@@ -30,7 +30,6 @@ from tla_edge.runtime.decisions import (  # noqa: F401  (re-exported: the decisi
 from tla_edge.runtime.faces import FaceBox, FaceDetector
 from tla_edge.runtime.interpreter import LivenessModel
 from tla_edge.runtime.members import CropWorker, MemberRunner, check_members, resolve_crop_overlap, resolve_members
-from tla_edge.runtime.quant import score_from_output
 from tla_edge.runtime.smoothing import DEFAULT_LIVE_FRAMES, Smoother
 from tla_edge.runtime.metadata import check_threshold, fused_threshold
 
@@ -279,8 +278,11 @@ class Pipeline:
                 timings["invoke"] += (time.perf_counter() - ti) * 1e3
             else:
                 timings["invoke"] += sum(m.last_invoke_ms for m in models)
-        raw = float(np.mean([score_from_output(out, m.meta) for out, m in zip(outs, models)]))
-        if not np.isfinite(raw):
+        # The mean of the members' scores from the correctly rounded sum (for two
+        # members: (a + b) / 2, as numpy's mean), in plain floats: numpy's
+        # reductions cost tens of microseconds on caches the invokes just cooled.
+        raw = math.fsum(outs) / len(models)
+        if not math.isfinite(raw):
             raise ValueError(f"model returned a non-finite score {raw}")
         return raw
 
@@ -294,8 +296,8 @@ class Pipeline:
             m.set_input(crops[slot])
 
     def _score_cropping_concurrently(self, rgb: np.ndarray, face: FaceBox,
-                                     timings: dict[str, float]) -> list[np.ndarray]:
-        """The members' outputs, in order, each member cutting its own crop and running on its own thread.
+                                     timings: dict[str, float]) -> list[float]:
+        """The members' scores, in order, each member cutting its own crop and running on its own thread.
 
         For a concurrent set whose members need crops of their own (the bundled
         pair: 2.7x and 1.4x): no member waits for another's crop. ``crop`` is
@@ -306,22 +308,22 @@ class Pipeline:
         models = self.models
         crop_ms = [0.0] * len(models)
 
-        def run(j: int) -> np.ndarray:
+        def run(j: int) -> float:
             tc = time.perf_counter()
             self._prepare(rgb, face, (j,))
             crop_ms[j] = (time.perf_counter() - tc) * 1e3
             return _invoke(models[j])
 
         t0 = time.perf_counter()
-        outs = self._runner.map(run, range(len(models)))
+        scores = self._runner.map(run, range(len(models)))
         wall = (time.perf_counter() - t0) * 1e3
         crop = max(crop_ms)
         timings["crop"] += crop
         timings["invoke"] += max(wall - crop, 0.0)
-        return outs
+        return scores
 
-    def _score_overlapped(self, rgb: np.ndarray, face: FaceBox, timings: dict[str, float]) -> list[np.ndarray]:
-        """The members' outputs, in order, with the later crops cut on the worker meanwhile.
+    def _score_overlapped(self, rgb: np.ndarray, face: FaceBox, timings: dict[str, float]) -> list[float]:
+        """The members' scores, in order, with the later crops cut on the worker meanwhile.
 
         The worker is handed the later crops first (the dearer ones, see
         :func:`_overlap_split`), so it cuts them and writes those members' inputs
@@ -335,7 +337,7 @@ class Pipeline:
         models, mine, theirs = self.models, self._first_crop, self._later_crops
         tc = time.perf_counter()
         later = self._crop_worker.submit(self._prepare, rgb, face, theirs)
-        outs: dict[int, np.ndarray] = {}
+        outs: dict[int, float] = {}
         try:
             self._prepare(rgb, face, mine)
             timings["crop"] += (time.perf_counter() - tc) * 1e3
@@ -395,6 +397,6 @@ def _overlap_split(models: Sequence[LivenessModel], crop_of: Sequence[int]) -> t
             [j for j, slot in enumerate(crop_of) if slot != crop_of[first]])
 
 
-def _invoke(model: LivenessModel) -> np.ndarray:
-    """One model's run on the input already set (for :class:`MemberRunner`)."""
-    return model.invoke_input()
+def _invoke(model: LivenessModel) -> float:
+    """One model's live probability on the input already set (for :class:`MemberRunner`)."""
+    return model.invoke_score()

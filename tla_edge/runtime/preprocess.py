@@ -12,6 +12,7 @@ where frames enter (see :func:`tla_edge.runtime.sources.bgr_to_rgb`).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -182,7 +183,22 @@ def crop_face_trusted(
         window = _halve(window, halvings)  # a new array
     if window.shape[:2] == (out_h, out_w):
         return window if halvings else window.copy()
-    return cv2.resize(window, (out_w, out_h), interpolation=cv2.INTER_LINEAR_EXACT)
+    return _bilinear_exact(window, out_w, out_h)
+
+
+def _bilinear_exact(window: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
+    """OpenCV's bit-exact bilinear (``INTER_LINEAR_EXACT``) of an RGB window, run on four channels.
+
+    The same bytes as resizing the three channels directly (the fixed-point
+    arithmetic is per channel; a test checks it on thousands of shapes), at
+    0.5-0.7x the time: OpenCV vectorises its bit-exact resize for four
+    channels, not for three, and the two colour conversions around it cost a
+    few microseconds at these sizes.
+    """
+    import cv2
+
+    rgba = cv2.resize(cv2.cvtColor(window, cv2.COLOR_RGB2RGBA), (out_w, out_h), interpolation=cv2.INTER_LINEAR_EXACT)
+    return cv2.cvtColor(rgba, cv2.COLOR_RGBA2RGB)
 
 
 def _halvings(side: int, out: int) -> int:
@@ -300,7 +316,7 @@ def face_roll(keypoints: Sequence[Sequence[float]]) -> float | None:
     (rx, ry), (lx, ly) = keypoints[0][:2], keypoints[1][:2]
     if rx == lx and ry == ly:
         return None
-    return float(np.degrees(np.arctan2(float(ly) - float(ry), float(lx) - float(rx))))
+    return math.degrees(math.atan2(float(ly) - float(ry), float(lx) - float(rx)))
 
 
 def face_problem(

@@ -8,9 +8,8 @@ Both names are importable from :mod:`tla_edge.runtime.pipeline` too.
 from __future__ import annotations
 
 import collections
+import math
 from typing import NamedTuple
-
-import numpy as np
 
 from tla_edge.runtime.faces import FaceBox
 
@@ -74,6 +73,6 @@ class Smoother:
         score = float(score)
         self._scores.append(score)
         self._streak = self._streak + 1 if score >= threshold else 0
-        mean = float(np.mean(self._scores))
+        mean = math.fsum(self._scores) / len(self._scores)  # the correctly rounded sum: no order to depend on
         is_live = score >= threshold and self._streak >= self.live_frames and mean >= threshold
         return Smoothed(mean, self._streak, bool(is_live))
