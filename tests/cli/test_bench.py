@@ -480,3 +480,27 @@ def test_bench_times_a_model_without_metadata_alone_and_fused(tiny_tflite, tmp_p
     assert [c["id"] for c in configs] == ["tiny_float+no_metadata/1t", "no_metadata/1t"]
     for c in configs:
         assert c["threshold_note"] == f"'{bare}' has no tla-edge metadata: decisions at 0.5, not meaningful"
+
+
+def test_stream_overlap_script_same_decisions_both_ways_and_refuses_overwrite(frames_dir, tmp_path):
+    """benchmarks/stream_overlap.py: process() vs stream() on the same frames, one JSON; never overwrites."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "stream_overlap.py"
+    out = tmp_path / "stream.json"
+    args = [sys.executable, str(script), "--source", str(frames_dir), "--frames", "6", "--rounds", "2",
+            "--json", str(out)]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert report["same_decisions"] is True and report["frames_per_round"] == 6 and report["rounds_counted"] == 1
+    for way in ("process", "stream"):
+        row = report[way]
+        assert len(row["rounds"]) == 1 and row["ms_per_frame_median"] > 0 and row["latency_ms_median"] > 0
+        assert row["fps"] == pytest.approx(1e3 / row["ms_per_frame_median"], rel=1e-3)
+    assert sum(report["decisions"].values()) == 6
+    before = out.read_bytes()
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and out.read_bytes() == before
+    assert proc.stderr.strip().count("\n") == 0 and "already exists" in proc.stderr

@@ -251,6 +251,17 @@ def test_headless_json_lines_on_nuaa_frames(run_cli, nuaa_folder, tiny_tflite):
     assert "skipped: 0 images" in err
 
 
+def test_overlap_frames_gives_the_same_json_lines(run_cli, nuaa_folder):
+    """--overlap-frames (the next frame detected while this one is judged): the same records, bar the timings."""
+    runs = []
+    for extra in ((), ("--overlap-frames",)):
+        code, out, err = run_cli("--source", nuaa_folder, "--headless", "--threads", "1", *extra)
+        assert code == 0, err
+        runs.append([{k: v for k, v in json.loads(line).items() if k != "ms"} for line in out.splitlines()])
+    assert runs[0] == runs[1] and len(runs[0]) == 7
+    assert {r["decision"] for r in runs[0]} >= {"no_face"}
+
+
 def test_threshold_flag_decides(run_cli, nuaa_folder, tiny_tflite):
     args = ("--source", nuaa_folder, "--model", tiny_tflite["float"], "--headless")
     _, out0, _ = run_cli(*args, "--threshold", "1e-9", "--live-frames", "1")

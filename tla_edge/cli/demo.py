@@ -55,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how several --model (or the bundled pair) run on each face: sequential, "
                         "concurrent (one thread each, same scores), or auto: concurrent when there are "
                         "more CPUs than models x --threads")
+    parser.add_argument("--overlap-frames", action="store_true",
+                        help="read and detect the next frame on a thread of its own while this one is judged "
+                        "(same decisions; more frames per second where the pipeline, not the camera, sets "
+                        "the pace: a video file, a folder, a slow board)")
     parser.add_argument("--smoothing", type=argtypes.integer, default=None,
                         help="frames whose scores are averaged per face (shown; never grants live); "
                         "None: 5 for a camera, video, stream or folder, 1 for one still image")
@@ -130,6 +134,7 @@ def run(args: argparse.Namespace) -> int:
                     show=not args.headless,
                     json_out=sys.stdout if args.headless else None,
                     video=video,
+                    overlap_frames=getattr(args, "overlap_frames", False),
                 )
             except BaseException:
                 if video is not None:

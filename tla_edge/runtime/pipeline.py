@@ -17,7 +17,7 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -203,10 +203,29 @@ class Pipeline:
         preprocess.check_frame(rgb)
         t0 = time.perf_counter()
         timings = {stage: 0.0 for stage in STAGES}
+        return self._judge(rgb, self._detect(rgb, timestamp_ms, timings, t0), timings, t0)
+
+    def stream(self, frames: Iterable[Any], *, overlap: bool = True) -> Iterator[tuple[Any, LivenessResult]]:
+        """Judges a stream of frames in order, detecting the next frame while this one is judged.
+
+        See :func:`tla_edge.runtime.stream.judge_stream` (``overlap=False``:
+        :meth:`process` on each frame in turn). The same results as
+        :meth:`process` frame by frame, bit for bit.
+        """
+        from tla_edge.runtime.stream import judge_stream
+
+        return judge_stream(self, frames, overlap=overlap)
+
+    def _detect(self, rgb: np.ndarray, timestamp_ms: int | None, timings: dict[str, float],
+                t0: float) -> tuple[FaceBox, ...] | LivenessResult:
+        """The faces of a checked frame, or the ERROR result of a detector failure.
+
+        Touches no smoothing state (:meth:`_judge` does, in frame order), so a
+        stream may run it on a thread of its own for the next frame.
+        """
         try:  # any detector object: a frame too large for a native detector fails closed here
             imagesize.check_size(rgb.shape[1], rgb.shape[0])
         except ValueError as err:
-            self.smoother.reset()
             return LivenessResult(ERROR, False, None, None, None, (), timings, f"detector: {err}")
         try:
             # The frame was checked above: a FaceDetector trusts it; any other
@@ -215,15 +234,21 @@ class Pipeline:
             detect = self.detector.detect_trusted if trusted else self.detector.detect
             faces = tuple(detect(rgb, timestamp_ms))
         except Exception as err:  # noqa: BLE001 - fail closed on any detector failure
-            self.smoother.reset()
             timings["detect"] = timings["total"] = (time.perf_counter() - t0) * 1e3
             return LivenessResult(ERROR, False, None, None, None, (), timings, f"detector: {err}")
-        t1 = time.perf_counter()
-        timings["detect"] = (t1 - t0) * 1e3
+        timings["detect"] = (time.perf_counter() - t0) * 1e3
         detect_invoke = getattr(self.detector, "last_invoke_ms", None)
         if detect_invoke is not None:
             timings["detect_invoke"] = float(detect_invoke)
+        return faces
 
+    def _judge(self, rgb: np.ndarray, detected: tuple[FaceBox, ...] | LivenessResult, timings: dict[str, float],
+               t0: float) -> LivenessResult:
+        """The frame's result from what :meth:`_detect` found: checks, score, smoothing, decision (in frame order)."""
+        if isinstance(detected, LivenessResult):  # the detector failed
+            self.smoother.reset()
+            return detected
+        faces = detected
         if not faces:
             self.smoother.reset()
             timings["total"] = (time.perf_counter() - t0) * 1e3
