@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     report = {
         "what": "process() frame by frame vs stream() with the next frame detected ahead: same frames, one run",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": frame_set.info, "frames_per_round": len(frames), "rounds_counted": args.rounds - 1,
         "threads": args.threads, "members": members, "overlap_crops": overlap_crops,
         "models": [str(m) for m in args.model] if args.model else "bundled pair",
