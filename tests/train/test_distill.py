@@ -131,6 +131,35 @@ def test_train_fits_the_blended_targets_and_records_them(tmp_path, monkeypatch):
     # the teacher's 0.6 on real and 0.1 on attack agree with every label at 0.5
     assert d["teacher_agrees_at_0.5"] == 1.0
     assert d["mean_p_live"] == {"real": 0.6, "attack": 0.1}
+    # the training metrics read the hard labels (soft targets made plain accuracy 0 and AUC 0 before)
+    with open(out / "history.csv", newline="") as f:
+        history_rows = list(csv.DictReader(f))
+    assert history_rows and all(0.0 < float(row["accuracy"]) <= 1.0 for row in history_rows)
+    assert all(0.0 < float(row["auc"]) <= 1.0 for row in history_rows)
+    # and the saved model's compile config holds only Keras' own metrics: it loads compiled, anywhere
+    import keras
+
+    loaded = keras.saving.load_model(out / "model.keras")  # compile=True: a tla-edge metric class would fail here
+    assert sorted((m["module"], m["class_name"]) for m in loaded.get_compile_config()["metrics"]) == [
+        ("keras.metrics", "AUC"), ("keras.metrics", "BinaryAccuracy")]
+
+
+def test_hard_label_metrics_read_the_label_a_soft_target_stands_for():
+    keras = pytest.importorskip("keras")
+    from tla_edge.train import recipe
+
+    soft_targets = np.array([0.8 + 0.2 * 0.1, 0.8, 0.2 * 0.9, 0.0, 0.2 * 0.4], np.float32)  # real, real, attack x3
+    logits = np.array([2.0, -1.0, -3.0, -0.5, -0.2], np.float32)  # right, wrong, right, right, right
+    accuracy, auc = recipe.training_metrics(keras, soft_targets=True)
+    accuracy.update_state(soft_targets, logits)
+    auc.update_state(soft_targets, logits)
+    assert float(accuracy.result()) == pytest.approx(4 / 5)
+    # AUC of the hard labels [1, 1, 0, 0, 0]: pairs (real, attack) ranked right: 2.0 beats all 3, -1.0 beats -3.0
+    assert float(auc.result()) == pytest.approx(4 / 6, abs=0.01)
+    plain_accuracy, _ = recipe.training_metrics(keras)
+    plain_accuracy.update_state(soft_targets, logits)
+    assert float(plain_accuracy.result()) == pytest.approx(1 / 5)  # only the exact 0.0 target matches a decision
+    assert recipe.soft(soft_targets) and not recipe.soft(np.array([0.0, 1.0, 1.0])) and not recipe.soft(None)
 
 
 # --- camera augmentation ---------------------------------------------------------------

@@ -16,9 +16,10 @@ teacher. ``w`` is kept below 0.5: a soft target stays on its label's side of
 0.5, so the label alone decides the class (and its class weight) and a teacher
 that is wrong about a crop can soften it but never flip it.
 
-Known wart: Keras' training-set ``accuracy`` and ``auc`` compare the soft
-targets with the model's decisions and read 0 in ``history.csv`` while
-distilling; the validation columns (hard labels) are the ones to read.
+The training columns of ``history.csv`` (``accuracy``, ``auc``) compare the
+hard labels the soft targets stand for with the model's decisions
+(:func:`tla_edge.train.recipe.training_metrics`); until round 8 they compared
+the soft targets themselves and read 0 while distilling.
 """
 
 from __future__ import annotations
