@@ -429,16 +429,20 @@ class LivenessModel:
         Raises:
           RuntimeError: the model is closed.
         """
+        out = self._invoke_raw()
+        if self._out_q is not None:
+            return dequantize(out, *self._out_q)
+        return out.astype(np.float32)
+
+    def _invoke_raw(self) -> np.ndarray:
+        """``invoke()`` on the input already set, timed into :attr:`last_invoke_ms`; the output tensor as stored."""
         interpreter = self.interpreter
         if interpreter is None:
             raise RuntimeError(f"liveness model '{self.path}' is closed")
         t0 = time.perf_counter()
         interpreter.invoke()
         self.last_invoke_ms = (time.perf_counter() - t0) * 1e3
-        out = interpreter.get_tensor(self._out_index)
-        if self._out_q is not None:
-            return dequantize(out, *self._out_q)
-        return out.astype(np.float32)
+        return interpreter.get_tensor(self._out_index)
 
     def invoke_score(self) -> float:
         """Runs the input already set (:meth:`set_input`); returns the live probability.
@@ -456,13 +460,7 @@ class LivenessModel:
         table = self._score_table
         if table is None:
             return score_from_output(self.invoke_input(), self.meta)
-        interpreter = self.interpreter
-        if interpreter is None:
-            raise RuntimeError(f"liveness model '{self.path}' is closed")
-        t0 = time.perf_counter()
-        interpreter.invoke()
-        self.last_invoke_ms = (time.perf_counter() - t0) * 1e3
-        out = interpreter.get_tensor(self._out_index)
+        out = self._invoke_raw()
         score = table.get(int(out.flat[0]))
         if score is None:  # refused: the full path says why
             return score_from_output(dequantize(out, *self._out_q), self.meta)
