@@ -125,6 +125,12 @@ def add_demo_flags(parser: argparse.ArgumentParser) -> None:
     add("--detector", type=str, choices=("short", "full"), default="short", help="face detector range")
     add("--detector-backend", type=str, choices=("auto", "mediapipe", "litert"), default="auto",
         help="face detector backend")
+    add("--members", type=str, choices=("auto", "sequential", "concurrent"), default="auto",
+        help="how the bundled pair's two models run: one after another, concurrently, or auto (concurrent "
+        "when the board has a core to spare beyond models x --threads)")
+    add("--overlap-frames", action="store_true",
+        help="detect the next frame on another core while this one is judged: same decisions, more frames "
+        "per second when the board is slower than the camera")
     add("--smoothing", type=int, default=None, help="frames whose scores are averaged per face")
     add("--live-frames", type=int, default=None, metavar="K",
         help="consecutive frames at or above the threshold before a face is live")
@@ -172,12 +178,13 @@ def run(args: argparse.Namespace) -> int:
     with open_source(args.source, loop=args.loop, width=args.width, height=args.height) as source, \
             pipeline_for_source(source, args.model or (), threshold=args.threshold, smoothing=args.smoothing,
                                 live_frames=args.live_frames, num_threads=args.threads, edgetpu=args.edgetpu,
-                                detector=args.detector, detector_backend=args.detector_backend) as pipeline:
+                                detector=args.detector, detector_backend=args.detector_backend,
+                                members=args.members) as pipeline:
         video = VideoSink(args.output, fps=source.fps or 30.0, force=args.force) if args.output else None
         try:
             summary = run_loop(pipeline, source, max_frames=args.max_frames, on_result=on_result,
                                show=not args.headless, json_out=sys.stdout if args.headless else None,
-                               video=video)
+                               video=video, overlap_frames=args.overlap_frames)
         except BaseException:
             if video is not None:
                 video.close(keep=False)

@@ -103,6 +103,17 @@ def test_headless_on_samples_posts_once_per_live_streak(example, tiny_tflite, ca
         server.shutdown()
 
 
+def test_overlap_frames_and_members_flags_keep_the_decisions(example, capsys):
+    from tla_edge.runtime.assets import sample_frames_dir
+
+    runs = []
+    for extra in ([], ["--overlap-frames", "--members", "concurrent"]):
+        assert example.main(["--headless", "--source", str(sample_frames_dir()), "--threads", "1", *extra]) == 0
+        out, _ = capsys.readouterr()
+        runs.append([(r["name"], r["decision"], r["raw_score"]) for r in map(json.loads, out.splitlines())])
+    assert runs[0] == runs[1] and len(runs[0]) == 5
+
+
 @pytest.fixture(scope="module")
 def bench_device():
     spec = importlib.util.spec_from_file_location("bench_device", EXAMPLE.with_name("bench_device.py"))
