@@ -121,7 +121,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--fuse", default=None, metavar="A,B",
                    help="train nothing: NAME is the fused set of finished recipes A and B (mean score per source "
                         "image, threshold = EER of the fused validation scores), for every run both have")
+    p.add_argument("--fuse-weights", default=None, metavar="WA,WB",
+                   help="with --fuse: the members' weights in the fused score (non-negative, normalised to sum "
+                        "1; default: equal, the mean)")
     args = p.parse_args(argv)
+    args.weights = fuse_weights(p, args.fuse, args.fuse_weights)
     if not args.table:
         missing = [f for f in ("name", "nuaa_crops", "msu_crops") if getattr(args, f) is None]
         if missing:
@@ -130,6 +134,21 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
         if bad:
             p.error(f"unknown directions {bad}; choose from {', '.join(DIRECTIONS)}")
     return args, train_args
+
+
+def fuse_weights(p: argparse.ArgumentParser, fuse: str | None, weights: str | None) -> list[float] | None:
+    """``--fuse-weights`` as normalised floats, one per ``--fuse`` member; None for the plain mean."""
+    if weights is None:
+        return None
+    if not fuse:
+        p.error("--fuse-weights needs --fuse A,B")
+    try:
+        values = [float(w) for w in weights.split(",")]
+    except ValueError:
+        p.error(f"--fuse-weights {weights!r} is not comma-separated numbers")
+    if len(values) != len(fuse.split(",")) or not all(np.isfinite(v) and v >= 0 for v in values) or sum(values) <= 0:
+        p.error(f"--fuse-weights {weights!r}: expected {len(fuse.split(','))} non-negative numbers, not all 0")
+    return [v / sum(values) for v in values]
 
 
 # --- data -----------------------------------------------------------------------
@@ -198,10 +217,13 @@ def member_dirs(args: argparse.Namespace, direction: str, seed: int) -> list[Pat
     return [args.work / n / f"{direction}_seed{seed}" for n in names]
 
 
-def fused_scores(tables: list[dict]) -> dict[str, tuple[int, float, str]]:
-    """The mean score per source image over the members (sources all of them scored)."""
+def fused_scores(tables: list[dict], weights: list[float] | None = None) -> dict[str, tuple[int, float, str]]:
+    """The mean (or ``weights``-weighted mean) score per source image over the members (sources all of them scored)."""
     keys = set(tables[0]).intersection(*tables[1:])
-    return {k: (tables[0][k][0], float(np.mean([t[k][1] for t in tables])), tables[0][k][2]) for k in keys}
+    if weights is None:
+        return {k: (tables[0][k][0], float(np.mean([t[k][1] for t in tables])), tables[0][k][2]) for k in keys}
+    return {k: (tables[0][k][0], float(sum(w * t[k][1] for w, t in zip(weights, tables))), tables[0][k][2])
+            for k in keys}
 
 
 def summarise(args: argparse.Namespace, direction: str, seed: int, model_dir: Path) -> dict:
@@ -210,8 +232,9 @@ def summarise(args: argparse.Namespace, direction: str, seed: int, model_dir: Pa
     meta = json.loads((dirs[0] / "metadata.json").read_text())
     train_ann = annotations(crops_of(args, d["train"]))
     test_ann = annotations(crops_of(args, d["test"]))
-    val = fused_scores([protocol.read_scores(m / "validation_scores.csv") for m in dirs])
-    test = fused_scores([protocol.read_scores(m / "test_scores.csv") for m in dirs])
+    weights = getattr(args, "weights", None)
+    val = fused_scores([protocol.read_scores(m / "validation_scores.csv") for m in dirs], weights)
+    test = fused_scores([protocol.read_scores(m / "test_scores.csv") for m in dirs], weights)
     if d.get("test_split"):
         test = {k: v for k, v in test.items() if test_ann[k].get("split") == d["test_split"]}
 
@@ -327,6 +350,7 @@ def write_result(args: argparse.Namespace, train_args: list[str], wanted: int, w
                                     portable_path(args.nuaa_crops), "--msu-crops", portable_path(args.msu_crops),
                                     "--work", portable_path(args.work), "--directions", args.directions,
                                     "--seeds", args.seeds, *(["--fuse", args.fuse] if args.fuse else []),
+                                    *(["--fuse-weights", args.fuse_weights] if args.fuse_weights else []),
                                     "--", *train_args]),
         "protocol": ("validation = held-out subjects of the training data: they chose the kept epoch and the "
                      "threshold (validation EER, the threshold the model ships with); the test side chose "
@@ -415,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     out = None
     if args.fuse:
         args.summarise_only = True
-        args.note = args.note or f"fused set of {args.fuse}: mean score, threshold at the fused validation EER"
+        how = f"weights {args.fuse_weights}" if args.fuse_weights else "mean score"
+        args.note = args.note or f"fused set of {args.fuse}: {how}, threshold at the fused validation EER"
     for seed in ([] if args.summarise_only else seeds):  # every direction of a seed before the next seed
         for direction in directions:
             r = run_one(args, train_args, direction, seed)

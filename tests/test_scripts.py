@@ -250,3 +250,33 @@ def test_a_script_refusing_an_existing_output_says_so_in_one_line():
     assert "\n" not in err and "Traceback" not in err
     assert err.startswith("make_golden.py: error: output ") and "bundled_samples.json" in err and "--force" in err
     assert golden.read_bytes() == before
+
+
+def test_lodo_fused_scores_weighted_by_member():
+    a = {"x.jpg": (1, 0.2, "s1"), "y.jpg": (0, 0.8, "s2"), "only_a.jpg": (1, 0.5, "s3")}
+    b = {"x.jpg": (1, 0.6, "s1"), "y.jpg": (0, 0.4, "s2")}
+    assert lodo.fused_scores([a, b]) == {"x.jpg": (1, pytest.approx(0.4), "s1"), "y.jpg": (0, pytest.approx(0.6), "s2")}
+    weighted = lodo.fused_scores([a, b], [0.25, 0.75])  # 0.25 * a + 0.75 * b, sources both scored
+    assert weighted == {"x.jpg": (1, pytest.approx(0.5), "s1"), "y.jpg": (0, pytest.approx(0.5), "s2")}
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--fuse-weights", "1,3"], "--fuse-weights needs --fuse A,B"),
+    (["--fuse", "p,q", "--fuse-weights", "1"], "expected 2 non-negative numbers"),
+    (["--fuse", "p,q", "--fuse-weights", "1,-1"], "expected 2 non-negative numbers"),
+    (["--fuse", "p,q", "--fuse-weights", "0,0"], "not all 0"),
+    (["--fuse", "p,q", "--fuse-weights", "a,b"], "is not comma-separated numbers"),
+])
+def test_lodo_fuse_weights_refused_in_one_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        lodo.parse_args(["--name", "r", "--nuaa-crops", "n", "--msu-crops", "m", *flags])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_lodo_fuse_weights_are_normalised():
+    args, _ = lodo.parse_args(["--name", "r", "--nuaa-crops", "n", "--msu-crops", "m", "--fuse", "p,q",
+                               "--fuse-weights", "1,3"])
+    assert args.weights == [0.25, 0.75]
+    args, _ = lodo.parse_args(["--name", "r", "--nuaa-crops", "n", "--msu-crops", "m", "--fuse", "p,q"])
+    assert args.weights is None
