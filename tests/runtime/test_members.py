@@ -192,6 +192,8 @@ def test_the_runner_keeps_order_uses_two_threads_and_ends_its_workers():
     seen = []
 
     def call(x):
+        if x == 1:  # the caller's own: long enough for the worker to take the second (else the caller would)
+            time.sleep(0.05)
         seen.append(threading.get_ident())
         return x * 10
 
@@ -418,6 +420,8 @@ def test_concurrent_members_with_a_crop_each_cut_it_on_their_own_thread(tiny_tfl
         original = m.crop_trusted
 
         def crop(rgb, box, j=j, original=original):
+            if j == 0:  # long enough for the member worker to take its own (else the caller would)
+                time.sleep(0.05)
             threads[j] = threading.current_thread().name
             return original(rgb, box)
 
@@ -504,3 +508,65 @@ def test_member_runner_raises_the_first_members_error_in_order_after_all_ended()
         assert runner.map(lambda i: i + 1, [0, 1, 2]) == [1, 2, 3]
     finally:
         runner.close()
+
+
+def test_finish_runs_a_call_the_worker_has_not_started_here_and_only_once():
+    """A loaded machine: the worker is still busy when the caller needs the result, so the caller does the work."""
+    worker = Worker("tla-edge-test")
+    gate = threading.Event()
+    runs: list[str] = []
+    try:
+        busy = worker.submit(gate.wait, 5)  # the worker is held here
+        job = worker.submit(lambda: runs.append(threading.current_thread().name) or len(runs))
+        assert job.finish() is None and job.result() == 1
+        assert runs == [threading.current_thread().name]  # ran on the caller
+        gate.set()
+        busy.result()
+        assert worker.submit(int, "5").result() == 5  # the worker went past the taken call ...
+        assert runs == [threading.current_thread().name]  # ... without running it again
+    finally:
+        gate.set()
+        worker.close()
+
+
+def test_finish_waits_for_a_call_the_worker_has_started():
+    worker = Worker("tla-edge-test")
+    started, gate = threading.Event(), threading.Event()
+    names: list[str] = []
+
+    def call():
+        started.set()
+        gate.wait(5)
+        names.append(threading.current_thread().name)
+        raise KeyError("from the worker")
+
+    try:
+        job = worker.submit(call)
+        assert started.wait(5)
+        threading.Timer(0.05, gate.set).start()
+        assert isinstance(job.finish(), KeyError)  # waited for the worker's run and got its error
+        assert names == ["tla-edge-test"]
+    finally:
+        gate.set()
+        worker.close()
+
+
+def test_a_crop_worker_that_has_not_started_is_not_waited_for(tiny_tflite):
+    """Overlapped crops on a loaded machine: the worker is not running yet, so the caller cuts its crops."""
+    models = two_scales(tiny_tflite)
+    models[1].logit = -50.0
+    cut_on: list[str] = []
+    original = models[1].crop_trusted
+    models[1].crop_trusted = lambda rgb, box: cut_on.append(threading.current_thread().name) or original(rgb, box)
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, members="sequential",
+                  overlap_crops=True) as pipe:
+        expected = pipe.process(FRAME).raw_score
+        assert cut_on == ["tla-edge-crop"] or cut_on == [threading.current_thread().name]
+        gate = threading.Event()
+        busy = pipe._crop_worker.submit(gate.wait, 5)  # the worker is held: as if no core were free for it
+        cut_on.clear()
+        r = pipe.process(FRAME)
+        assert cut_on == [threading.current_thread().name] and r.raw_score == expected == pytest.approx(0.5)
+        gate.set()
+        busy.result()
+        assert pipe.process(FRAME).raw_score == expected  # the worker skipped the taken crop and goes on

@@ -109,14 +109,30 @@ def resolve_crop_overlap(overlap: bool | None, members: str, crops: int, num_thr
 class Job:
     """One call handed to a :class:`Worker`: :meth:`exception` waits for it to end."""
 
-    __slots__ = ("_fn", "_args", "_done", "_result", "_error")
+    __slots__ = ("_fn", "_args", "_started", "_done", "_result", "_error")
 
     def __init__(self, fn: Callable[..., Any], args: tuple) -> None:
         self._fn, self._args = fn, args
+        self._started = threading.Lock()  # taken by whichever thread runs the call: once, by one
         self._done = threading.Lock()
-        self._done.acquire()  # released by the worker when the call has ended
+        self._done.acquire()  # released when the call has ended
         self._result: Any = None
         self._error: BaseException | None = None
+
+    def _claim(self) -> bool:
+        """Takes the call for the asking thread; False when another thread took it first."""
+        return self._started.acquire(blocking=False)
+
+    def finish(self) -> BaseException | None:
+        """Runs the call on this thread if the worker has not started it yet, else waits for it; its exception.
+
+        On a loaded machine the worker may not be scheduled before the caller
+        needs the result; then the caller does the work itself rather than
+        wait for a core (the worker skips a call it finds taken).
+        """
+        if self._claim():
+            self._run()
+        return self.exception()
 
     def _run(self) -> None:
         try:
@@ -155,7 +171,8 @@ class Worker:
 
     def _loop(self) -> None:
         while (job := self._jobs.get()) is not None:
-            job._run()
+            if job._claim():
+                job._run()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Job:
         """Runs ``fn(*args)`` on the worker; the :class:`Job` waits for it.
@@ -221,7 +238,7 @@ class MemberRunner:
             first = fn(items[0])
         except BaseException as err:  # noqa: BLE001 - re-raised once the others have ended
             error = err
-        errors = [job.exception() for job in pending]  # waits for every one
+        errors = [job.finish() for job in pending]  # each waited for, or run here if no worker has started it
         if error is None:
             error = next((e for e in errors if e is not None), None)
         if error is not None:

@@ -354,10 +354,13 @@ class Pipeline:
         :func:`_overlap_split`), so it cuts them and writes those members' inputs
         while the calling thread cuts the cheapest crop and runs its members:
         the worker's crop has the calling thread's crop and invoke to finish
-        in. Then the rest run. ``crop`` counts the calling thread's handing
-        over and cropping and any wait for the worker; ``invoke`` the members'
-        invokes. Whatever fails, the frame waits for the worker before it
-        returns: no input is written once the frame is over.
+        in. Then the rest run. If the worker has not even started by then (a
+        loaded machine that has not scheduled it), the calling thread cuts
+        those crops itself instead of waiting for a core. ``crop`` counts the
+        calling thread's handing over and cropping and any wait for (or work
+        of) the worker's share; ``invoke`` the members' invokes. Whatever
+        fails, the frame waits for the worker before it returns: no input is
+        written once the frame is over.
         """
         models, mine, theirs = self.models, self._first_crop, self._later_crops
         tc = time.perf_counter()
@@ -370,7 +373,7 @@ class Pipeline:
                 outs[j] = _invoke(models[j])
         finally:
             tw = time.perf_counter()
-            error = later.exception()  # waits for the worker
+            error = later.finish()  # waits for the worker; cuts the crops here if it has not started
             timings["crop"] += (time.perf_counter() - tw) * 1e3
         if error is not None:
             raise error
