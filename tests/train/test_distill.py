@@ -146,20 +146,18 @@ def test_train_fits_the_blended_targets_and_records_them(tmp_path, monkeypatch):
 
 def test_hard_label_metrics_read_the_label_a_soft_target_stands_for():
     keras = pytest.importorskip("keras")
-    from tla_edge.train import recipe
-
     soft_targets = np.array([0.8 + 0.2 * 0.1, 0.8, 0.2 * 0.9, 0.0, 0.2 * 0.4], np.float32)  # real, real, attack x3
     logits = np.array([2.0, -1.0, -3.0, -0.5, -0.2], np.float32)  # right, wrong, right, right, right
-    accuracy, auc = recipe.training_metrics(keras, soft_targets=True)
+    accuracy, auc = distill.training_metrics(keras, soft_targets=True)
     accuracy.update_state(soft_targets, logits)
     auc.update_state(soft_targets, logits)
     assert float(accuracy.result()) == pytest.approx(4 / 5)
     # AUC of the hard labels [1, 1, 0, 0, 0]: pairs (real, attack) ranked right: 2.0 beats all 3, -1.0 beats -3.0
     assert float(auc.result()) == pytest.approx(4 / 6, abs=0.01)
-    plain_accuracy, _ = recipe.training_metrics(keras)
+    plain_accuracy, _ = distill.training_metrics(keras)
     plain_accuracy.update_state(soft_targets, logits)
     assert float(plain_accuracy.result()) == pytest.approx(1 / 5)  # only the exact 0.0 target matches a decision
-    assert recipe.soft(soft_targets) and not recipe.soft(np.array([0.0, 1.0, 1.0])) and not recipe.soft(None)
+    assert distill.soft(soft_targets) and not distill.soft(np.array([0.0, 1.0, 1.0])) and not distill.soft(None)
 
 
 # --- camera augmentation ---------------------------------------------------------------

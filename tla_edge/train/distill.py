@@ -18,8 +18,8 @@ that is wrong about a crop can soften it but never flip it.
 
 The training columns of ``history.csv`` (``accuracy``, ``auc``) compare the
 hard labels the soft targets stand for with the model's decisions
-(:func:`tla_edge.train.recipe.training_metrics`); until round 8 they compared
-the soft targets themselves and read 0 while distilling.
+(:func:`training_metrics`); until round 8 they compared the soft targets
+themselves and read 0 while distilling.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -166,3 +166,43 @@ def metadata_summary(recipe: "Recipe", data: "TrainData") -> dict | None:
     targets = read_targets(recipe.teacher_targets)
     return summary(recipe.teacher_targets, targets, data.pick(data.crops.sources, "train"),
                    data.y_train[:len(data.train_idx)], recipe.distill)
+
+
+# --- training metrics on soft targets ------------------------------------------
+
+
+def training_metrics(keras: Any, soft_targets: bool = False) -> list:
+    """``accuracy`` (logit >= 0) and ``auc``; on soft targets, of the hard labels they stand for.
+
+    Keras compares the target itself with the decision: a distilled target
+    (0.8 + 0.2 p for a real face, 0.2 p for an attack) never equals 0 or 1, so
+    the training columns of ``history.csv`` read 0 while distilling. Each soft
+    target stays on its label's side of 0.5 (the distill weight is under 0.5),
+    so ``target >= 0.5`` is the label, and that is what these metrics compare.
+    Training only: a model compiled with them is recompiled with the plain
+    metrics before it is saved (:func:`tla_edge.train.recipe.write_model`), so ``model.keras`` loads
+    in any Keras, without tla-edge's classes.
+    """
+    accuracy = keras.metrics.BinaryAccuracy
+    auc = keras.metrics.AUC
+    if soft_targets:
+        accuracy, auc = _hard_label(keras, accuracy), _hard_label(keras, auc)
+    return [accuracy(name="accuracy", threshold=0.0), auc(name="auc", from_logits=True)]
+
+
+def _hard_label(keras: Any, base: type) -> type:
+    """``base`` whose ``update_state`` sees ``y_true >= 0.5`` as 0/1 instead of the soft target."""
+    ops = keras.ops
+
+    class HardLabel(base):  # type: ignore[misc, valid-type]
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            hard = ops.cast(ops.greater_equal(ops.cast(y_true, "float32"), 0.5), "float32")
+            return super().update_state(hard, y_pred, sample_weight)
+
+    HardLabel.__name__ = HardLabel.__qualname__ = f"HardLabel{base.__name__}"
+    return HardLabel
+
+
+def soft(targets: np.ndarray | None) -> bool:
+    """Whether training targets hold anything but 0 and 1 (distillation's blends)."""
+    return targets is not None and not bool(np.isin(np.asarray(targets), (0.0, 1.0)).all())

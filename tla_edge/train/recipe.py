@@ -86,52 +86,15 @@ def compile_model(keras: Any, model: Any, arch: str, lr: float, label_smoothing:
     """Compiles with the architecture's optimiser (ResNet34: SGD + momentum, else RMSprop) and a logit loss.
 
     ``soft_targets``: the training targets are distillation's blends, so the
-    metrics read the hard labels they stand for (:func:`training_metrics`).
+    metrics read the hard labels they stand for (:func:`tla_edge.train.distill.training_metrics`).
     """
     optimizer = (keras.optimizers.SGD(learning_rate=lr, momentum=0.9) if arch == "resnet34"
                  else keras.optimizers.RMSprop(learning_rate=lr))
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(from_logits=True, label_smoothing=label_smoothing),
-        metrics=training_metrics(keras, soft_targets),
+        metrics=distill.training_metrics(keras, soft_targets),
     )
-
-
-def training_metrics(keras: Any, soft_targets: bool = False) -> list:
-    """``accuracy`` (logit >= 0) and ``auc``; on soft targets, of the hard labels they stand for.
-
-    Keras compares the target itself with the decision: a distilled target
-    (0.8 + 0.2 p for a real face, 0.2 p for an attack) never equals 0 or 1, so
-    the training columns of ``history.csv`` read 0 while distilling. Each soft
-    target stays on its label's side of 0.5 (the distill weight is under 0.5),
-    so ``target >= 0.5`` is the label, and that is what these metrics compare.
-    Training only: a model compiled with them is recompiled with the plain
-    metrics before it is saved (:func:`write_model`), so ``model.keras`` loads
-    in any Keras, without tla-edge's classes.
-    """
-    accuracy = keras.metrics.BinaryAccuracy
-    auc = keras.metrics.AUC
-    if soft_targets:
-        accuracy, auc = _hard_label(keras, accuracy), _hard_label(keras, auc)
-    return [accuracy(name="accuracy", threshold=0.0), auc(name="auc", from_logits=True)]
-
-
-def _hard_label(keras: Any, base: type) -> type:
-    """``base`` whose ``update_state`` sees ``y_true >= 0.5`` as 0/1 instead of the soft target."""
-    ops = keras.ops
-
-    class HardLabel(base):  # type: ignore[misc, valid-type]
-        def update_state(self, y_true, y_pred, sample_weight=None):
-            hard = ops.cast(ops.greater_equal(ops.cast(y_true, "float32"), 0.5), "float32")
-            return super().update_state(hard, y_pred, sample_weight)
-
-    HardLabel.__name__ = HardLabel.__qualname__ = f"HardLabel{base.__name__}"
-    return HardLabel
-
-
-def soft(targets: np.ndarray | None) -> bool:
-    """Whether training targets hold anything but 0 and 1 (distillation's blends)."""
-    return targets is not None and not bool(np.isin(np.asarray(targets), (0.0, 1.0)).all())
 
 
 def callbacks(keras: Any, out: Path, phase: str, patience: int, checkpoint: bool, monitor: str = "val_loss") -> list:
@@ -251,7 +214,7 @@ def phase1_head(run: Run) -> None:
     with run.session.strategy.scope():
         models.freeze_base(run.model)
         head = models.head_model(run.model)
-        compile_model(keras, head, r.arch, run.lr, r.label_smoothing, soft(run.targets))
+        compile_model(keras, head, r.arch, run.lr, r.label_smoothing, distill.soft(run.targets))
     cb1 = callbacks(keras, run.out, "phase1", r.patience, checkpoint=False, monitor=r.monitor)
     hist = head.fit(
         f_train, f_labels, batch_size=r.batch_size, epochs=r.epochs,
@@ -277,7 +240,7 @@ def phase2_fine_tune(run: Run) -> None:
     t0 = time.perf_counter()
     with run.session.strategy.scope():
         n_trainable = models.set_fine_tune(run.model, r.fine_tune_at)
-        compile_model(keras, run.model, r.arch, r.fine_tune_lr, r.label_smoothing, soft(run.targets))
+        compile_model(keras, run.model, r.arch, r.fine_tune_lr, r.label_smoothing, distill.soft(run.targets))
     cb2 = callbacks(keras, run.out, "phase2", r.patience, checkpoint=True, monitor=r.monitor)
     hist = run.model.fit(
         run.train_ds, epochs=r.fine_tune_epochs, validation_data=run.val_ds, class_weight=run.class_weight,
@@ -299,7 +262,7 @@ def train_from_scratch(run: Run) -> None:
     keras, r = run.session.keras, run.recipe
     t0 = time.perf_counter()
     with run.session.strategy.scope():
-        compile_model(keras, run.model, r.arch, run.lr, r.label_smoothing, soft(run.targets))
+        compile_model(keras, run.model, r.arch, run.lr, r.label_smoothing, distill.soft(run.targets))
     cbs = callbacks(keras, run.out, "scratch", r.patience, checkpoint=True, monitor=r.monitor)
     hist = run.model.fit(
         run.train_ds, epochs=r.epochs, validation_data=run.val_ds, class_weight=run.class_weight, callbacks=cbs,
@@ -401,7 +364,7 @@ def write_model(run: Run, meta: ModelMetadata, val: Validation) -> None:
     from tla_edge.train import plots
 
     d, out = run.data, run.out
-    if soft(run.targets):  # the plain metrics in the saved compile config: it loads without tla-edge's classes
+    if distill.soft(run.targets):  # the plain metrics in the saved compile config: it loads without tla-edge's classes
         with run.session.strategy.scope():
             compile_model(run.session.keras, run.model, run.recipe.arch, run.recipe.fine_tune_lr,
                           run.recipe.label_smoothing)
