@@ -161,7 +161,7 @@ class Worker:
 
     A :class:`concurrent.futures.ThreadPoolExecutor` does the same with a
     Future and its condition variable per call; on the 2-core VM this hand-over
-    took about 15 microseconds less per frame (benchmarks/README.md, round 8).
+    took 22 against 31 microseconds a frame (benchmarks/README.md, round 8).
     """
 
     def __init__(self, name: str) -> None:

@@ -290,15 +290,15 @@ class Pipeline:
         if runner is None:
             raise RuntimeError("pipeline is closed")
         if self._crop_worker is not None:
-            outs = self._score_overlapped(rgb, face, timings)
+            scores = self._score_overlapped(rgb, face, timings)
         elif self._crop_with_member:
-            outs = self._score_cropping_concurrently(rgb, face, timings)
+            scores = self._score_cropping_concurrently(rgb, face, timings)
         else:
             tc = time.perf_counter()
             self._prepare(rgb, face, range(len(models)))
             ti = time.perf_counter()
             timings["crop"] += (ti - tc) * 1e3
-            outs = runner.map(_invoke, models)
+            scores = runner.map(_invoke, models)
             if runner.concurrent:
                 timings["invoke"] += (time.perf_counter() - ti) * 1e3
             else:
@@ -306,7 +306,7 @@ class Pipeline:
         # The mean of the members' scores from the correctly rounded sum (for two
         # members: (a + b) / 2, as numpy's mean), in plain floats: numpy's
         # reductions cost tens of microseconds on caches the invokes just cooled.
-        raw = math.fsum(outs) / len(models)
+        raw = math.fsum(scores) / len(models)
         if not math.isfinite(raw):
             raise ValueError(f"model returned a non-finite score {raw}")
         return raw
