@@ -54,10 +54,7 @@ def one_round(pipe: Any, frames: list[Any], overlap: bool, t0_ms: int) -> tuple[
     fresh = [Frame(i, f.rgb.copy(), t0_ms + 33 * i, f.name, 0.0) for i, f in enumerate(frames)]
     pipe.reset()
     start = time.perf_counter()
-    if overlap:
-        results = [r for _, r in pipe.stream(fresh)]
-    else:
-        results = [pipe.process(f.rgb, f.timestamp_ms) for f in fresh]
+    results = [r for _, r in pipe.stream(fresh, overlap=overlap)]  # overlap=False: process() frame by frame
     wall = (time.perf_counter() - start) * 1e3 / len(fresh)
     return wall, statistics.median(r.timings["total"] for r in results), [r.decision for r in results]
 

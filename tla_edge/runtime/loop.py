@@ -32,6 +32,7 @@ import numpy as np
 from tla_edge.runtime import overlay
 from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.pipeline import DEFAULT_LIVE_FRAMES
+from tla_edge.runtime.stream import judge_stream
 
 STAGES = ("decode", "detect", "crop", "invoke", "total")
 
@@ -285,11 +286,9 @@ def run_loop(
     """
     tally = _Tally()
     stopped = "end"
-    if overlap_frames:  # never reads past max_frames
-        frames = source if max_frames is None else itertools.islice(source, max_frames)
-        judged = contextlib.closing(pipeline.stream(frames, overlap=True))
-    else:
-        judged = contextlib.nullcontext((frame, pipeline.process(frame.rgb, frame.timestamp_ms)) for frame in source)
+    # Overlapped, the stream reads one frame ahead: it never reads past max_frames.
+    frames = itertools.islice(source, max_frames) if overlap_frames and max_frames is not None else source
+    judged = contextlib.closing(judge_stream(pipeline, frames, overlap=overlap_frames))
     try:
         with judged as results:
             for frame, result in results:

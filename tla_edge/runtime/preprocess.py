@@ -190,8 +190,8 @@ def _bilinear_exact(window: np.ndarray, out_w: int, out_h: int) -> np.ndarray:
     """OpenCV's bit-exact bilinear (``INTER_LINEAR_EXACT``) of an RGB window, run on four channels.
 
     The same bytes as resizing the three channels directly (the fixed-point
-    arithmetic is per channel; a test checks it on thousands of shapes), at
-    0.5-0.7x the time: OpenCV vectorises its bit-exact resize for four
+    arithmetic is per channel; a test checks it on hundreds of shapes), at
+    0.6-0.85x the time: OpenCV vectorises its bit-exact resize for four
     channels, not for three, and the two colour conversions around it cost a
     few microseconds at these sizes.
     """

@@ -163,6 +163,11 @@ class Run:
     phases: dict[str, dict] = dataclasses.field(default_factory=dict)
     """Per phase: epochs, kept epoch, rate, time, speed."""
 
+    @property
+    def soft_targets(self) -> bool:
+        """The training targets are distillation's blends (:func:`tla_edge.train.distill.soft`)."""
+        return distill.soft(self.targets)
+
 
 def build(session: Session, recipe: Recipe, data: TrainData, out: Path) -> Run:
     """Builds the model in the strategy's scope and the training and validation datasets."""
@@ -214,7 +219,7 @@ def phase1_head(run: Run) -> None:
     with run.session.strategy.scope():
         models.freeze_base(run.model)
         head = models.head_model(run.model)
-        compile_model(keras, head, r.arch, run.lr, r.label_smoothing, distill.soft(run.targets))
+        compile_model(keras, head, r.arch, run.lr, r.label_smoothing, run.soft_targets)
     cb1 = callbacks(keras, run.out, "phase1", r.patience, checkpoint=False, monitor=r.monitor)
     hist = head.fit(
         f_train, f_labels, batch_size=r.batch_size, epochs=r.epochs,
@@ -240,7 +245,7 @@ def phase2_fine_tune(run: Run) -> None:
     t0 = time.perf_counter()
     with run.session.strategy.scope():
         n_trainable = models.set_fine_tune(run.model, r.fine_tune_at)
-        compile_model(keras, run.model, r.arch, r.fine_tune_lr, r.label_smoothing, distill.soft(run.targets))
+        compile_model(keras, run.model, r.arch, r.fine_tune_lr, r.label_smoothing, run.soft_targets)
     cb2 = callbacks(keras, run.out, "phase2", r.patience, checkpoint=True, monitor=r.monitor)
     hist = run.model.fit(
         run.train_ds, epochs=r.fine_tune_epochs, validation_data=run.val_ds, class_weight=run.class_weight,
@@ -262,7 +267,7 @@ def train_from_scratch(run: Run) -> None:
     keras, r = run.session.keras, run.recipe
     t0 = time.perf_counter()
     with run.session.strategy.scope():
-        compile_model(keras, run.model, r.arch, run.lr, r.label_smoothing, distill.soft(run.targets))
+        compile_model(keras, run.model, r.arch, run.lr, r.label_smoothing, run.soft_targets)
     cbs = callbacks(keras, run.out, "scratch", r.patience, checkpoint=True, monitor=r.monitor)
     hist = run.model.fit(
         run.train_ds, epochs=r.epochs, validation_data=run.val_ds, class_weight=run.class_weight, callbacks=cbs,
@@ -364,7 +369,7 @@ def write_model(run: Run, meta: ModelMetadata, val: Validation) -> None:
     from tla_edge.train import plots
 
     d, out = run.data, run.out
-    if distill.soft(run.targets):  # the plain metrics in the saved compile config: it loads without tla-edge's classes
+    if run.soft_targets:  # the plain metrics in the saved compile config: it loads without tla-edge's classes
         with run.session.strategy.scope():
             compile_model(run.session.keras, run.model, run.recipe.arch, run.recipe.fine_tune_lr,
                           run.recipe.label_smoothing)
