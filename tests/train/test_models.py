@@ -174,3 +174,68 @@ def test_imagenet_without_a_local_file_names_where_to_put_it(tmp_path, monkeypat
     assert models.local_imagenet_weights(0.35) is None
     assert models.imagenet_weights_dirs()[0] == tmp_path / "empty"
     assert models.imagenet_weights_dirs()[-1] == tmp_path / ".cache" / "tla-edge" / "weights" / "imagenet"
+
+
+def _first_layers(colour):
+    """The colour layers alone, as a model (image -> what the base receives)."""
+    inputs = keras.Input((8, 8, 3))
+    return keras.Model(inputs, models.colour_layers(keras, inputs, colour))
+
+
+def test_grey_gives_every_channel_the_mean_of_the_three():
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    out = np.asarray(_first_layers("grey")(x))
+    expected = np.repeat(x.mean(axis=-1, keepdims=True), 3, axis=-1)
+    np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-6)
+    assert _first_layers("grey").layers[-1].trainable is False  # fixed: training cannot bring colour back
+
+
+def test_greyworld_removes_each_channels_mean_over_the_image():
+    x = np.random.default_rng(2).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    out = np.asarray(_first_layers("greyworld")(x))
+    np.testing.assert_allclose(out, x - x.mean(axis=(1, 2), keepdims=True), atol=1e-6)
+    assert np.abs(out.mean(axis=(1, 2))).max() < 1e-6
+
+
+@pytest.mark.parametrize("colour,change", [
+    # a colour cast: another offset per channel (greyworld) / a chroma change with the same mean (grey)
+    ("greyworld", np.array([0.3, -0.2, 0.1], np.float32)),
+    ("grey", None),
+])
+def test_the_whole_model_does_not_see_what_its_colour_layers_remove(colour, change):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-0.5, 0.5, (2, 48, 48, 3)).astype(np.float32)
+    if change is None:  # move colour between channels, keep every pixel's mean of the three
+        d = rng.uniform(-0.3, 0.3, (2, 48, 48, 1)).astype(np.float32)
+        other = x + np.concatenate([d, -d, np.zeros_like(d)], axis=-1)
+    else:
+        other = x + change
+    model = models.build_mobilenetv2(48, alpha=0.35, weights=None, colour=colour)
+    plain = models.build_mobilenetv2(48, alpha=0.35, weights=None)
+    plain.set_weights([w for w in model.get_weights() if w.shape != (1, 1, 3, 3)])  # same base, no colour layers
+
+    def rel_change(m):  # pooled features: a random-init logit is ~1e-11, too small to compare
+        f = models.feature_extractor(m)
+        a, b = (np.asarray(f(v, training=False), np.float64) for v in (x, other))
+        return np.linalg.norm(a - b) / np.linalg.norm(a)
+
+    assert rel_change(model) < 1e-4
+    assert rel_change(plain) > 1e-2  # the change is one the base alone does see
+
+
+def test_feature_extractor_includes_the_colour_layers():
+    model = models.build_mobilenetv2(32, alpha=0.35, weights=None, colour="greyworld")
+    x = np.random.default_rng(4).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    feats = np.asarray(models.feature_extractor(model)(x, training=False))
+    assert np.abs(feats).max() > 0
+    logit = np.asarray(model.get_layer("logit")(feats))  # dropout is off at inference
+    np.testing.assert_allclose(logit, np.asarray(model(x, training=False)), rtol=1e-5, atol=0)
+    shifted = np.asarray(models.feature_extractor(model)(x + 0.25, training=False))
+    np.testing.assert_allclose(shifted, feats, rtol=1e-4, atol=1e-6 * np.abs(feats).max())
+
+
+def test_unknown_colour_is_refused():
+    with pytest.raises(ValueError, match=r"colour 'sepia' is not one of \['rgb', 'grey', 'greyworld'\]"):
+        models.build_mobilenetv2(32, alpha=0.35, weights=None, colour="sepia")
+    with pytest.raises(ValueError, match="colour 'sepia'"):
+        models.build_resnet34(32, weights=None, colour="sepia")

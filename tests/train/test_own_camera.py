@@ -78,6 +78,13 @@ def test_default_weights_settings_come_from_the_bundled_model(tmp_path, monkeypa
         args = parser.parse_args(["crops", "--out", "m", "--weights", "default", *flags])
         with pytest.raises(UserError, match=rf"^{re.escape(expected)}; expected"):
             resolve(args)
+    bundled_colour = bundled.extra.get("colour", "rgb")
+    assert resolve_default_weights("default", "mobilenetv2", Path("crops")).colour == bundled_colour
+    other_colour = "grey" if bundled_colour != "grey" else "greyworld"
+    with pytest.raises(UserError, match=rf"^--colour {other_colour} contradicts --weights default \(a mobilenetv2 "
+                                        rf"of colour {bundled_colour}\); expected"):
+        resolve_default_weights("default", "mobilenetv2", Path("crops"), colour=other_colour)
+    assert resolve_default_weights("none", "mobilenetv2", Path("crops"), colour="grey").colour == "grey"
     same = parser.parse_args(["crops", "--out", "m", "--weights", "default", "--alpha", str(bundled.extra["alpha"])])
     assert resolve(same).alpha == bundled.extra["alpha"]
     # --scale is the user's, and the note says so instead of calling it the bundled model's

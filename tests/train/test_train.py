@@ -179,6 +179,35 @@ def test_train_on_shift_crops_stores_the_rule_in_the_model(tmp_path):
     assert json.loads((tmp_path / "model" / "metadata.json").read_text())["crop_rule"] == "shift"
 
 
+def test_train_with_a_colour_normalisation_saves_it_in_the_model(tmp_path):
+    import keras
+
+    from tla_edge.runtime import metadata
+
+    crops = make_crops(tmp_path / "crops", per_group=3)
+    assert _train(crops, tmp_path / "model", "--epochs", "1", "--colour", "greyworld") == 0
+    meta = metadata.load(tmp_path / "model" / "model.keras")
+    assert meta.extra["colour"] == "greyworld"
+    model = keras.models.load_model(tmp_path / "model" / "model.keras")
+    assert [layer.name for layer in model.layers[:3]] == ["image", "colour_mean", "colour_greyworld"]
+    x = np.random.default_rng(5).uniform(-0.5, 0.5, (2, 32, 32, 3)).astype(np.float32)
+    cast = x + np.array([0.2, 0.0, -0.3], np.float32)  # another white balance of the same picture
+    a, b = (np.asarray(model(v, training=False), np.float64) for v in (x, cast))
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * np.abs(a).max())
+
+
+def test_unknown_colour_is_one_line(tmp_path, capsys):
+    from tla_edge.train.options import Recipe, check_recipe
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", str(tmp_path), "--out", str(tmp_path / "m"), "--colour", "sepia"])
+    assert exit_info.value.code == 2
+    assert "--colour: invalid choice: 'sepia'" in capsys.readouterr().err
+    with pytest.raises(UserError, match="^--colour 'sepia' is not one of rgb, grey, greyworld$"):
+        check_recipe(Recipe(colour="sepia"), tmp_path)
+    assert not (tmp_path / "m").exists()
+
+
 @pytest.mark.slow
 def test_train_transfer_two_phases_from_weights_file(tmp_path):
     from tla_edge.runtime import metadata

@@ -23,6 +23,7 @@ import sys
 
 from tla_edge.cli import argtypes
 from tla_edge.train import history
+from tla_edge.train.models import COLOURS
 from tla_edge.train.options import Recipe, resolve_default_weights
 from tla_edge.train.recipe import train
 
@@ -84,6 +85,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--simulated-attacks", type=argtypes.number, default=0.0, metavar="F",
                         help="give this share of the real training crops a simulated print or screen-replay twin, "
                              "labelled attack (default 0: none)")
+    parser.add_argument("--colour", type=str, choices=COLOURS, default=None,
+                        help="colour normalisation as the model's first layers: rgb (none; the default), grey "
+                        "(chroma removed) or greyworld (each channel minus its mean over the crop); --weights "
+                        "default takes the bundled model's")
     parser.add_argument("--teacher-targets", type=argtypes.path, action="append", default=None, metavar="CSV",
                         help="teacher P(live) per source image (scripts/teacher_targets.py); repeatable")
     parser.add_argument("--distill", type=argtypes.number, default=0.0, metavar="W",
@@ -98,7 +103,7 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
     """
     d = resolve_default_weights(args.weights, args.arch, args.crops, alpha=args.alpha, input_size=args.input_size,
                                 scale=args.scale, epochs=args.epochs, fine_tune_epochs=args.fine_tune_epochs,
-                                crop_rule=args.crop_rule)
+                                crop_rule=args.crop_rule, colour=args.colour)
     if d.note:
         print(d.note, file=sys.stderr)
     return Recipe(
@@ -110,7 +115,7 @@ def recipe_of(args: argparse.Namespace) -> Recipe:
         strategy=args.strategy, mixed_precision=args.mixed_precision, augment=not args.no_augment,
         label_smoothing=args.label_smoothing, camera_augment=args.camera_augment,
         teacher_targets=tuple(str(p) for p in args.teacher_targets or ()), distill=args.distill,
-        simulated_attacks=args.simulated_attacks,
+        simulated_attacks=args.simulated_attacks, colour=d.colour,
     )
 
 

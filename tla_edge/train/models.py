@@ -41,6 +41,8 @@ LOGIT_NAME = "logit"
 # ResNet34 (He et al. 2016, Table 1; the TLA paper's Table I): basic blocks per stage.
 RESNET34_BLOCKS = (3, 4, 6, 3)
 RESNET34_FILTERS = (64, 128, 256, 512)
+COLOURS = ("rgb", "grey", "greyworld")
+"""Colour normalisations a model can start with (:func:`colour_layers`)."""
 
 
 def _keras() -> Any:
@@ -50,7 +52,9 @@ def _keras() -> Any:
     return keras
 
 
-def _check_common(input_size: int, dropout: float) -> None:
+def _check_common(input_size: int, dropout: float, colour: str = "rgb") -> None:
+    if colour not in COLOURS:
+        raise ValueError(f"colour {colour!r} is not one of {list(COLOURS)}")
     if isinstance(input_size, bool) or not isinstance(input_size, int):
         raise ValueError(f"input size {input_size!r} is not an integer number of pixels")
     if input_size < MIN_INPUT_SIZE:
@@ -98,6 +102,31 @@ def _weights_path(weights: str | Path | None, arch: str) -> Path | None:
     return path
 
 
+def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
+    """The model's first layers for ``colour``; inside the model, so the crop and int8 input stay as they are.
+
+    ``"rgb"`` passes the image on. ``"grey"`` replaces every channel by the
+    mean of the three (a fixed 1x1 convolution: chroma removed, the ImageNet
+    base still gets three channels). ``"greyworld"`` subtracts from every
+    channel its own mean over the image (a colour cast and a brightness offset
+    removed, colour contrast kept). Both are plain Keras layers that convert
+    to int8 TFLite ops (CONV_2D; MEAN and SUB).
+
+    Raises:
+      ValueError: ``colour`` is not one of :data:`COLOURS`.
+    """
+    if colour == "rgb":
+        return inputs
+    if colour == "grey":
+        conv = keras.layers.Conv2D(3, 1, use_bias=False, trainable=False, name="colour_grey",
+                                   kernel_initializer=keras.initializers.Constant(1.0 / 3.0))
+        return conv(inputs)
+    if colour == "greyworld":
+        mean = keras.layers.GlobalAveragePooling2D(keepdims=True, name="colour_mean")(inputs)
+        return keras.layers.Subtract(name="colour_greyworld")([inputs, mean])
+    raise ValueError(f"colour {colour!r} is not one of {list(COLOURS)}")
+
+
 def _head(keras: Any, inputs: Any, features: Any, dropout: float, name: str) -> Any:
     x = keras.layers.GlobalAveragePooling2D(name=POOL_NAME)(features)
     x = keras.layers.Dropout(dropout, name=DROPOUT_NAME)(x)
@@ -136,6 +165,7 @@ def build_mobilenetv2(
     alpha: float = 1.0,
     weights: str | Path | None = "imagenet",
     dropout: float = 0.3,
+    colour: str = "rgb",
 ) -> Any:
     """Builds MobileNetV2 (no top) + GlobalAveragePooling2D + Dropout + Dense(1) logit.
 
@@ -151,15 +181,16 @@ def build_mobilenetv2(
         cache), None (random init), or a ``.weights.h5`` file of the whole
         model or of the base only.
       dropout: dropout rate before the logit.
+      colour: the colour normalisation in front of the base (:func:`colour_layers`).
 
     Returns:
       The uncompiled ``keras.Model``; its base is the layer named ``"base"``.
 
     Raises:
-      ValueError: alpha, input size, dropout or the weights file is invalid.
+      ValueError: alpha, input size, dropout, colour or the weights file is invalid.
       FileNotFoundError: the weights file does not exist.
     """
-    _check_common(input_size, dropout)
+    _check_common(input_size, dropout, colour)
     if float(alpha) not in MOBILENETV2_ALPHAS:
         raise ValueError(f"MobileNetV2 alpha {alpha!r} is not one of {list(MOBILENETV2_ALPHAS)}")
     path = _weights_path(weights, "mobilenetv2")
@@ -185,11 +216,12 @@ def build_mobilenetv2(
             f"{imagenet_weights_name(alpha)} in ${WEIGHTS_DIR_ENV} or {imagenet_weights_dirs()[-1]}, or pass 'none'"
         ) from err
     inputs = keras.Input((input_size, input_size, 3), name="image")
+    x = colour_layers(keras, inputs, colour)
     if transfer:
-        features = base(inputs, training=False)
+        features = base(x, training=False)
     else:
         _set_bn_momentum(keras, base, SCRATCH_BN_MOMENTUM)
-        features = base(inputs)
+        features = base(x)
     model = _head(keras, inputs, features, dropout, f"mobilenetv2_{float(alpha):.2f}_{input_size}")
     if path is not None:
         load_weights_file(model, path, f"mobilenetv2 alpha={alpha} input {input_size}")
@@ -257,6 +289,7 @@ def build_resnet34(
     input_size: int = 160,
     weights: str | Path | None = None,
     dropout: float = 0.3,
+    colour: str = "rgb",
 ) -> Any:
     """Builds ResNet34 + GlobalAveragePooling2D + Dropout + Dense(1) logit.
 
@@ -282,12 +315,13 @@ def build_resnet34(
             "weights 'imagenet' are not available for resnet34 (Keras has no ImageNet "
             "ResNet34); pass a local .weights.h5 file or 'none'"
         )
-    _check_common(input_size, dropout)
+    _check_common(input_size, dropout, colour)
     path = _weights_path(weights, "resnet34")
     keras = _keras()
     base = resnet34_base(input_size)
     inputs = keras.Input((input_size, input_size, 3), name="image")
-    features = base(inputs, training=False) if path is not None else base(inputs)
+    x = colour_layers(keras, inputs, colour)
+    features = base(x, training=False) if path is not None else base(x)
     model = _head(keras, inputs, features, dropout, f"resnet34_{input_size}")
     if path is not None:
         load_weights_file(model, path, f"resnet34 input {input_size}")
@@ -300,6 +334,7 @@ def build_model(
     alpha: float = 1.0,
     weights: str | Path | None = "imagenet",
     dropout: float = 0.3,
+    colour: str = "rgb",
 ) -> Any:
     """Dispatches to :func:`build_mobilenetv2` or :func:`build_resnet34`.
 
@@ -307,9 +342,9 @@ def build_model(
       ValueError: an unknown architecture (or any builder error).
     """
     if arch == "mobilenetv2":
-        return build_mobilenetv2(input_size, alpha, weights, dropout)
+        return build_mobilenetv2(input_size, alpha, weights, dropout, colour)
     if arch == "resnet34":
-        return build_resnet34(input_size, weights, dropout)
+        return build_resnet34(input_size, weights, dropout, colour)
     raise ValueError(f"architecture {arch!r} is not one of {list(ARCHITECTURES)}")
 
 
@@ -349,12 +384,13 @@ def freeze_base(model: Any) -> None:
 
 
 def feature_extractor(model: Any) -> Any:
-    """The model from the image to the pooled base features (inference mode)."""
+    """The model from the image to the pooled base features (inference mode), colour layers included.
+
+    A sub-model of ``model``'s own graph: it shares every layer, and the base
+    runs as the model calls it (in inference mode where weights were transferred).
+    """
     keras = _keras()
-    base = model.get_layer(BASE_NAME)
-    pool = model.get_layer(POOL_NAME)
-    inputs = keras.Input(model.input_shape[1:], name="image")
-    return keras.Model(inputs, pool(base(inputs, training=False)), name="features")
+    return keras.Model(model.inputs[0], model.get_layer(POOL_NAME).output, name="features")
 
 
 def head_model(model: Any) -> Any:

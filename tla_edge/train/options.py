@@ -71,6 +71,8 @@ class Recipe:
     """Teacher's share of each training target, in [0, 0.5) (0: labels only)."""
     simulated_attacks: float = 0.0
     """Share of real training crops given a simulated print or replay twin (:mod:`tla_edge.train.simulate`)."""
+    colour: str = "rgb"
+    """Colour normalisation as the model's first layers (:func:`tla_edge.train.models.colour_layers`)."""
 
     @property
     def transfer_weights(self) -> str | None:
@@ -91,12 +93,14 @@ class DefaultWeights(NamedTuple):
     """One line to tell the user what ``default`` chose (None when not ``default``)."""
     crop_rule: str | None = None
     """The crop rule to train on (``default``: the bundled model's unless given)."""
+    colour: str = "rgb"
+    """The colour normalisation (``default``: the bundled model's; it is part of its weights' architecture)."""
 
 
 def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: float | None = None,
                             input_size: int | None = None, scale: float | None = None,
                             epochs: int | None = None, fine_tune_epochs: int | None = None,
-                            crop_rule: str | None = None) -> DefaultWeights:
+                            crop_rule: str | None = None, colour: str | None = None) -> DefaultWeights:
     """Fills unset epochs; turns ``weights="default"`` into the bundled file and its model's settings.
 
     ``alpha`` None means 1.0, or the bundled model's with ``default``.
@@ -112,7 +116,7 @@ def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: flo
     fine_tune_epochs = fill["fine_tune_epochs"] if fine_tune_epochs is None else fine_tune_epochs
     if not default:
         return DefaultWeights(weights, 1.0 if alpha is None else alpha, input_size, scale, epochs,
-                              fine_tune_epochs, None, crop_rule)
+                              fine_tune_epochs, None, crop_rule, colour or "rgb")
     from tla_edge.data import crops as crops_lib
     from tla_edge.runtime.assets import default_liveness_weights
 
@@ -121,6 +125,10 @@ def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: flo
         raise UserError(f"--weights default is a {meta.architecture} model; --arch {arch} cannot start from it")
     alpha = _bundled_setting("--alpha", alpha, float(meta.extra.get("alpha", 1.0)), meta.architecture)
     input_size = int(_bundled_setting("--input-size", input_size, int(meta.input_size[0]), meta.architecture))
+    bundled_colour = str(meta.extra.get("colour", "rgb"))
+    if colour is not None and colour != bundled_colour:
+        raise UserError(f"--colour {colour} contradicts --weights default (a {meta.architecture} of colour "
+                        f"{bundled_colour}); expected --colour left out (or {bundled_colour}), or other --weights")
     bundled_scale = float(meta.crop_scale)
     scale = bundled_scale if scale is None else scale
     crop_rule = crop_rule or meta.crop_rule
@@ -143,8 +151,10 @@ def resolve_default_weights(weights: str, arch: str, crops_dir: Path, alpha: flo
     scale_text = f"crop scale {scale:g}" + ("" if abs(scale - bundled_scale) < 1e-6
                                             else f" (--scale; the bundled model's is {bundled_scale:g})")
     note = (f"tla-edge train: --weights default: {meta.architecture} alpha {alpha:g}, input "
-            f"{input_size}, {scale_text}, crop rule {crop_rule}, {epochs} + {fine_tune_epochs} epochs")
-    return DefaultWeights(str(path), alpha, input_size, scale, epochs, fine_tune_epochs, note, crop_rule)
+            f"{input_size}, {scale_text}, crop rule {crop_rule}, colour {bundled_colour}, {epochs} + "
+            f"{fine_tune_epochs} epochs")
+    return DefaultWeights(str(path), alpha, input_size, scale, epochs, fine_tune_epochs, note, crop_rule,
+                          bundled_colour)
 
 
 def _bundled_setting(flag: str, given: float | None, bundled: float, arch: str) -> float:
@@ -179,6 +189,10 @@ def check_recipe(recipe: Recipe, crops_dir: Path) -> None:
         if not Path(f).is_file():
             raise FileNotFoundError(f"teacher targets '{f}' not found; expected a CSV written by "
                                     "scripts/teacher_targets.py")
+    from tla_edge.train.models import COLOURS
+
+    if recipe.colour not in COLOURS:
+        raise UserError(f"--colour {recipe.colour!r} is not one of {', '.join(COLOURS)}")
     if not 0.0 <= recipe.label_smoothing < 1.0:
         raise UserError(f"--label-smoothing {recipe.label_smoothing:g} is not in [0, 1)")
     for name in ("epochs", "fine_tune_epochs", "patience", "fine_tune_at"):

@@ -177,7 +177,8 @@ def build(session: Session, recipe: Recipe, data: TrainData, out: Path) -> Run:
     lr = recipe.lr if recipe.lr is not None else (1e-4 if recipe.transfer_weights else SCRATCH_LR[recipe.arch])
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     with session.strategy.scope():
-        model = models.build_model(recipe.arch, data.input_size, recipe.alpha, recipe.transfer_weights)
+        model = models.build_model(recipe.arch, data.input_size, recipe.alpha, recipe.transfer_weights,
+                                   colour=recipe.colour)
     targets = distill.fit_targets(recipe, data)
     train_ds = make_dataset(tf, data.x_train, targets, recipe.batch_size, recipe.augment, shuffle=True,
                             seed=recipe.seed, camera=recipe.camera_augment)
@@ -343,6 +344,7 @@ def model_metadata(run: Run, val: Validation, wall_s_total: float, wall_s_data: 
             "augment": r.augment,
             "camera_augment": r.camera_augment,
             "simulated_attacks": r.simulated_attacks,
+            "colour": r.colour,
             "distill": distill.metadata_summary(r, d),
             "class_weight": run.class_weight,
             "mixed_precision": run.session.mixed,
