@@ -20,7 +20,8 @@
 # ONNX folder, used when DISTILL > 0), CROPS (default build/crops_SIZE), OUT,
 # MEMBERS, RULE, SIZE (input side in pixels, 96: crops are prepared at it and
 # the models take it), RECIPE,
-# DISTILL, FUSION_ARGS, PY. BUNDLE=1 copies the int8 models, their sidecars and the
+# DISTILL, COLOUR (the colour normalisation of every member: rgb, grey or
+# greyworld), FUSION_ARGS, PY. BUNDLE=1 copies the int8 models, their sidecars and the
 # primary's float weights into tla_edge/runtime/assets/ (the old pair's files
 # are removed there). Extra arguments go to tla-edge train.
 set -euo pipefail
@@ -46,6 +47,7 @@ MEMBERS=${MEMBERS:-0.35:2.7 0.35:1.4}
 RECIPE=${RECIPE:---epochs 10 --fine-tune-epochs 3 --fine-tune-at 100 --fine-tune-lr 1e-5 --patience 3 --monitor val_loss}
 # the chosen recipe distils 0.3 from the Silent-Face teacher (DISTILL=0: labels only)
 DISTILL=${DISTILL:-0.3}
+COLOUR=${COLOUR:-rgb}
 # The fused threshold must pass calibrate's checks; MSU-MFSD's four validation people are hard (their
 # EER alone is ~15 % for a model trained without them), so the allowed error at the EER point is 20 %.
 FUSION_ARGS=${FUSION_ARGS:---max-error 0.2}
@@ -79,7 +81,7 @@ for member in $MEMBERS; do
   # shellcheck disable=SC2086
   "$PY" -m tla_edge.cli train "$CROPS/both" --out "$OUT/$name" --arch mobilenetv2 --alpha "$alpha" \
     --input-size "$SIZE" --weights imagenet --scale "$scale" --crop-rule "$RULE" --val-subjects "$VAL_SUBJECTS" \
-    --seed 0 $RECIPE ${teacher_args[@]+"${teacher_args[@]}"} "$@"
+    --colour "$COLOUR" --seed 0 $RECIPE ${teacher_args[@]+"${teacher_args[@]}"} "$@"
   if [ -z "$primary" ]; then primary=$name; tflite="$OUT/liveness_mnv2_int8.tflite"
   else tflite="$OUT/liveness_mnv2_a${alpha}_s${scale}_int8.tflite"; fi
   echo "[default-model] int8 conversion (calibration: training people; parity: validation people) -> $tflite" >&2
