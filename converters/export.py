@@ -222,7 +222,7 @@ def converted_metadata(source: Source, crops: CropSets, job: Job, io: str, repor
                        "source": crops.holdout.source},
         "converter": dict(source.converter),
     }
-    for key in ("alpha", "target_apcer"):
+    for key in ("alpha", "target_apcer", "colour"):  # colour: train --weights default builds the same first layers
         if key in (meta.extra or {}):
             extra[key] = meta.extra[key]
     if job.key == "int8_qat":

@@ -33,7 +33,7 @@ INSTALL_COMMAND = (
 SUPPORTED = ("mobilenetv2",)
 # Head layers of tla_edge.train.models and what they become in tf_keras.
 _HEAD_LAYERS = ("GlobalAveragePooling2D", "GlobalMaxPooling2D", "Dropout", "Dense", "Flatten",
-                "BatchNormalization", "Activation", "ReLU", "Rescaling")
+                "BatchNormalization", "Activation", "ReLU", "Rescaling", "Conv2D")
 DEFAULT_EPOCHS = 2
 DEFAULT_LR = 1e-5
 DEFAULT_BATCH_SIZE = 32
@@ -192,6 +192,12 @@ def _translate(tfk: Any, layer: Any) -> Any:
         return tfk.layers.ReLU(max_value=cfg.get("max_value"), name=name)
     if kind == "Rescaling":
         return tfk.layers.Rescaling(cfg["scale"], cfg.get("offset", 0.0), name=name)
+    if kind == "Conv2D":  # e.g. train --colour grey's fixed 1x1 convolution in front of the base
+        return tfk.layers.Conv2D(
+            int(cfg["filters"]), tuple(cfg["kernel_size"]), strides=tuple(cfg.get("strides", (1, 1))),
+            padding=cfg.get("padding", "valid"), activation=cfg.get("activation", "linear"),
+            use_bias=bool(cfg.get("use_bias", True)), trainable=bool(cfg.get("trainable", True)), name=name,
+        )
     raise UserError(
         f"layer '{name}' ({kind}) around the MobileNetV2 base cannot be rebuilt in tf-keras for "
         f"QAT; supported: {', '.join(_HEAD_LAYERS)}"

@@ -274,6 +274,24 @@ def fake_compiler(folder: Path) -> Path:
 # --- the command ----------------------------------------------------------------------------
 
 
+def test_convert_carries_the_settings_train_default_rebuilds_from(model_dir, crops_dir, tmp_path, capsys):
+    """alpha, target APCER and the colour normalisation travel into the converted file's metadata:
+    train --weights default builds its model from them (a grey model's weights do not fit an rgb one)."""
+    import shutil
+
+    src = tmp_path / "model"
+    shutil.copytree(model_dir, src)
+    meta = metadata_lib.ModelMetadata.from_dict(json.loads((src / "metadata.json").read_text()))
+    settings = {"alpha": 0.35, "target_apcer": 0.05, "colour": "grey"}
+    (src / "metadata.json").write_text(json.dumps(meta.replace(extra={**meta.extra, **settings}).to_dict()))
+    out = tmp_path / "m_int8.tflite"
+    assert convert_cli(src, "--int8", "--calib", crops_dir, "--calib-samples", 16, "--out", out) == 0, \
+        capsys.readouterr().err
+    extra = LivenessModel(out).meta.extra
+    assert {k: extra.get(k) for k in settings} == settings
+
+
+
 def test_convert_int8_writes_model_metadata_and_summary(model_dir, crops_dir, tmp_path, capsys):
     out = tmp_path / "liveness_int8.tflite"
     rc = convert_cli(model_dir, "--int8", "--calib", crops_dir, "--calib-samples", 16, "--out", out)

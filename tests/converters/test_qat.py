@@ -79,6 +79,29 @@ def test_rebuild_in_tf_keras_computes_the_same(mnv2):
     assert qat.mobilenetv2_alpha(mnv2) == 0.35
 
 
+def test_rebuild_keeps_a_grey_colour_layer_and_refuses_greyworld():
+    """--colour grey (a fixed 1x1 Conv2D before the base) rebuilds and computes the same; greyworld's
+    two-input Subtract is not a chain layer: one line naming it."""
+    import tf_keras
+
+    from tla_edge.train import models
+
+    grey = models.build_mobilenetv2(SIZE, alpha=0.35, weights=None, colour="grey")
+    _perturb(grey)
+    rebuilt = qat.rebuild_tf_keras(grey, META)
+    conv = rebuilt.get_layer("colour_grey")
+    assert isinstance(conv, tf_keras.layers.Conv2D) and not conv.trainable
+    np.testing.assert_array_equal(conv.get_weights()[0], np.full((1, 1, 3, 3), 1 / 3, np.float32))
+    x = preprocess.normalize(synthetic_crops(6, seed=3)[0])
+    want = np.asarray(grey(x, training=False))
+    assert want.std() > 1e-3
+    np.testing.assert_allclose(rebuilt.predict(x, verbose=0), want, rtol=1e-4, atol=1e-4)
+    greyworld = models.build_mobilenetv2(SIZE, alpha=0.35, weights=None, colour="greyworld")
+    with pytest.raises(UserError, match=r"^layer 'colour_greyworld' \(Subtract\) around the MobileNetV2 base "
+                                        r"cannot be rebuilt in tf-keras for QAT; supported: "):
+        qat.rebuild_tf_keras(greyworld, META)
+
+
 def test_weight_mismatch_is_named(mnv2):
     import tf_keras
 
