@@ -104,7 +104,8 @@ def throwaway_default_weights(crops_dir: Path, scale: float, path: Path) -> Path
     meta = metadata_lib.load(assets.DEFAULT_LIVENESS_MODEL)
     cs = crops_lib.load_crops(crops_dir, scale=scale)
     keras.utils.set_random_seed(0)
-    model = models.build_mobilenetv2(meta.input_size[0], meta.extra["alpha"], None)
+    model = models.build_mobilenetv2(meta.input_size[0], meta.extra["alpha"], None,
+                                     colour=meta.extra.get("colour", "rgb"))
     for layer in model.get_layer(models.BASE_NAME).layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.0  # one training-mode pass sets the moving statistics to the crops'
