@@ -47,6 +47,7 @@ from tla_edge.converters.tflite import Source
 from tla_edge.errors import UserError
 from tla_edge.fileio import write_json_atomic
 from tla_edge.runtime import metadata as metadata_lib
+from tla_edge.train import colour as colour_lib
 from tla_edge.train import models as models_lib
 
 PROG = "tla-edge convert"
@@ -240,7 +241,9 @@ def run_job(job: Job, source: Source, crops: CropSets, float_scores: np.ndarray,
 
     ``t0`` is when the job started (QAT training included in ``convert_s``).
     """
-    model, qat_info = qat_model if job.key == "int8_qat" else (source.model, None)
+    # a grey layer is folded into the first convolution: the file has an RGB model's ops; parity below
+    # compares it with the unfolded source's scores
+    model, qat_info = qat_model if job.key == "int8_qat" else (colour_lib.fold_colour(source.model), None)
     io = io if job.mode == "int8" else "float"
     data = convert_job(model, job, crops.calib, source.meta.normalization, io)
     t_convert = time.perf_counter() - t0

@@ -239,3 +239,51 @@ def test_unknown_colour_is_refused():
         models.build_mobilenetv2(32, alpha=0.35, weights=None, colour="sepia")
     with pytest.raises(ValueError, match="colour 'sepia'"):
         models.build_resnet34(32, weights=None, colour="sepia")
+
+
+def test_grey_folds_into_the_first_convolution():
+    """fold_colour: no grey layer left, the first kernel is the source kernel's mean over its input channels
+    (grey = the mean of the three), the same outputs, and the source model unchanged."""
+    from tla_edge.train.colour import fold_colour
+
+    model = models.build_mobilenetv2(48, alpha=0.35, weights=None, colour="grey")
+    before = [w.copy() for w in model.get_weights()]
+    folded = fold_colour(model)
+    assert "colour_grey" not in [layer.name for layer in folded.layers]
+    w = model.get_layer(models.BASE_NAME).get_layer("Conv1").get_weights()[0]
+    w_folded = folded.layers[1].get_layer("Conv1").get_weights()[0]
+    np.testing.assert_allclose(w_folded, np.repeat(w.mean(axis=2, keepdims=True), 3, axis=2), rtol=1e-6,
+                               atol=1e-7)
+    x = np.random.default_rng(5).uniform(-1, 1, (3, 48, 48, 3)).astype(np.float32)
+    grey_x = np.repeat(x.mean(axis=-1, keepdims=True), 3, axis=-1)
+
+    def conv1(base, v):  # the first convolution's output: where the fold happens (random-init logits vanish)
+        return np.asarray(keras.Model(base.input, base.get_layer("Conv1").output)(v))
+
+    want = conv1(model.get_layer(models.BASE_NAME), grey_x)
+    assert want.std() > 0.01
+    np.testing.assert_allclose(conv1(folded.layers[1], x), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(folded(x, training=False)), np.asarray(model(x, training=False)),
+                               rtol=1e-3, atol=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    plain = models.build_mobilenetv2(48, alpha=0.35, weights=None)
+    assert fold_colour(plain) is plain
+    greyworld = models.build_mobilenetv2(48, alpha=0.35, weights=None, colour="greyworld")
+    assert fold_colour(greyworld) is greyworld  # not linear in the pixels alone: it stays
+
+
+def test_a_converted_grey_model_has_an_rgb_models_ops(tmp_path):
+    """The grey layer costs nothing on the device: the converted file has the ops of a model without it."""
+    from tla_edge.converters import tflite as tflite_lib
+    from tla_edge.runtime import modelinfo
+    from tla_edge.train.colour import fold_colour
+
+    def ops(m, path):
+        path.write_bytes(tflite_lib.convert(m, "float32"))
+        return sorted(op.name for op in modelinfo.inspect_model(path).subgraphs[0].operators)
+
+    tmp = tmp_path
+    grey = models.build_mobilenetv2(32, alpha=0.35, weights=None, colour="grey")
+    plain = models.build_mobilenetv2(32, alpha=0.35, weights=None)
+    assert ops(grey, tmp / "grey.tflite").count("CONV_2D") == ops(plain, tmp / "plain.tflite").count("CONV_2D") + 1
+    assert ops(fold_colour(grey), tmp / "folded.tflite") == ops(plain, tmp / "plain2.tflite")

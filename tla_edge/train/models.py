@@ -26,6 +26,7 @@ from tla_edge.errors import import_tensorflow
 from tla_edge.runtime.quant import scores_from_output
 from tla_edge.runtime.metadata import ModelMetadata
 from tla_edge.progress import Progress
+from tla_edge.train.colour import COLOURS, colour_layers  # noqa: F401 - re-exported
 
 ARCHITECTURES = ("mobilenetv2", "resnet34")
 MOBILENETV2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
@@ -41,8 +42,6 @@ LOGIT_NAME = "logit"
 # ResNet34 (He et al. 2016, Table 1; the TLA paper's Table I): basic blocks per stage.
 RESNET34_BLOCKS = (3, 4, 6, 3)
 RESNET34_FILTERS = (64, 128, 256, 512)
-COLOURS = ("rgb", "grey", "greyworld")
-"""Colour normalisations a model can start with (:func:`colour_layers`)."""
 
 
 def _keras() -> Any:
@@ -100,31 +99,6 @@ def _weights_path(weights: str | Path | None, arch: str) -> Path | None:
             "an existing .weights.h5 file"
         )
     return path
-
-
-def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
-    """The model's first layers for ``colour``; inside the model, so the crop and int8 input stay as they are.
-
-    ``"rgb"`` passes the image on. ``"grey"`` replaces every channel by the
-    mean of the three (a fixed 1x1 convolution: chroma removed, the ImageNet
-    base still gets three channels). ``"greyworld"`` subtracts from every
-    channel its own mean over the image (a colour cast and a brightness offset
-    removed, colour contrast kept). Both are plain Keras layers that convert
-    to int8 TFLite ops (CONV_2D; MEAN and SUB).
-
-    Raises:
-      ValueError: ``colour`` is not one of :data:`COLOURS`.
-    """
-    if colour == "rgb":
-        return inputs
-    if colour == "grey":
-        conv = keras.layers.Conv2D(3, 1, use_bias=False, trainable=False, name="colour_grey",
-                                   kernel_initializer=keras.initializers.Constant(1.0 / 3.0))
-        return conv(inputs)
-    if colour == "greyworld":
-        mean = keras.layers.GlobalAveragePooling2D(keepdims=True, name="colour_mean")(inputs)
-        return keras.layers.Subtract(name="colour_greyworld")([inputs, mean])
-    raise ValueError(f"colour {colour!r} is not one of {list(COLOURS)}")
 
 
 def _head(keras: Any, inputs: Any, features: Any, dropout: float, name: str) -> Any:

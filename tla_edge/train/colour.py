@@ -1,0 +1,78 @@
+"""Colour normalisation as a model's first layers, and folding it away for the device.
+
+``train --colour`` puts a fixed layer in front of the backbone
+(:func:`colour_layers`), so the crop and the int8 input stay RGB. ``grey`` is a
+linear map of the three channels with no bias, so it can be folded into the
+backbone's first convolution (:func:`fold_colour`): the converted model then
+has exactly the ops of an RGB model, and costs what it does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+COLOURS = ("rgb", "grey", "greyworld")
+"""Colour normalisations a model can start with (:func:`colour_layers`)."""
+GREY_NAME = "colour_grey"
+
+
+def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
+    """The model's first layers for ``colour``; inside the model, so the crop and int8 input stay as they are.
+
+    ``"rgb"`` passes the image on. ``"grey"`` replaces every channel by the
+    mean of the three (a fixed 1x1 convolution: chroma removed, the ImageNet
+    base still gets three channels). ``"greyworld"`` subtracts from every
+    channel its own mean over the image (a colour cast and a brightness offset
+    removed, colour contrast kept). Both are plain Keras layers that convert
+    to int8 TFLite ops (CONV_2D, folded away by :func:`fold_colour`; MEAN and SUB).
+
+    Raises:
+      ValueError: ``colour`` is not one of :data:`COLOURS`.
+    """
+    if colour == "rgb":
+        return inputs
+    if colour == "grey":
+        conv = keras.layers.Conv2D(3, 1, use_bias=False, trainable=False, name=GREY_NAME,
+                                   kernel_initializer=keras.initializers.Constant(1.0 / 3.0))
+        return conv(inputs)
+    if colour == "greyworld":
+        mean = keras.layers.GlobalAveragePooling2D(keepdims=True, name="colour_mean")(inputs)
+        return keras.layers.Subtract(name="colour_greyworld")([inputs, mean])
+    raise ValueError(f"colour {colour!r} is not one of {list(COLOURS)}")
+
+
+def fold_colour(model: Any) -> Any:
+    """``model`` with its ``grey`` layer folded into the base's first convolution; else ``model`` itself.
+
+    The grey layer is a 1x1 convolution without bias, ``y = x @ G``, and the
+    base's first layer a convolution without bias on ``y`` (zero padding maps
+    to zero through ``G``), so ``conv(x @ G, W) = conv(x, G @ W)``: one kernel,
+    the same function up to float rounding, and no extra op in the converted
+    file. The model is rebuilt as a chain (input, base, head layers), the base
+    a copy whose first kernel is ``G @ W``; the source model is not changed. A
+    model without a grey layer, or whose base does not start with a bias-free
+    convolution, is returned as it is.
+    """
+    import keras
+
+    names = [layer.name for layer in model.layers]
+    if GREY_NAME not in names:
+        return model
+    grey = model.get_layer(GREY_NAME)
+    base_index = names.index(GREY_NAME) + 1
+    base = model.layers[base_index]
+    first = getattr(base, "layers", [None, None])[1]
+    if not isinstance(first, keras.layers.Conv2D) or first.use_bias or names.index(GREY_NAME) != 1:
+        return model
+    clone = keras.models.clone_model(base)
+    clone.set_weights(base.get_weights())
+    kernel = first.get_weights()[0]  # (h, w, 3, filters)
+    g = grey.get_weights()[0][0, 0]  # (3 in, 3 out)
+    clone.layers[1].set_weights([np.einsum("io,hwof->hwif", g, kernel).astype(kernel.dtype)])
+    inputs = keras.Input(model.input_shape[1:], name=model.layers[0].name)
+    x = clone(inputs, training=False)
+    for layer in model.layers[base_index + 1:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
