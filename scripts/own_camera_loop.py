@@ -158,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     crops, model_dir, int8 = args.work / "crops", args.work / "model", args.work / "fine_tuned_int8.tflite"
     from tla_edge.runtime import metadata
 
-    dmeta = metadata.load(default_model)  # crops at the default model's scale and crop rule
+    dmeta = metadata.load(default_model)  # crops at the default model's scale, crop rule and input size
     wall = sh(["prepare", str(rec), "--out", str(crops), "--scales", f"{dmeta.crop_scale:g}",
-               "--crop-rule", dmeta.crop_rule, "--quiet"], log)
+               "--crop-rule", dmeta.crop_rule, "--size", str(dmeta.input_size[0]), "--quiet"], log)
     steps["prepare"] = {"wall_s": round(wall, 1)}
     if args.default_weights is None:
         weights = ["--weights", "default"]

@@ -23,7 +23,7 @@ import sys
 
 from tla_edge.cli import argtypes
 from tla_edge.train import history
-from tla_edge.train.models import COLOURS
+from tla_edge.train.colour import COLOURS
 from tla_edge.train.options import Recipe, resolve_default_weights
 from tla_edge.train.recipe import train
 

@@ -72,7 +72,7 @@ class Recipe:
     simulated_attacks: float = 0.0
     """Share of real training crops given a simulated print or replay twin (:mod:`tla_edge.train.simulate`)."""
     colour: str = "rgb"
-    """Colour normalisation as the model's first layers (:func:`tla_edge.train.models.colour_layers`)."""
+    """Colour normalisation as the model's first layers (:func:`tla_edge.train.colour.colour_layers`)."""
 
     @property
     def transfer_weights(self) -> str | None:
@@ -189,7 +189,7 @@ def check_recipe(recipe: Recipe, crops_dir: Path) -> None:
         if not Path(f).is_file():
             raise FileNotFoundError(f"teacher targets '{f}' not found; expected a CSV written by "
                                     "scripts/teacher_targets.py")
-    from tla_edge.train.models import COLOURS
+    from tla_edge.train.colour import COLOURS
 
     if recipe.colour not in COLOURS:
         raise UserError(f"--colour {recipe.colour!r} is not one of {', '.join(COLOURS)}")
