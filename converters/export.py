@@ -170,8 +170,8 @@ def train_qat(source: Source, crops: CropSets, qat: QatOptions, seed: int,
         crops.calib_dir, meta.crop_scale, tuple(meta.input_size), what="QAT training",
         resize=resize, crop_rule=meta.crop_rule, **crops.train_filters,
     )
-    return qat_lib.qat_model(
-        source.model, meta, train.images, train.labels, qat.epochs,
+    return qat_lib.qat_model(  # grey folded first, as for post-training quantization: the same ops
+        colour_lib.fold_colour(source.model), meta, train.images, train.labels, qat.epochs,
         qat.batch_size, qat.lr, seed, target=qat.target,
     )
 

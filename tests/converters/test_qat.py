@@ -178,3 +178,28 @@ def test_convert_qat_end_to_end(mnv2, tmp_path, capsys):
     assert meta.extra["qat"]["target"] == "teacher"  # the default: distil the float model
     assert "QAT: 16 crops, 1 epochs" in captured.out and "target teacher" in captured.out
     assert "calibrating int8_qat" in captured.err
+
+
+@pytest.mark.slow
+def test_qat_of_a_grey_model_folds_the_grey_layer_as_ptq_does(tmp_path, capsys):
+    """--qat on a --colour grey model: the QAT file has the PTQ file's convolutions (grey folded into Conv1 first)."""
+    from tla_edge.runtime import modelinfo
+    from tla_edge.train import models
+
+    grey = models.build_mobilenetv2(SIZE, alpha=0.35, weights=None, colour="grey")
+    _perturb(grey)
+    images, labels, species = synthetic_crops(16, seed=6)
+    crops = write_crops(tmp_path / "crops", images, labels, species)
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    grey.save(model_dir / "model.keras")
+    (model_dir / "metadata.json").write_text(json.dumps(META.replace(extra={**META.extra, "colour": "grey"}).to_dict()))
+    rc = cli.main(["convert", str(model_dir), "--int8", "--qat", "--calib", str(crops), "--calib-samples", "8",
+                   "--qat-epochs", "1", "--qat-batch-size", "8", "--allow-degraded", "--out-dir", str(tmp_path / "out")])
+    assert rc == 0, capsys.readouterr().err
+
+    def ops(name):
+        return sorted(op.name for op in modelinfo.inspect_model(tmp_path / "out" / name).subgraphs[0].operators)
+
+    # MobileNetV2's 35 convolutions in both, no colour layer (the two converters differ in other ops)
+    assert ops("model_int8_qat.tflite").count("CONV_2D") == ops("model_int8.tflite").count("CONV_2D") == 35
