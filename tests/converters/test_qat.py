@@ -81,7 +81,8 @@ def test_rebuild_in_tf_keras_computes_the_same(mnv2):
 
 def test_rebuild_keeps_a_grey_colour_layer_and_refuses_greyworld():
     """--colour grey (a fixed 1x1 Conv2D before the base) rebuilds and computes the same; greyworld's
-    two-input Subtract is not a chain layer: one line naming it."""
+    two-input Subtract is not a chain layer, and greynorm's layer normalisation is not translated: one
+    line naming each."""
     import tf_keras
 
     from tla_edge.train import models
@@ -100,6 +101,10 @@ def test_rebuild_keeps_a_grey_colour_layer_and_refuses_greyworld():
     with pytest.raises(UserError, match=r"^layer 'colour_greyworld' \(Subtract\) around the MobileNetV2 base "
                                         r"cannot be rebuilt in tf-keras for QAT; supported: "):
         qat.rebuild_tf_keras(greyworld, META)
+    greynorm = models.build_mobilenetv2(SIZE, alpha=0.35, weights=None, colour="greynorm")
+    with pytest.raises(UserError, match=r"^layer 'colour_norm' \(LayerNormalization\) around the MobileNetV2 base "
+                                        r"cannot be rebuilt in tf-keras for QAT; supported: "):
+        qat.rebuild_tf_keras(greynorm, META)
 
 
 def test_weight_mismatch_is_named(mnv2):

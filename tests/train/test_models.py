@@ -197,10 +197,24 @@ def test_greyworld_removes_each_channels_mean_over_the_image():
     assert np.abs(out.mean(axis=(1, 2))).max() < 1e-6
 
 
+def test_greynorm_standardises_the_luminance_over_the_image():
+    from tla_edge.train.colour import GREYNORM_SCALE
+
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    out = np.asarray(_first_layers("greynorm")(x), np.float64)
+    g = x.astype(np.float64).mean(axis=-1, keepdims=True)
+    mean = g.mean(axis=(1, 2, 3), keepdims=True)
+    var = ((g - mean) ** 2).mean(axis=(1, 2, 3), keepdims=True)
+    expected = np.repeat(GREYNORM_SCALE * (g - mean) / np.sqrt(var + 1e-3), 3, axis=-1)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+    assert GREYNORM_SCALE == 0.5 and abs(out.std() - 0.5) < 0.01  # unit spread scaled to ImageNet's ~0.5
+
+
 @pytest.mark.parametrize("colour,change", [
     # a colour cast: another offset per channel (greyworld) / a chroma change with the same mean (grey)
     ("greyworld", np.array([0.3, -0.2, 0.1], np.float32)),
     ("grey", None),
+    ("greynorm", "exposure"),  # another gain and offset of the luminance, and a chroma change
 ])
 def test_the_whole_model_does_not_see_what_its_colour_layers_remove(colour, change):
     rng = np.random.default_rng(3)
@@ -208,6 +222,10 @@ def test_the_whole_model_does_not_see_what_its_colour_layers_remove(colour, chan
     if change is None:  # move colour between channels, keep every pixel's mean of the three
         d = rng.uniform(-0.3, 0.3, (2, 48, 48, 1)).astype(np.float32)
         other = x + np.concatenate([d, -d, np.zeros_like(d)], axis=-1)
+    elif isinstance(change, str):  # exposure: 0.9 x + 0.2, then chroma moved as for grey
+        x = rng.uniform(-1, 1, x.shape).astype(np.float32)  # enough spread that the 1e-3 epsilon hardly counts
+        d = rng.uniform(-0.2, 0.2, (2, 48, 48, 1)).astype(np.float32)
+        other = 0.9 * x + 0.2 + np.concatenate([d, np.zeros_like(d), -d], axis=-1)
     else:
         other = x + change
     model = models.build_mobilenetv2(48, alpha=0.35, weights=None, colour=colour)
@@ -219,7 +237,8 @@ def test_the_whole_model_does_not_see_what_its_colour_layers_remove(colour, chan
         a, b = (np.asarray(f(v, training=False), np.float64) for v in (x, other))
         return np.linalg.norm(a - b) / np.linalg.norm(a)
 
-    assert rel_change(model) < 1e-4
+    # greynorm: exact but for the epsilon in sqrt(var + 1e-3), ~1e-3 of the scale here
+    assert rel_change(model) < (5e-3 if colour == "greynorm" else 1e-4)
     assert rel_change(plain) > 1e-2  # the change is one the base alone does see
 
 
@@ -235,7 +254,7 @@ def test_feature_extractor_includes_the_colour_layers():
 
 
 def test_unknown_colour_is_refused():
-    with pytest.raises(ValueError, match=r"colour 'sepia' is not one of \['rgb', 'grey', 'greyworld'\]"):
+    with pytest.raises(ValueError, match=r"colour 'sepia' is not one of \['rgb', 'grey', 'greyworld', 'greynorm'\]"):
         models.build_mobilenetv2(32, alpha=0.35, weights=None, colour="sepia")
     with pytest.raises(ValueError, match="colour 'sepia'"):
         models.build_resnet34(32, weights=None, colour="sepia")
@@ -287,3 +306,38 @@ def test_a_converted_grey_model_has_an_rgb_models_ops(tmp_path):
     plain = models.build_mobilenetv2(32, alpha=0.35, weights=None)
     assert ops(grey, tmp / "grey.tflite").count("CONV_2D") == ops(plain, tmp / "plain.tflite").count("CONV_2D") + 1
     assert ops(fold_colour(grey), tmp / "folded.tflite") == ops(plain, tmp / "plain2.tflite")
+
+
+def test_greynorm_converts_to_full_int8_and_computes_the_standardised_luminance(tmp_path):
+    """greynorm's layers convert to int8 ops (int8 in and out) and compute what numpy does, to int8 steps."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tla_edge.converters import tflite as tflite_lib
+    from tla_edge.runtime import modelinfo
+    from tla_edge.train.colour import GREYNORM_SCALE
+
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, models.colour_layers(keras, inputs, "greynorm"))
+    x = np.random.default_rng(7).uniform(-1, 1, (40, 32, 32, 3)).astype(np.float32)
+    x *= np.linspace(0.3, 1.0, 40, dtype=np.float32)[:, None, None, None]  # different contrasts
+    path = tmp_path / "greynorm.tflite"
+    path.write_bytes(tflite_lib.convert(model, "int8", lambda: ([x[i:i + 1]] for i in range(20))))
+    assert "RSQRT" in [op.name for op in modelinfo.inspect_model(path).subgraphs[0].operators]
+    it = Interpreter(model_path=str(path))
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    (s_in, z_in), (s_out, z_out) = inp["quantization"], out["quantization"]
+    for crop in x[20:]:
+        q = np.clip(np.round(crop[None] / s_in + z_in), -128, 127).astype(np.int8)
+        it.set_tensor(inp["index"], q)
+        it.invoke()
+        got = (it.get_tensor(out["index"]).astype(np.float64) - z_out) * s_out
+        g = ((q.astype(np.float64) - z_in) * s_in).mean(axis=-1, keepdims=True)
+        want = GREYNORM_SCALE * (g - g.mean()) / np.sqrt(g.var() + 1e-3)
+        inside = np.abs(want) < 127 * s_out - 2 * s_out  # the output range was set on 20 crops: no clipped values
+        assert inside.mean() > 0.95
+        a, b = got[..., :1][inside], want[inside]
+        # int8 variance and RSQRT: a gain error per crop (up to ~27 % on the lowest-contrast ones), not noise
+        assert np.corrcoef(a, b)[0, 1] > 0.995
+        assert 0.75 < float(a @ b / (b @ b)) < 1.35

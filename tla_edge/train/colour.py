@@ -13,9 +13,11 @@ from typing import Any
 
 import numpy as np
 
-COLOURS = ("rgb", "grey", "greyworld")
+COLOURS = ("rgb", "grey", "greyworld", "greynorm")
 """Colour normalisations a model can start with (:func:`colour_layers`)."""
 GREY_NAME = "colour_grey"
+GREYNORM_SCALE = 0.5
+"""``greynorm``'s standardised luminance is multiplied by this: unit spread becomes the ImageNet input's ~0.5."""
 
 
 def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
@@ -25,18 +27,28 @@ def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
     mean of the three (a fixed 1x1 convolution: chroma removed, the ImageNet
     base still gets three channels). ``"greyworld"`` subtracts from every
     channel its own mean over the image (a colour cast and a brightness offset
-    removed, colour contrast kept). Both are plain Keras layers that convert
-    to int8 TFLite ops (CONV_2D, folded away by :func:`fold_colour`; MEAN and SUB).
+    removed, colour contrast kept). ``"greynorm"`` is ``grey`` followed by the
+    luminance standardised over the crop (minus its mean, over its standard
+    deviation, times :data:`GREYNORM_SCALE`): exposure, gain and contrast
+    removed as well. All are plain Keras layers that convert to int8 TFLite
+    ops (CONV_2D, folded away by :func:`fold_colour` for ``grey``; MEAN and
+    SUB; layer normalisation's MEAN, SQUARED_DIFFERENCE, RSQRT, MUL).
 
     Raises:
       ValueError: ``colour`` is not one of :data:`COLOURS`.
     """
     if colour == "rgb":
         return inputs
-    if colour == "grey":
+    if colour in ("grey", "greynorm"):
         conv = keras.layers.Conv2D(3, 1, use_bias=False, trainable=False, name=GREY_NAME,
                                    kernel_initializer=keras.initializers.Constant(1.0 / 3.0))
-        return conv(inputs)
+        grey = conv(inputs)
+        if colour == "grey":
+            return grey
+        # the three channels are equal, so statistics over (H, W, C) are the luminance's over the image
+        norm = keras.layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False, epsilon=1e-3,
+                                               name="colour_norm")(grey)
+        return keras.layers.Rescaling(GREYNORM_SCALE, name="colour_norm_scale")(norm)
     if colour == "greyworld":
         mean = keras.layers.GlobalAveragePooling2D(keepdims=True, name="colour_mean")(inputs)
         return keras.layers.Subtract(name="colour_greyworld")([inputs, mean])
