@@ -165,3 +165,68 @@ def current_rss_mb() -> float:
         return resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return peak_rss_mb()
+
+
+class IdleCpus:
+    """How many of this process's CPUs sat idle lately, from ``/proc/stat`` (Linux); unknown elsewhere.
+
+    :meth:`spare` answers from the CPU time counters of the CPUs this process
+    may run on (its affinity), read at most every ``every_s`` seconds: idle
+    CPUs = the idle (and I/O wait) share of their time since the last read,
+    times their count. Another program's busy loop shows as a CPU that is not
+    idle, whatever the core count says. One read costs a file read (tens of
+    microseconds), so a frame loop pays it twice a second at most.
+
+    Args:
+      every_s: the shortest time between two reads (and the window measured).
+      path: the counters' file (tests give their own).
+      cpus: the CPU numbers to count (None: this process's affinity; all where it has none).
+      clock: seconds, monotonic (tests give their own).
+    """
+
+    def __init__(self, every_s: float = 0.5, path: str | Path = "/proc/stat", cpus: Iterable[int] | None = None,
+                 clock: Any = None) -> None:
+        import time
+
+        self.every_s = float(every_s)
+        self._path = Path(path)
+        if cpus is None:
+            try:
+                cpus = os.sched_getaffinity(0)
+            except (AttributeError, OSError):
+                cpus = None
+        self._cpus = None if cpus is None else frozenset(int(c) for c in cpus)
+        self._clock = clock or time.monotonic
+        self.idle: float | None = None
+        """Idle CPUs over the last window (e.g. 0.93 of 2); None before a window has been measured."""
+        self._last = self._read()
+        self._t = self._clock()
+
+    def _read(self) -> tuple[int, int, int] | None:
+        """``(idle ticks, all ticks, CPUs counted)`` summed over the counted CPUs; None when unreadable."""
+        idle = total = n = 0
+        try:
+            with open(self._path) as f:
+                for line in f:
+                    if not line.startswith("cpu"):
+                        break
+                    name, *fields = line.split()
+                    if name == "cpu" or (self._cpus is not None and int(name[3:]) not in self._cpus):
+                        continue
+                    ticks = [int(v) for v in fields[:8]]  # user nice system idle iowait irq softirq steal
+                    idle += ticks[3] + ticks[4]
+                    total += sum(ticks)
+                    n += 1
+        except (OSError, ValueError, IndexError):
+            return None
+        return (idle, total, n) if n else None
+
+    def spare(self, need: float = 0.5) -> bool | None:
+        """Whether at least ``need`` CPUs sat idle over the last window; None while unknown (no window yet, no counters)."""
+        now = self._clock()
+        if self._last is not None and now - self._t >= self.every_s:
+            cur = self._read()
+            if cur is not None and cur[1] > self._last[1]:
+                self.idle = cur[2] * (cur[0] - self._last[0]) / (cur[1] - self._last[1])
+            self._last, self._t = cur, now
+        return None if self.idle is None else self.idle >= need

@@ -94,6 +94,9 @@ def test_bench_rows_with_and_without_crop_overlap_judge_alike(tmp_path, monkeypa
     assert (off["overlap_crops"], on["overlap_crops"]) == (False, True)  # the bundled pair cuts two crops
     assert off["id"].endswith("/1t:sequential~overlap-off") and on["id"].endswith("/1t:sequential~overlap-on")
     assert off["decisions"] == on["decisions"] and on["frames_scored"] > 0
+    # faces cut on the worker / in turn: on always uses the worker; off has none to count
+    faces = on["overlap_crops_faces"]
+    assert faces["in_turn"] == 0 and faces["on_worker"] >= on["frames_scored"] and "overlap_crops_faces" not in off
 
 
 def test_an_unknown_crop_overlap_is_refused_before_measuring():

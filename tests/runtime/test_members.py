@@ -331,6 +331,13 @@ def test_a_failing_crop_on_the_worker_fails_closed_and_the_next_frame_is_judged(
         raise RuntimeError("crop failed")
 
     models[1].crop_trusted = broken
+    first_crop = models[0].crop_trusted
+
+    def slow_first(rgb, box):  # time for the worker to be scheduled even on a busy machine
+        time.sleep(0.05)
+        return first_crop(rgb, box)
+
+    models[0].crop_trusted = slow_first
     with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, overlap_crops=True) as pipe:
         assert pipe.members == "sequential" and pipe.overlap_crops
         r = pipe.process(FRAME)
@@ -357,6 +364,54 @@ def test_the_first_member_failing_waits_for_the_worker_then_fails_closed(tiny_tf
         r = pipe.process(FRAME)
         assert done.is_set()  # the worker had finished before the frame's result came back
         assert r.decision == pl.ERROR and "invoke failed" in r.error
+
+
+def test_auto_overlap_cuts_in_turn_while_no_cpu_sat_idle(tiny_tflite, monkeypatch):
+    """auto keeps the worker but asks tla_edge.host.IdleCpus face by face: no idle CPU lately (another
+    program busy) -> the later crop is cut in turn on the calling thread; unknown -> the worker, as before.
+    Same scores either way; an explicit on never asks."""
+    from tla_edge import host
+
+    answers: list = []
+
+    class FakeIdle:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def spare(self, need: float = 0.5):
+            return answers.pop(0)
+
+    monkeypatch.setattr(host, "IdleCpus", FakeIdle)
+    monkeypatch.setattr(host, "cpus_available", lambda: 4)  # a spare core: auto starts the worker
+    models = two_scales(tiny_tflite)
+    where: list[str] = []
+    original = models[1].crop_trusted
+
+    def traced(rgb, box):
+        where.append(threading.current_thread().name)
+        return original(rgb, box)
+
+    models[1].crop_trusted = traced
+    first_crop = models[0].crop_trusted
+
+    def slow_first(rgb, box):  # time for the worker to be scheduled even on a busy machine
+        time.sleep(0.02)
+        return first_crop(rgb, box)
+
+    models[0].crop_trusted = slow_first
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, members="sequential") as pipe:
+        assert pipe.overlap_crops and pipe.overlap_counts == [0, 0]
+        answers[:] = [None, True, False, False, True]
+        results = [pipe.process(FRAME) for _ in range(5)]
+        assert not answers and pipe.overlap_counts == [3, 2]
+    assert [w.startswith("tla-edge-crop") for w in where] == [True, True, False, False, True]
+    assert len({(r.decision, r.raw_score) for r in results}) == 1 and results[0].raw_score is not None
+    where.clear()
+    with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, members="sequential",
+                  overlap_crops=True) as pipe:
+        assert pipe._idle is None  # asked for: always on the worker, no counters read
+        pipe.process(FRAME)
+        assert pipe.overlap_counts == [1, 0] and where[0].startswith("tla-edge-crop")
 
 
 def test_one_crop_for_every_member_needs_no_worker_and_close_ends_it(tiny_tflite):

@@ -291,7 +291,8 @@ def bench_configuration(
             timed = time_pipeline(pipe, raw, config.id, frame_set, frames, warmup, show_progress)
     finally:
         pipe.close()
-    result = configuration_block(config, backend, members, frames, timed, threshold_note, rss_scope, overlap)
+    result = configuration_block(config, backend, members, frames, timed, threshold_note, rss_scope, overlap,
+                                 tuple(pipe.overlap_counts))
     samples = {**timed.samples, "raw_detector": timed.raw["detector"], "raw_liveness": timed.raw["liveness"]}
     return result, samples
 

@@ -177,7 +177,10 @@ def format_table(report: dict[str, Any]) -> str:
     for c in report["configurations"]:
         share = c.get("stage_share") or {}
         parts = ", ".join(f"{s} {share[s] * 100:.0f} %" for s in SHARE_STAGES if share.get(s) is not None)
-        fused = (f", members {c['members']}" + (", later crops cut on a worker beside the first crop and invoke"
+        faces = c.get("overlap_crops_faces")
+        when = (f" ({faces['on_worker']} of {faces['on_worker'] + faces['in_turn']} faces: the rest had no idle CPU)"
+                if faces and faces["in_turn"] else "")
+        fused = (f", members {c['members']}" + (", later crops cut on a worker beside the first crop and invoke" + when
                                                  if c.get("overlap_crops") else "")
                  if c.get("members") and "fused_with" in c["model"] else "")
         lines.append(f"{c['id']}: end to end {_fmt(c.get('fps_end_to_end'), 0, 1).strip()} fps"
@@ -238,12 +241,14 @@ def write_plot(path: Path, report: dict[str, Any], samples: Sequence[dict[str, l
 
 
 def configuration_block(config: "Configuration", backend: str, members: str, frames: int, timed: "TimedPass",
-                        threshold_note: str | None, rss_scope: str, overlap_crops: bool = False) -> dict[str, Any]:
+                        threshold_note: str | None, rss_scope: str, overlap_crops: bool = False,
+                        overlap_counts: tuple[int, int] | None = None) -> dict[str, Any]:
     """The JSON block of one configuration: stage statistics, raw invokes, overhead, FPS, memory.
 
     ``members`` is how the pipeline ran the fused set (``sequential`` or
     ``concurrent``, ``--members auto`` resolved); the raw liveness pass ran them the same way.
-    ``overlap_crops`` is whether its later members' crops were cut on a worker beside the first crop and invoke.
+    ``overlap_crops`` is whether its later members' crops were cut on a worker beside the first crop and invoke;
+    ``overlap_counts`` (faces cut so, faces cut in turn; warm-up included) how often, when auto decides per face.
     """
     stages = {s: stage_stats(timed.samples[s]) for s in STAGES}
     raw_stats = {k: stage_stats(v) for k, v in timed.raw.items()}
@@ -257,6 +262,8 @@ def configuration_block(config: "Configuration", backend: str, members: str, fra
         "detector_backend": backend,
         "members": members,
         "overlap_crops": bool(overlap_crops),
+        **({"overlap_crops_faces": {"on_worker": int(overlap_counts[0]), "in_turn": int(overlap_counts[1])}}
+           if overlap_crops and overlap_counts is not None else {}),
         "frames": frames,
         "frames_scored": len(timed.scored_total),
         "decisions": dict(sorted(timed.decisions.items())),

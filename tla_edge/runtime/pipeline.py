@@ -21,6 +21,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from tla_edge import host
 from tla_edge.runtime import imagesize, preprocess
 from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.decisions import (  # noqa: F401  (re-exported: the decision set's documented home)
@@ -94,8 +95,11 @@ class Pipeline:
         cuts the later members' crops on a worker thread while the calling
         thread cuts the first crop and runs its member: None (auto) when a
         core would otherwise idle meanwhile
-        (:func:`tla_edge.runtime.members.resolve_crop_overlap`), or True/False.
-        Scores are the same either way; :attr:`overlap_crops` says which was chosen.
+        (:func:`tla_edge.runtime.members.resolve_crop_overlap`), and then
+        face by face only while a CPU sat idle lately (:class:`tla_edge.host.IdleCpus`:
+        a CPU busy with other work makes the worker wait); or True/False.
+        Scores are the same either way; :attr:`overlap_crops` says whether the
+        worker exists, :attr:`overlap_counts` how often it was used.
 
     Raises:
       ValueError: a bad threshold, smoothing, live_frames, num_threads, a
@@ -170,6 +174,10 @@ class Pipeline:
             self.overlap_crops = resolve_crop_overlap(overlap_crops, self.members, len(slots), num_threads, edgetpu)
             """Whether the later members' crops are cut while the first member runs (``overlap_crops`` resolved)."""
             self._crop_worker = CropWorker() if self.overlap_crops else None
+            # auto also looks at the machine frame by frame: a CPU busy with other work is no CPU to overlap on
+            self._idle = host.IdleCpus() if self.overlap_crops and overlap_crops is None and not edgetpu else None
+            self.overlap_counts = [0, 0]
+            """Faces whose later crops were cut on the worker, and faces cut in turn (auto: no idle CPU then)."""
             # Concurrent members that each need a crop of their own cut it on their own thread.
             self._crop_with_member = self._runner.concurrent and len(slots) == len(self.models)
             self._first_crop, self._later_crops = _overlap_split(self.models, self._crop_of)
@@ -289,11 +297,13 @@ class Pipeline:
         runner = self._runner
         if runner is None:
             raise RuntimeError("pipeline is closed")
-        if self._crop_worker is not None:
+        if self._crop_worker is not None and (self._idle is None or self._idle.spare() is not False):
+            self.overlap_counts[0] += 1
             scores = self._score_overlapped(rgb, face, timings)
         elif self._crop_with_member:
             scores = self._score_cropping_concurrently(rgb, face, timings)
         else:
+            self.overlap_counts[1] += self._crop_worker is not None
             tc = time.perf_counter()
             self._prepare(rgb, face, range(len(models)))
             ti = time.perf_counter()
