@@ -170,8 +170,9 @@ def train_qat(source: Source, crops: CropSets, qat: QatOptions, seed: int,
         crops.calib_dir, meta.crop_scale, tuple(meta.input_size), what="QAT training",
         resize=resize, crop_rule=meta.crop_rule, **crops.train_filters,
     )
+    norm = colour_lib.input_normalization(source.model, meta.normalization)  # greynorm's layers taken out
     return qat_lib.qat_model(  # grey folded first, as for post-training quantization: the same ops
-        colour_lib.fold_colour(source.model), meta, train.images, train.labels, qat.epochs,
+        colour_lib.fold_colour(source.model), meta.replace(normalization=norm), train.images, train.labels, qat.epochs,
         qat.batch_size, qat.lr, seed, target=qat.target,
     )
 
@@ -243,12 +244,15 @@ def run_job(job: Job, source: Source, crops: CropSets, float_scores: np.ndarray,
     """
     # a grey layer is folded into the first convolution: the file has an RGB model's ops; parity below
     # compares it with the unfolded source's scores
+    # greynorm's layers are taken out: the file's input is their output, the runtime computes it per crop
     model, qat_info = qat_model if job.key == "int8_qat" else (colour_lib.fold_colour(source.model), None)
+    in_meta = source.meta.replace(normalization=colour_lib.input_normalization(source.model, source.meta.normalization))
     io = io if job.mode == "int8" else "float"
-    data = convert_job(model, job, crops.calib, source.meta.normalization, io)
+    data = convert_job(model, job, crops.calib, in_meta.normalization, io)
     t_convert = time.perf_counter() - t0
-    report, summary = check_parity(data, job, float_scores, crops.val, source.meta, gate)
+    report, summary = check_parity(data, job, float_scores, crops.val, in_meta, gate)
     out_meta = converted_metadata(source, crops, job, io, report, seed, qat_info, gate.mode)
+    out_meta = out_meta.replace(normalization=in_meta.normalization)
     row: dict[str, Any] = {
         "model": job.key, "file": str(job.path), "io": io,
         "input": summary.input_dtype, "output": summary.output_dtype,

@@ -565,3 +565,60 @@ def test_model_that_is_not_a_liveness_model_is_refused(tmp_path, crops_dir, caps
     assert err == ("tla-edge convert: error: model output shapes [(None, 5)] are not a liveness score; expected "
                    "one output [batch, 1] (live logit or probability) or [batch, 2] (two classes)")
     assert not (tmp_path / "five.tflite").exists()
+
+
+def texture_crops(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Real = sharp noise, attack = the same noise blurred; brightness and contrast drawn at random for both,
+    so only texture tells them apart (what greynorm keeps)."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([1, 0] * (n // 2), np.int64)
+    images = np.empty((n, SIZE, SIZE, 3), np.uint8)
+    for i, y in enumerate(labels):
+        noise = rng.normal(0, 1, (SIZE, SIZE, 3)).astype(np.float32)
+        if y == 0:
+            noise = cv2.GaussianBlur(noise, (0, 0), 1.5)
+            noise /= noise.std()
+        images[i] = np.clip(rng.uniform(60, 190) + rng.uniform(15, 40) * noise, 0, 255).astype(np.uint8)
+    return images, labels, ["" if y == 1 else "print" for y in labels]
+
+
+def test_convert_takes_greynorm_out_of_the_model_and_the_runtime_computes_it(tmp_path, capsys):
+    """--colour greynorm: the int8 file has the plain model's ops (no layer normalisation), its metadata
+    says normalization 'greynorm', and through the runtime it scores as the Keras model with the layers in."""
+    import keras
+
+    from tla_edge.runtime import modelinfo, preprocess
+    from tla_edge.train.colour import colour_layers
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 3), name="image")
+    x = colour_layers(keras, inputs, "greynorm")
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, name="logit")(x), name="tiny")
+    images, labels, species = texture_crops(160, seed=3)
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    model.fit(preprocess.normalize(images[:96]), labels[:96].astype("float32"), epochs=30, batch_size=32, verbose=0)
+    src = tmp_path / "model"
+    src.mkdir()
+    model.save(src / "model.keras")
+    meta = metadata_lib.ModelMetadata(input_size=(SIZE, SIZE), crop_scale=3.0, threshold=0.5, architecture="tiny",
+                                      extra={"thresholds": {"eer": 0.5}, "colour": "greynorm"})
+    (src / "metadata.json").write_text(json.dumps(meta.to_dict()))
+    crops = write_crops(tmp_path / "crops", images[96:], labels[96:], species[96:])
+    out = tmp_path / "greynorm_int8.tflite"
+    assert convert_cli(src, "--int8", "--calib", crops, "--out", out) == 0, capsys.readouterr().err
+    lm = LivenessModel(out)
+    assert lm.meta.normalization == "greynorm" and lm.meta.extra["colour"] == "greynorm"
+    ops = [op.name for op in modelinfo.inspect_model(out).subgraphs[0].operators]
+    assert "RSQRT" not in ops and "SQUARED_DIFFERENCE" not in ops and ops.count("CONV_2D") == 2
+    held = images[96:]
+    want = 1 / (1 + np.exp(-np.asarray(model.predict(preprocess.normalize(held), verbose=0)).ravel()))
+    got = np.array([lm.score(c) for c in held])
+    assert np.std(want) > 0.1  # the Keras model tells the two apart
+    assert np.corrcoef(want, got)[0, 1] > 0.98
+    # the input written straight into the tensor is the one input_tensor() gives
+    lm.set_input(held[0])
+    written = lm.interpreter.get_tensor(lm.interpreter.get_input_details()[0]["index"])
+    np.testing.assert_array_equal(written, lm.input_tensor(held[0]))

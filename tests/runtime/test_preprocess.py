@@ -309,3 +309,38 @@ def test_four_channel_bilinear_is_the_three_channel_bytes():
         window = rng.integers(0, 256, (h + 1, w + 2, 3), dtype=np.uint8)[1:, 1:-1]  # a view with row padding
         expected = cv2.resize(window, (out_w, out_h), interpolation=cv2.INTER_LINEAR_EXACT)
         np.testing.assert_array_equal(preprocess._bilinear_exact(window, out_w, out_h), expected)
+
+
+def test_greynorm_standardises_the_grey_plane_of_each_crop():
+    """normalize(..., 'greynorm') against the formula: mean of the three channels in mobilenet_v2 units,
+    minus its mean over the crop, over sqrt(variance + 1e-3), times 0.5, in all three channels."""
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    got = normalize(crops, "greynorm")
+    for crop, out in zip(crops, got):
+        g = crop.astype(np.float64).sum(axis=-1) / 3 / 127.5 - 1
+        want = 0.5 * (g - g.mean()) / np.sqrt(g.var() + 1e-3)
+        for c in range(3):
+            np.testing.assert_allclose(out[..., c], want, rtol=1e-5, atol=1e-6)
+    one = normalize(crops[0], "greynorm")  # one crop or a batch: per crop either way
+    np.testing.assert_allclose(one, got[0], rtol=1e-6)
+    flat = np.full((8, 8, 3), 77, np.uint8)
+    assert np.array_equal(normalize(flat, "greynorm"), np.zeros((8, 8, 3), np.float32))  # no NaN on a flat crop
+
+
+@pytest.mark.parametrize("scale,zero_point,dtype", [(0.0137, 3, np.int8), (0.02, 128, np.uint8)])
+def test_the_quantized_greynorm_input_is_quantize_of_normalize(scale, zero_point, dtype):
+    from tla_edge.runtime.quant import quantize, standardised_input
+
+    rng = np.random.default_rng(1)
+    for k in range(20):
+        level, spread = rng.uniform(30, 220), rng.uniform(2, 60)  # dim and flat to bright and busy
+        crop = np.clip(level + spread * rng.normal(0, 1, (96, 96, 3)), 0, 255).astype(np.uint8)
+        want = quantize(normalize(crop, "greynorm"), scale, zero_point, dtype)
+        got = standardised_input(crop, "greynorm", scale, zero_point, dtype)
+        assert got.dtype == dtype and got.shape == (96, 96, 3)
+        diff = np.abs(got.astype(int) - want.astype(int))
+        assert diff.max() <= 1 and diff.mean() < 1e-3  # float32 against float64: a half step at most, rarely
+        dst = np.empty((96, 96, 3), dtype)
+        assert standardised_input(crop, "greynorm", scale, zero_point, dtype, dst=dst) is dst
+        np.testing.assert_array_equal(dst, got)

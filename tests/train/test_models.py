@@ -341,3 +341,32 @@ def test_greynorm_converts_to_full_int8_and_computes_the_standardised_luminance(
         # int8 variance and RSQRT: a gain error per crop (up to ~27 % on the lowest-contrast ones), not noise
         assert np.corrcoef(a, b)[0, 1] > 0.995
         assert 0.75 < float(a @ b / (b @ b)) < 1.35
+
+
+def test_the_runtime_greynorm_normalization_is_what_the_models_layers_compute():
+    """preprocess.normalize(crop, 'greynorm') on uint8 pixels = greynorm's Keras layers on mobilenet_v2 pixels,
+    and fold_colour takes those layers out: the folded model on greynorm input = the model on mobilenet_v2 input."""
+    from tla_edge.runtime import preprocess
+    from tla_edge.train.colour import fold_colour, input_normalization
+
+    rng = np.random.default_rng(8)
+    crops = np.clip(rng.uniform(40, 200, (4, 1, 1, 1)) + rng.normal(0, 1, (4, 48, 48, 3))
+                    * rng.uniform(5, 50, (4, 1, 1, 1)), 0, 255).astype(np.uint8)
+    inputs = keras.Input((48, 48, 3))
+    layers_only = keras.Model(inputs, models.colour_layers(keras, inputs, "greynorm"))
+    want = np.asarray(layers_only(preprocess.normalize(crops, "mobilenet_v2")))
+    got = preprocess.normalize(crops, "greynorm")
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    model = models.build_mobilenetv2(48, alpha=0.35, weights=None, colour="greynorm")
+    folded = fold_colour(model)
+    assert [layer.name for layer in folded.layers][:2] == ["image", models.BASE_NAME]
+    assert input_normalization(model, "mobilenet_v2") == "greynorm"
+    assert input_normalization(models.build_mobilenetv2(48, alpha=0.35, weights=None, colour="grey"), "unit") == "unit"
+    with pytest.raises(ValueError, match="greynorm model trained on 'unit' pixels"):
+        input_normalization(model, "unit")
+    a = np.asarray(model(preprocess.normalize(crops, "mobilenet_v2"), training=False), np.float64).ravel()
+    b = np.asarray(folded(got, training=False), np.float64).ravel()
+    assert np.std(a) > 0
+    np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-3 * np.abs(a).max())
+    c = np.asarray(folded(preprocess.normalize(crops, "mobilenet_v2"), training=False), np.float64).ravel()
+    assert np.abs(c - a).max() > 1e-2 * np.abs(a).max()  # the folded model does need the greynorm input

@@ -100,7 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "on", "off"),
         default=None,
         help="whether a sequential fused set cuts its later members' crops while the first member runs; "
-        "repeat to compare (None: auto = when a core would otherwise idle during that invoke)",
+        "repeat to compare (None: auto = when a core would otherwise idle during that invoke, checked face by "
+        "face against the CPUs' idle time: a CPU busy with other work does not count)",
     )
     parser.add_argument("--json", type=argtypes.path, default=None, metavar="PATH", help="write the results as JSON (None: table only)")
     parser.add_argument(

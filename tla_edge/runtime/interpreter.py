@@ -22,7 +22,9 @@ from tla_edge.errors import UserError
 from tla_edge.runtime import preprocess
 from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.native import quiet_native_logs
-from tla_edge.runtime.quant import dequantize, pixel_lut, score_from_output, scores_from_output
+from tla_edge.runtime.quant import (
+    StandardisedInput, dequantize, pixel_lut, score_from_output, scores_from_output,
+)
 from tla_edge.runtime.tensors import (  # noqa: F401  (the tensor helpers, re-exported where they were)
     check_image_input, check_output_shape, get_output, input_details, input_size, is_quantized, output_details,
     quantization_params, score_table, set_input,
@@ -234,9 +236,14 @@ class LivenessModel:
         self._out_q = quantization_params(self._out) if is_quantized(self._out) else None
         self._score_table = score_table(self._out, self.meta)
         self._lut = None
+        self._standardise: StandardisedInput | None = None  # a per-crop normalization's input writer
         if is_quantized(self._in):
             scale, zp = quantization_params(self._in)
-            self._lut = pixel_lut(self.meta.normalization, scale, zp, np.dtype(self._in["dtype"]))
+            if self.meta.normalization in preprocess.STANDARDISED:
+                self._standardise = StandardisedInput(self.meta.normalization, scale, zp,
+                                                      np.dtype(self._in["dtype"]), self._size)
+            else:
+                self._lut = pixel_lut(self.meta.normalization, scale, zp, np.dtype(self._in["dtype"]))
         self.last_invoke_ms = 0.0
 
     @property
@@ -274,12 +281,14 @@ class LivenessModel:
             )
 
     def input_tensor(self, crop: np.ndarray) -> np.ndarray:
-        """The model's input for one uint8 crop (quantized through a lookup table when int8/uint8)."""
+        """The model's input for one uint8 crop (quantized through a lookup table when int8/uint8, or per crop)."""
         self._check_crop(crop)
         if self._lut is not None:
             import cv2  # the runtime extra's OpenCV; cv2.LUT is ~4x faster than fancy indexing
 
             return cv2.LUT(crop, self._lut.view(np.uint8)).view(self._lut.dtype)[None]
+        if self._standardise is not None:
+            return self._standardise(crop)[None]
         return preprocess.normalize(crop, self.meta.normalization)[None]
 
     def set_input(self, crop: np.ndarray) -> None:
@@ -306,6 +315,8 @@ class LivenessModel:
             written = cv2.LUT(crop, self._lut.view(np.uint8), dst=target)
             if written is not target:  # OpenCV allocated instead of writing in place
                 target[...] = written
+        elif self._standardise is not None:
+            self._standardise(crop, dst=dst)
         else:
             dst[...] = preprocess.normalize(crop, self.meta.normalization)
 

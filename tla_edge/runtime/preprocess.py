@@ -38,7 +38,15 @@ NORMALIZATIONS: dict[str, tuple[float, float]] = {
     "mobilenet_v2": (1.0 / 127.5, -1.0),  # [-1, 1], keras.applications.mobilenet_v2
     "unit": (1.0 / 255.0, 0.0),  # [0, 1]
     "raw": (1.0, 0.0),  # [0, 255], normalisation inside the model
+    "greynorm": (1.0 / 127.5, -1.0),  # as mobilenet_v2, then standardised per crop (STANDARDISED)
 }
+
+STANDARDISED: dict[str, float] = {"greynorm": 0.5}
+"""Normalizations that go on per crop after the pixel step: the mean of the three channels, minus its
+mean over the crop, over ``sqrt(variance + STANDARD_EPSILON)``, times this scale, in all three channels.
+What ``train --colour greynorm`` computes inside the model, taken out of it by ``convert`` (exact
+float statistics instead of int8 ones, and an RGB model's ops)."""
+STANDARD_EPSILON = 1e-3
 
 
 class CropRegion(NamedTuple):
@@ -267,7 +275,7 @@ def resize_crops(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(crop: np.ndarray, normalization: str = "mobilenet_v2") -> np.ndarray:
-    """Scales uint8 pixels the way the model expects.
+    """Scales uint8 pixels the way the model expects (a :data:`STANDARDISED` one per crop).
 
     Args:
       crop: ``(..., H, W, 3)`` uint8 RGB (one crop or a batch).
@@ -285,7 +293,14 @@ def normalize(crop: np.ndarray, normalization: str = "mobilenet_v2") -> np.ndarr
         raise ValueError(
             f"unknown normalization {normalization!r}; expected one of {sorted(NORMALIZATIONS)}"
         ) from None
-    return crop.astype(np.float32) * np.float32(mul) + np.float32(off)
+    x = crop.astype(np.float32) * np.float32(mul) + np.float32(off)
+    if normalization in STANDARDISED:
+        g = x.mean(axis=-1, dtype=np.float64)
+        mean = g.mean(axis=(-2, -1), keepdims=True)
+        var = ((g - mean) ** 2).mean(axis=(-2, -1), keepdims=True)
+        plane = (STANDARDISED[normalization] * (g - mean) / np.sqrt(var + STANDARD_EPSILON)).astype(np.float32)
+        x = np.repeat(plane[..., None], 3, axis=-1)
+    return x
 
 
 def check_frame(rgb: np.ndarray) -> None:

@@ -50,6 +50,62 @@ def pixel_lut(normalization: str, scale: float, zero_point: int, dtype: Any) -> 
     )
 
 
+_THIRDS = np.full((1, 3), 1.0 / 3.0, np.float32)
+
+
+class StandardisedInput:
+    """``quantize(normalize(crop, normalization))`` of ``(H, W, 3)`` uint8 crops, for a :data:`STANDARDISED
+    <tla_edge.runtime.preprocess.STANDARDISED>` normalization: one model's input writer.
+
+    The crop's statistics change with every crop, so no table serves; OpenCV
+    computes the grey plane, its mean and deviation, and the quantized plane in
+    all three channels, in buffers kept from one crop to the next (allocating
+    them per crop cost more than the arithmetic in the frame loop). Float32
+    instead of :func:`~tla_edge.runtime.preprocess.normalize`'s float64: a value
+    within rounding of a half step may differ by one (tests bound it). One call
+    at a time (the buffers are shared), as a model's input is.
+    """
+
+    def __init__(self, normalization: str, scale: float, zero_point: int, dtype: Any,
+                 size: tuple[int, int]) -> None:
+        import cv2  # the runtime extra's OpenCV
+
+        self._mul = preprocess.NORMALIZATIONS[normalization][0]
+        self._std_scale = preprocess.STANDARDISED[normalization]
+        self._scale, self._zero_point = float(scale), int(zero_point)
+        self.dtype = np.dtype(dtype)
+        self._depth = {np.dtype(np.int8): cv2.CV_8S, np.dtype(np.uint8): cv2.CV_8U}[self.dtype]
+        h, w = size
+        self._rgb = np.empty((h, w, 3), np.float32)
+        self._grey = np.empty((h, w), np.float32)
+        self._plane = np.empty((h, w), self.dtype)
+
+    def __call__(self, crop: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
+        """The quantized input of one crop, written into ``dst`` (``(H, W, 3)`` of the input dtype) when given."""
+        import cv2
+
+        np.copyto(self._rgb, crop)
+        g = cv2.transform(self._rgb, _THIRDS, dst=self._grey)  # the mean of the three channels, 0-255
+        mean, dev = cv2.meanStdDev(g)
+        var = (float(dev[0, 0]) * self._mul) ** 2  # in the normalized units (mul per pixel level)
+        a = self._std_scale * self._mul / math.sqrt(var + preprocess.STANDARD_EPSILON) / self._scale
+        # q = (g - mean) * a + zero_point, rounded half to even and saturated (as quantize()) in one op
+        plane = cv2.addWeighted(g, a, g, 0.0, self._zero_point - float(mean[0, 0]) * a, dst=self._plane,
+                                dtype=self._depth)
+        if dst is None:
+            return cv2.merge([plane, plane, plane])
+        written = cv2.merge([plane, plane, plane], dst=dst)
+        if written is not dst:
+            dst[...] = written
+        return dst
+
+
+def standardised_input(crop: np.ndarray, normalization: str, scale: float, zero_point: int, dtype: Any,
+                       dst: np.ndarray | None = None) -> np.ndarray:
+    """:class:`StandardisedInput` for one crop (its own buffers)."""
+    return StandardisedInput(normalization, scale, zero_point, dtype, crop.shape[:2])(crop, dst)
+
+
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function."""
     x = np.asarray(x, np.float64)

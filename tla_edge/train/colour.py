@@ -16,6 +16,8 @@ import numpy as np
 COLOURS = ("rgb", "grey", "greyworld", "greynorm")
 """Colour normalisations a model can start with (:func:`colour_layers`)."""
 GREY_NAME = "colour_grey"
+NORM_NAMES = ("colour_norm", "colour_norm_scale")
+"""``greynorm``'s layers after the grey one: :func:`fold_colour` takes the three out of the model."""
 GREYNORM_SCALE = 0.5
 """``greynorm``'s standardised luminance is multiplied by this: unit spread becomes the ImageNet input's ~0.5."""
 
@@ -47,8 +49,8 @@ def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
             return grey
         # the three channels are equal, so statistics over (H, W, C) are the luminance's over the image
         norm = keras.layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False, epsilon=1e-3,
-                                               name="colour_norm")(grey)
-        return keras.layers.Rescaling(GREYNORM_SCALE, name="colour_norm_scale")(norm)
+                                               name=NORM_NAMES[0])(grey)
+        return keras.layers.Rescaling(GREYNORM_SCALE, name=NORM_NAMES[1])(norm)
     if colour == "greyworld":
         mean = keras.layers.GlobalAveragePooling2D(keepdims=True, name="colour_mean")(inputs)
         return keras.layers.Subtract(name="colour_greyworld")([inputs, mean])
@@ -66,12 +68,22 @@ def fold_colour(model: Any) -> Any:
     a copy whose first kernel is ``G @ W``; the source model is not changed. A
     model without a grey layer, or whose base does not start with a bias-free
     convolution, is returned as it is.
+
+    ``greynorm``'s statistics change with every crop, so nothing folds them
+    into a kernel: its three layers are taken out instead, and the returned
+    model takes what they computed, the runtime's ``"greynorm"`` normalization
+    (:data:`tla_edge.runtime.preprocess.STANDARDISED`, see
+    :func:`input_normalization`): the same function in float, with exact
+    statistics where int8 ones were off by up to a quarter on low-contrast
+    crops, and an RGB model's ops (the layers in int8 doubled a member's invoke).
     """
     import keras
 
     names = [layer.name for layer in model.layers]
     if GREY_NAME not in names:
         return model
+    if NORM_NAMES[0] in names:
+        return _without_greynorm(keras, model, names)
     grey = model.get_layer(GREY_NAME)
     base_index = names.index(GREY_NAME) + 1
     base = model.layers[base_index]
@@ -88,3 +100,28 @@ def fold_colour(model: Any) -> Any:
     for layer in model.layers[base_index + 1:]:
         x = layer(x)
     return keras.Model(inputs, x, name=model.name)
+
+
+def _without_greynorm(keras: Any, model: Any, names: list[str]) -> Any:
+    """``model`` from the base on: its input is what greynorm's layers gave the base."""
+    if names[1:4] != [GREY_NAME, *NORM_NAMES]:
+        raise ValueError(f"model '{model.name}' does not start with greynorm's layers: {names[:4]}")
+    inputs = keras.Input(model.input_shape[1:], name=model.layers[0].name)
+    x = model.layers[4](inputs, training=False)
+    for layer in model.layers[5:]:
+        x = layer(x)
+    return keras.Model(inputs, x, name=model.name)
+
+
+def input_normalization(model: Any, normalization: str) -> str:
+    """The normalization the input of ``fold_colour(model)`` takes: ``"greynorm"`` where greynorm's layers
+    were taken out (the model trained on ``"mobilenet_v2"`` pixels), else ``normalization`` as it is.
+
+    Raises:
+      ValueError: a greynorm model trained on other pixels than ``"mobilenet_v2"``'s.
+    """
+    if NORM_NAMES[0] not in [layer.name for layer in model.layers]:
+        return normalization
+    if normalization != "mobilenet_v2":
+        raise ValueError(f"a greynorm model trained on {normalization!r} pixels; expected 'mobilenet_v2'")
+    return "greynorm"

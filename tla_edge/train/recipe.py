@@ -46,8 +46,8 @@ FEATURE_AUGMENTED_COPIES = 1
 
 def tf_normalize(tf: Any, images: Any, normalization: str = NORMALIZATION) -> Any:
     """:func:`tla_edge.runtime.preprocess.normalize` in TensorFlow ops (same constants, same float32 maths)."""
-    if normalization not in preprocess.NORMALIZATIONS:
-        preprocess.normalize(np.zeros((1, 1, 3), np.uint8), normalization)  # raises the contract's error
+    if normalization not in preprocess.NORMALIZATIONS or normalization in preprocess.STANDARDISED:
+        raise ValueError(f"training normalizes per pixel, not with {normalization!r} (--colour greynorm: in the model)")
     mul, off = preprocess.NORMALIZATIONS[normalization]
     return tf.cast(images, tf.float32) * np.float32(mul) + np.float32(off)
 
