@@ -175,7 +175,8 @@ class IdleCpus:
     CPUs = the idle (and I/O wait) share of their time since the last read,
     times their count. Another program's busy loop shows as a CPU that is not
     idle, whatever the core count says. One read costs a file read (tens of
-    microseconds), so a frame loop pays it twice a second at most.
+    microseconds), so a frame loop pays it ten times a second at most; a window of 0.1 s
+    is 10 clock ticks per CPU at 100 Hz, enough to tell a busy CPU from an idle one.
 
     Args:
       every_s: the shortest time between two reads (and the window measured).
@@ -184,7 +185,7 @@ class IdleCpus:
       clock: seconds, monotonic (tests give their own).
     """
 
-    def __init__(self, every_s: float = 0.5, path: str | Path = "/proc/stat", cpus: Iterable[int] | None = None,
+    def __init__(self, every_s: float = 0.1, path: str | Path = "/proc/stat", cpus: Iterable[int] | None = None,
                  clock: Any = None) -> None:
         import time
 
