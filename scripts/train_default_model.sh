@@ -20,8 +20,8 @@
 # ONNX folder, used when DISTILL > 0), CROPS (default build/crops_SIZE), OUT,
 # MEMBERS, RULE, SIZE (input side in pixels, 96: crops are prepared at it and
 # the models take it), RECIPE,
-# DISTILL, COLOUR (the colour normalisation of every member: grey, chosen in
-# round 9 on the protocol; rgb or greyworld to compare), FUSION_ARGS, PY. BUNDLE=1 copies the int8 models, their sidecars and the
+# DISTILL, COLOUR (the colour normalisation of every member: greynorm, chosen
+# in round 10 on the protocol; grey, rgb or greyworld to compare), FUSION_ARGS, PY. BUNDLE=1 copies the int8 models, their sidecars and the
 # primary's float weights into tla_edge/runtime/assets/ (the old pair's files
 # are removed there). Extra arguments go to tla-edge train.
 set -euo pipefail
@@ -47,7 +47,7 @@ MEMBERS=${MEMBERS:-0.35:2.7 0.35:1.4}
 RECIPE=${RECIPE:---epochs 10 --fine-tune-epochs 3 --fine-tune-at 100 --fine-tune-lr 1e-5 --patience 3 --monitor val_loss}
 # the chosen recipe distils 0.3 from the Silent-Face teacher (DISTILL=0: labels only)
 DISTILL=${DISTILL:-0.3}
-COLOUR=${COLOUR:-grey}
+COLOUR=${COLOUR:-greynorm}
 # The fused threshold must pass calibrate's checks; MSU-MFSD's four validation people are hard (their
 # EER alone is ~15 % for a model trained without them), so the allowed error at the EER point is 20 %.
 FUSION_ARGS=${FUSION_ARGS:---max-error 0.2}
