@@ -321,6 +321,17 @@ def two_scales(tiny_tflite, logit: float = 50.0) -> list[FixedModel]:
     return models
 
 
+def slow_first_crop(model, seconds: float) -> None:
+    """Delays ``model``'s crop: time for the worker to be scheduled even on a busy machine."""
+    first_crop = model.crop_trusted
+
+    def slow(rgb, box):
+        time.sleep(seconds)
+        return first_crop(rgb, box)
+
+    model.crop_trusted = slow
+
+
 def test_a_failing_crop_on_the_worker_fails_closed_and_the_next_frame_is_judged(tiny_tflite):
     models = two_scales(tiny_tflite)
     calls = []
@@ -331,13 +342,7 @@ def test_a_failing_crop_on_the_worker_fails_closed_and_the_next_frame_is_judged(
         raise RuntimeError("crop failed")
 
     models[1].crop_trusted = broken
-    first_crop = models[0].crop_trusted
-
-    def slow_first(rgb, box):  # time for the worker to be scheduled even on a busy machine
-        time.sleep(0.05)
-        return first_crop(rgb, box)
-
-    models[0].crop_trusted = slow_first
+    slow_first_crop(models[0], 0.05)
     with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, overlap_crops=True) as pipe:
         assert pipe.members == "sequential" and pipe.overlap_crops
         r = pipe.process(FRAME)
@@ -392,13 +397,7 @@ def test_auto_overlap_cuts_in_turn_while_no_cpu_sat_idle(tiny_tflite, monkeypatc
         return original(rgb, box)
 
     models[1].crop_trusted = traced
-    first_crop = models[0].crop_trusted
-
-    def slow_first(rgb, box):  # time for the worker to be scheduled even on a busy machine
-        time.sleep(0.02)
-        return first_crop(rgb, box)
-
-    models[0].crop_trusted = slow_first
+    slow_first_crop(models[0], 0.02)
     with Pipeline(models, FakeDetector(), threshold=0.5, live_frames=1, members="sequential") as pipe:
         assert pipe.overlap_crops and pipe.overlap_counts == [0, 0]
         answers[:] = [None, True, False, False, True]

@@ -330,17 +330,17 @@ def test_greynorm_standardises_the_grey_plane_of_each_crop():
 
 @pytest.mark.parametrize("scale,zero_point,dtype", [(0.0137, 3, np.int8), (0.02, 128, np.uint8)])
 def test_the_quantized_greynorm_input_is_quantize_of_normalize(scale, zero_point, dtype):
-    from tla_edge.runtime.quant import quantize, standardised_input
+    from tla_edge.runtime.quant import StandardisedInput, quantize
 
     rng = np.random.default_rng(1)
     for k in range(20):
         level, spread = rng.uniform(30, 220), rng.uniform(2, 60)  # dim and flat to bright and busy
         crop = np.clip(level + spread * rng.normal(0, 1, (96, 96, 3)), 0, 255).astype(np.uint8)
         want = quantize(normalize(crop, "greynorm"), scale, zero_point, dtype)
-        got = standardised_input(crop, "greynorm", scale, zero_point, dtype)
+        got = StandardisedInput("greynorm", scale, zero_point, dtype, (96, 96))(crop)
         assert got.dtype == dtype and got.shape == (96, 96, 3)
         diff = np.abs(got.astype(int) - want.astype(int))
         assert diff.max() <= 1 and diff.mean() < 1e-3  # float32 against float64: a half step at most, rarely
         dst = np.empty((96, 96, 3), dtype)
-        assert standardised_input(crop, "greynorm", scale, zero_point, dtype, dst=dst) is dst
+        assert StandardisedInput("greynorm", scale, zero_point, dtype, (96, 96))(crop, dst=dst) is dst
         np.testing.assert_array_equal(dst, got)

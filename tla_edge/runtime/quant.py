@@ -100,12 +100,6 @@ class StandardisedInput:
         return dst
 
 
-def standardised_input(crop: np.ndarray, normalization: str, scale: float, zero_point: int, dtype: Any,
-                       dst: np.ndarray | None = None) -> np.ndarray:
-    """:class:`StandardisedInput` for one crop (its own buffers)."""
-    return StandardisedInput(normalization, scale, zero_point, dtype, crop.shape[:2])(crop, dst)
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Numerically stable logistic function."""
     x = np.asarray(x, np.float64)
