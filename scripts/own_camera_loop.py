@@ -8,6 +8,8 @@ run it (``python -m tla_edge.cli ...``, one process per step) and is timed:
 
   record -> evaluate the default model (before) -> calibrate it -> evaluate
   -> prepare -> train --weights default -> convert --int8 -> calibrate -> evaluate
+  (a fused default also: the set before, calibrated as a set, and the fine-tuned
+  primary fused with the bundled partner, calibrated as a set)
 
 Figures on the check set come from ``tla-edge evaluate --raw`` (the device
 pipeline, image-mode detector, no smoothing) at the threshold written in each
@@ -135,17 +137,26 @@ def main(argv: list[str] | None = None) -> int:
                        "recording": datasets.load_dataset(rec).summary()["labels"],
                        "check_set": datasets.load_dataset(test).summary()["labels"]}
 
-    def evaluate(name: str, model: Path) -> dict:
+    def evaluate(name: str, model: Path | list[Path]) -> dict:
         out = args.work / f"eval_{name}"
-        wall = sh(["evaluate", str(test), "--raw", "--model", str(model), "--out", str(out), "--quiet"], log)
+        given = [model] if isinstance(model, Path) else model
+        wall = sh(["evaluate", str(test), "--raw", *[a for m in given for a in ("--model", str(m))],
+                   "--out", str(out), "--quiet"], log)
         return {"wall_s": round(wall, 1), **figures(out / "metrics.json")}
 
-    def calibrate(name: str, model: Path) -> tuple[dict, Path | None]:
-        out = args.work / f"{name}.tflite"
+    def calibrate(name: str, model: Path | list[Path]) -> tuple[dict, Path | list[Path] | None]:
+        """One model into NAME.tflite; a fused set into the folder NAME/ (copies of every member)."""
+        given = [model] if isinstance(model, Path) else model
+        out = args.work / (f"{name}.tflite" if len(given) == 1 else name)
         report = args.work / f"{name}.json"
-        wall = sh(["calibrate", str(rec), "--model", str(model), "--out", str(out), "--report", str(report),
-                   "--target-bpcer", str(args.target_bpcer), "--quiet"], log)
-        return {"wall_s": round(abs(wall), 1), **calib_figures(report)}, (out if wall > 0 else None)
+        wall = sh(["calibrate", str(rec), *[a for m in given for a in ("--model", str(m))], "--out", str(out),
+                   "--report", str(report), "--target-bpcer", str(args.target_bpcer), "--quiet"], log)
+        written = out if len(given) == 1 else [out / m.name for m in given]
+        return {"wall_s": round(abs(wall), 1), **calib_figures(report)}, (written if wall > 0 else None)
+
+    # The bundled default is a fused set: its partner is kept, as is, beside the fine-tuned primary.
+    members = [default_model] if args.default_model else assets.default_liveness_models()
+    partners = members[1:]
 
     # 2. the default model as it is, then calibrated on the recording
     steps["before"] = {"model": default_model.name, "check": evaluate("before", default_model)}
@@ -153,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
     steps["calibrate_default"] = {"recording": cal}
     if cal_model is not None:
         steps["calibrate_default"]["check"] = evaluate("default_calibrated", cal_model)
+    if partners:  # the set as the device runs it, then calibrated as a set (the fused threshold)
+        steps["before_fused"] = {"models": [m.name for m in members], "check": evaluate("before_fused", members)}
+        cal, cal_set = calibrate("default_fused_calibrated", members)
+        steps["calibrate_default_fused"] = {"recording": cal}
+        if cal_set is not None:
+            steps["calibrate_default_fused"]["check"] = evaluate("default_fused_calibrated", cal_set)
 
     # 3. fine-tune from the default weights on the recording, convert, calibrate again
     crops, model_dir, int8 = args.work / "crops", args.work / "model", args.work / "fine_tuned_int8.tflite"
@@ -186,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
         steps["calibrate_fine_tuned"] = {"recording": cal}
         if cal_model is not None:
             steps["calibrate_fine_tuned"]["check"] = evaluate("fine_tuned_calibrated", cal_model)
+        if partners:  # the fine-tuned primary fused with the bundled partner; the fused threshold chosen anew
+            cal, cal_set = calibrate("fine_tuned_fused_calibrated", [int8, *partners])
+            steps["calibrate_fine_tuned_fused"] = {"models": [int8.name, *(p.name for p in partners)],
+                                                   "recording": cal}
+            if cal_set is not None:
+                steps["calibrate_fine_tuned_fused"]["check"] = evaluate("fine_tuned_fused_calibrated", cal_set)
 
     result = {
         "what": "own-camera loop on NUAA: one session stands in for the new camera",

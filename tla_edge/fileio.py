@@ -65,6 +65,19 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
+def check_outside_package(path: str | os.PathLike, name: str) -> None:
+    """Refuses an output path inside the installed package (no command writes into it).
+
+    Raises:
+      UserError: ``--out 'x' is inside the installed package 'p'; expected a path outside it``.
+    """
+    package = Path(__file__).resolve().parent
+    target = Path(path).resolve()
+    if target == package or package in target.parents:
+        raise UserError(f"{name} '{path}' is inside the installed package '{package}'; "
+                        "expected a path outside it (no command writes into the package)")
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     """True when two names reach one file: the same inode where both exist, else the same resolved path."""
     try:

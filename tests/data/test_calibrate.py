@@ -213,3 +213,99 @@ def test_model_without_metadata_is_refused(tmp_path, capsys):
     assert cli.main(["calibrate", str(tmp_path), "--model", str(bare), "--out", str(bare)]) == 2
     assert cli.main(["calibrate", str(tmp_path), "--model", str(tmp_path / "m.keras"), "--out", str(out)]) == 2
     assert "is not a .tflite" in capsys.readouterr().err
+
+
+def test_calibrate_the_bundled_fused_set_into_a_folder(recording, tmp_path, capsys):
+    from tla_edge.runtime.assets import default_liveness_models
+    from tla_edge.runtime.interpreter import LivenessModel
+    from tla_edge.runtime.pipeline import Pipeline
+
+    members = default_liveness_models()
+    if len(members) < 2:
+        pytest.skip("the bundled default runs alone: no fused set to calibrate")
+    before = [m.read_bytes() for m in members]
+    out = tmp_path / "kiosk"
+    rc = cli.main(["calibrate", str(recording), "--out", str(out), "--target-bpcer", "0.1",
+                   "--report", str(tmp_path / "r.json"), "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert [m.read_bytes() for m in members] == before  # the installed models are never changed
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["models"] == [str(m) for m in members]
+    copies = [out / m.name for m in members]
+    metas = [metadata_lib.load(c) for c in copies]
+    for m, c, meta in zip(members, copies, metas):
+        # same flatbuffer, same own threshold (for use alone), the new fused threshold in the record
+        assert metadata_lib.strip_embedded(c.read_bytes()) == metadata_lib.strip_embedded(m.read_bytes())
+        assert meta.threshold == pytest.approx(metadata_lib.load(m).threshold)
+        assert meta.extra["fusion"]["threshold"] == pytest.approx(rep["threshold"])
+        assert meta.extra["fusion"]["how"]["device_calibration"]["rule"] == "bpcer"
+    assert metadata_lib.fused_threshold(list(zip(copies, metas))) == pytest.approx(rep["threshold"])
+    assert rep["previous_threshold"] == pytest.approx(
+        metadata_lib.fused_threshold([(m, metadata_lib.load(m)) for m in members]))
+    # Independent check: the mean of the members' own scores, each model run alone on the recording's
+    # real frames through its own pipeline, rejects at most 10 % at the written fused threshold.
+    means = []
+    real = [r for r in datasets.load_dataset(recording) if r.label == "real"]
+    per_model = []
+    for c in copies:
+        with Pipeline(LivenessModel(c), threshold=0.5, smoothing=1, live_frames=1, video=False) as pipe:
+            scores = []
+            for r in real:
+                pipe.reset()
+                scores.append(pipe.process(datasets.read_image_rgb(r.path)).raw_score)
+        per_model.append(scores)
+    means = np.mean(np.array(per_model, dtype=np.float64), axis=0)
+    assert np.mean(means < rep["threshold"]) <= 0.1
+    assert f"run them together: --model {copies[0]} --model {copies[1]}" in text
+    assert "fused threshold" in text
+    # the set as copied runs fused with its new threshold
+    with Pipeline([str(c) for c in copies], smoothing=1, live_frames=1, video=False) as pipe:
+        assert pipe.threshold == pytest.approx(rep["threshold"])
+    # refuses to overwrite the copies
+    assert cli.main(["calibrate", str(recording), "--out", str(out), "--quiet"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_fused_calibration_refusals(recording, tmp_path, capsys):
+    from tla_edge.runtime.assets import DEFAULT_LIVENESS_MODEL
+
+    m = str(DEFAULT_LIVENESS_MODEL)
+    cases = [
+        (["--model", m, "--model", m, "--out", str(tmp_path / "set")], "are the same model or share a file name"),
+        (["--model", m, "--model", str(tmp_path / "b.tflite"), "--out", str(tmp_path / "x.tflite")],
+         "is a .tflite, but 2 --model form a fused set"),
+        (["--out", str(DEFAULT_LIVENESS_MODEL.parent / "calibrated")], "is inside the installed package"),
+    ]
+    for extra, message in cases:
+        assert cli.main(["calibrate", str(recording), *extra, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and message in err, err
+    assert not (tmp_path / "set").exists()
+    assert not (DEFAULT_LIVENESS_MODEL.parent / "calibrated").exists()
+
+
+def test_a_set_never_fused_gets_its_first_fused_threshold(recording, tmp_path, capsys):
+    from tla_edge.runtime.assets import default_liveness_models
+
+    members = default_liveness_models()
+    if len(members) < 2:
+        pytest.skip("the bundled default runs alone: no second model to fuse with")
+    # copies of the two members under new names, their fusion records removed: no fused threshold
+    bare = []
+    for i, m in enumerate(members):
+        meta = metadata_lib.load(m)
+        meta = meta.replace(extra={k: v for k, v in meta.extra.items() if k != "fusion"})
+        p = tmp_path / f"member{i}.tflite"
+        p.write_bytes(metadata_lib.embed(metadata_lib.strip_embedded(m.read_bytes()), meta))
+        bare.append(p)
+    with pytest.raises(ValueError, match="no common fusion threshold"):
+        metadata_lib.fused_threshold([(p, metadata_lib.load(p)) for p in bare])
+    out = tmp_path / "set"
+    rc = cli.main(["calibrate", str(recording), "--model", str(bare[0]), "--model", str(bare[1]),
+                   "--out", str(out), "--at", "eer", "--quiet"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "(the set had no fused threshold)" in text
+    copies = [out / p.name for p in bare]
+    assert 0.0 < metadata_lib.fused_threshold([(c, metadata_lib.load(c)) for c in copies]) < 1.0

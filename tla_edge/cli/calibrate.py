@@ -12,6 +12,14 @@ chosen on the scores:
 
 The model file is never changed: a copy with the new threshold in its
 metadata is written to --out (embedded, and as the ``<out>.json`` sidecar).
+
+A fused set (several ``--model``, or none with ``--out`` a folder: the
+bundled set, as the device runs it) is scored by the mean of its members'
+scores, and the threshold is chosen on that mean: copies of every member,
+under their own names, are written into the --out folder, each carrying the
+new fused threshold (``extra.fusion``); each member's own threshold, for use
+alone, is unchanged. ``--out`` ending in ``.tflite`` with no ``--model``
+calibrates the bundled primary alone (its copy runs without its partner).
 The expected BPCER and APCER come with a Clopper-Pearson interval over the
 frames scored, and the number of people they came from: frames of one person
 are alike, so with few people the true uncertainty is wider.
@@ -22,8 +30,10 @@ threshold would fall under --floor, or the other error rate exceeds
 is 1: fine-tune on the recording (``tla-edge train ... --weights default``).
 
 Example:
-  tla-edge calibrate data/kiosk --out kiosk_int8.tflite                 # bundled model, BPCER 1 %
+  tla-edge calibrate data/kiosk --out kiosk/                            # the bundled fused set, BPCER 1 %
+  tla-edge calibrate data/kiosk --out kiosk_int8.tflite                 # the bundled primary alone
   tla-edge calibrate data/kiosk --model mine_int8.tflite --at eer --out mine_kiosk.tflite
+  tla-edge calibrate data/kiosk --model a_int8.tflite --model b_int8.tflite --out kiosk_pair/
 """
 
 from __future__ import annotations
@@ -44,11 +54,12 @@ from tla_edge.thresholds import DEFAULT_FLOOR, DEFAULT_MAX_ERROR, DEFAULT_TARGET
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``calibrate`` flags."""
     parser.add_argument("data", type=argtypes.path, metavar="DATA", help="a recording (tla-edge record) or any dataset")
-    parser.add_argument("--model", type=argtypes.path, default=None, metavar="MODEL.tflite",
-                        help="the .tflite to calibrate, with tla-edge metadata (None: the bundled int8 model, "
-                        "alone: the calibrated copy runs without a fusion partner)")
-    parser.add_argument("--out", type=argtypes.path, required=True, metavar="CALIBRATED.tflite",
-                        help="the calibrated copy (its metadata sidecar is written beside it)")
+    parser.add_argument("--model", type=argtypes.path, action="append", default=None, metavar="MODEL.tflite",
+                        help="the .tflite to calibrate, with tla-edge metadata; repeat for a fused set (None: "
+                        "the bundled set with --out a folder, its primary alone with --out a .tflite)")
+    parser.add_argument("--out", type=argtypes.path, required=True, metavar="CALIBRATED.tflite|DIR",
+                        help="the calibrated copy (its metadata sidecar is written beside it); for a fused "
+                        "set, a folder for copies of every member")
     rule = parser.add_mutually_exclusive_group()
     rule.add_argument("--target-bpcer", type=argtypes.probability, default=DEFAULT_TARGET_BPCER, metavar="B",
                       help="strictest threshold rejecting at most B of the bona fide frames")
@@ -79,35 +90,71 @@ def run(args: argparse.Namespace) -> int:
     rule, target = resolve_rule(args.at, args.target_apcer, getattr(args, "target_bpcer", None))
     if not 0.0 < args.confidence < 1.0:
         raise UserError(f"--confidence {args.confidence:g} is not in (0, 1)")
-    if args.model is None:
-        from tla_edge.runtime.assets import default_liveness_model
-
-        model = default_liveness_model()
-    else:
-        model = Path(args.model)
-    meta = calibration.check_model(model)
     out = Path(args.out)
-    sidecar = metadata_lib.sidecar_path(out)
-    fileio.check_outputs(
-        {"--out": out, "--out's sidecar": sidecar, "--report": args.report},
-        {"--model": model, "--model's sidecar": metadata_lib.sidecar_path(model), "DATA": args.data},
-        args.force,
-    )
+    models = _models(args.model, out)
+    metas = [calibration.check_model(m) for m in models]
+    fused = len(models) > 1
+    if fused:
+        calibration.check_set(models)
+        outputs = {}
+        for m in models:
+            outputs[f"--out's {m.name}"] = out / m.name
+            outputs[f"--out's {m.name}.json"] = metadata_lib.sidecar_path(out / m.name)
+        try:
+            previous = metadata_lib.fused_threshold(list(zip(models, metas)))
+        except ValueError:
+            previous = None  # a set never fused before: the threshold is chosen from scratch
+    else:
+        outputs = {"--out": out, "--out's sidecar": metadata_lib.sidecar_path(out)}
+        previous = float(metas[0].threshold)
+    inputs = [("DATA", args.data)]
+    for m in models:
+        inputs += [("--model", m), ("--model's sidecar", metadata_lib.sidecar_path(m))]
+    fileio.check_outside_package(out, "--out")
+    fileio.check_outputs({**outputs, "--report": args.report}, inputs, args.force)
 
     report = calibration.calibrate_dataset(
-        args.data, model, rule, target, float(meta.threshold), sessions=args.sessions, subjects=args.subjects,
+        args.data, models, rule, target, previous, sessions=args.sessions, subjects=args.subjects,
         floor=args.floor, max_error=args.max_error, confidence=args.confidence, detector=args.detector,
         detector_backend=args.detector_backend, num_threads=args.num_threads, show_progress=not args.quiet,
     )
     report["wall_s"] = round(time.perf_counter() - t0, 2)
     if args.report is not None:
         fileio.write_json_atomic(args.report, report)
-    if report["serves"]:
-        new_meta = calibration.calibrated_metadata(meta, report)
-        fileio.write_bytes_atomic(out, metadata_lib.embed(model.read_bytes(), new_meta))
-        fileio.write_json_atomic(sidecar, new_meta.to_dict())
-    print(format_summary(report, out if report["serves"] else None, args.report))
+    written: list[Path] = []
+    if report["serves"] and fused:
+        _, files = calibration.fused_calibrated_copies(models, report)
+        fileio.write_files_atomic({out / name: data for name, data in files.items()})
+        written = [out / m.name for m in models]
+    elif report["serves"]:
+        new_meta = calibration.calibrated_metadata(metas[0], report)
+        fileio.write_bytes_atomic(out, metadata_lib.embed(models[0].read_bytes(), new_meta))
+        fileio.write_json_atomic(metadata_lib.sidecar_path(out), new_meta.to_dict())
+        written = [out]
+    print(format_summary(report, written, args.report))
     return 0 if report["serves"] else 1
+
+
+def _models(given: list[Path] | None, out: Path) -> list[Path]:
+    """The models to calibrate: those given, else the bundled set (``--out`` a folder) or its primary (a ``.tflite``).
+
+    Raises:
+      UserError: ``--out`` a ``.tflite`` for several models, or a folder when the bundled model runs alone.
+    """
+    file_out = out.suffix.lower() == ".tflite"
+    if given is None:
+        from tla_edge.runtime.assets import default_liveness_model, default_liveness_models
+
+        models = [default_liveness_model()] if file_out else default_liveness_models()
+        if not file_out and len(models) < 2:
+            raise UserError(f"--out '{out}' is a folder, for a fused set; the bundled model runs alone: "
+                            "expected --out CALIBRATED.tflite")
+        return models
+    models = [Path(m) for m in given]
+    if len(models) > 1 and file_out:
+        raise UserError(f"--out '{out}' is a .tflite, but {len(models)} --model form a fused set; "
+                        "expected --out a folder, for a copy of every member")
+    return models
 
 
 def _rate_text(r: dict[str, Any] | None, confidence: float) -> str:
@@ -117,8 +164,10 @@ def _rate_text(r: dict[str, Any] | None, confidence: float) -> str:
     return f"{r['rate']:.2%} ({r['errors']}/{r['n']}), {confidence:.0%} CI {lo:.2%}-{hi:.2%}"
 
 
-def format_summary(report: dict[str, Any], written: Path | None, report_path: Path | None = None) -> str:
-    """The one-screen summary."""
+def format_summary(report: dict[str, Any], written: Path | list[Path] | None,
+                   report_path: Path | None = None) -> str:
+    """The one-screen summary (``written``: the model file(s) written, none when no threshold serves)."""
+    written = [written] if isinstance(written, Path) else list(written or ())
     if report["rule"] == "bpcer":
         rule_text = f"BPCER <= {report['target']:.2%} on this recording"
     elif report["rule"] == "apcer":
@@ -126,8 +175,10 @@ def format_summary(report: dict[str, Any], written: Path | None, report_path: Pa
     else:
         rule_text = "the equal error rate on this recording"
     species = ", ".join(f"{k} {v['n']}" for k, v in report["apcer_per_species"].items())
+    models = report.get("models") or [report["model"]]
+    what = f"'{models[0]}'" if len(models) == 1 else "the fused set " + " + ".join(f"'{m}'" for m in models)
     lines = [
-        f"tla-edge calibrate: '{report['model']}' on '{report['data']}': {report['scored']} of "
+        f"tla-edge calibrate: {what} on '{report['data']}': {report['scored']} of "
         f"{report['frames']} frames scored: {report['n_real']} bona fide, {report['n_attack']} attack"
         + (f" ({species})" if species else "")
         + f"; {len(report['subjects'])} people, sessions {','.join(report['sessions']) or '-'}",
@@ -135,7 +186,9 @@ def format_summary(report: dict[str, Any], written: Path | None, report_path: Pa
     lines.extend(f"  dataset: {note}" for note in report.get("dataset_notes", ()))
     if report["no_usable_face"]:
         lines.append(f"  no usable face (not scored; the device never accepts them): {report['no_usable_face']}")
-    lines.append(f"  threshold {report['threshold']:.4f} for {rule_text} (was {report['previous_threshold']:.4f})")
+    was = report["previous_threshold"]
+    lines.append(f"  {'fused ' if len(models) > 1 else ''}threshold {report['threshold']:.4f} for {rule_text} "
+                 + (f"(was {was:.4f})" if was is not None else "(the set had no fused threshold)"))
     lines.append(f"  expected BPCER {_rate_text(report['bpcer'], report['confidence'])}")
     if report["apcer"] is not None:
         lines.append(f"  expected APCER {_rate_text(report['apcer'], report['confidence'])} "
@@ -147,8 +200,13 @@ def format_summary(report: dict[str, Any], written: Path | None, report_path: Pa
         worst = max(per_subject.items(), key=lambda kv: kv[1])
         lines.append(f"  BPCER per person: worst {worst[0]} {worst[1]:.2%} of {len(per_subject)} people; "
                      f"{report['caveat']}")
-    if report["serves"]:
-        lines.append(f"  wrote {written} and {metadata_lib.sidecar_path(written)} (the input model is unchanged)")
+    if report["serves"] and len(written) > 1:
+        lines.append("  wrote " + ", ".join(str(w) for w in written) + " and their sidecars (fused threshold in "
+                     "each; the input models are unchanged); run them together: "
+                     + " ".join(f"--model {w}" for w in written))
+    elif report["serves"]:
+        written_one = written[0]
+        lines.append(f"  wrote {written_one} and {metadata_lib.sidecar_path(written_one)} (the input model is unchanged)")
     else:
         lines.append("  NO THRESHOLD SERVES this camera: " + "; ".join(report["reasons"]))
         lines.append("  nothing written; fine-tune on the recording: tla-edge prepare DATA --out CROPS, then "

@@ -62,6 +62,19 @@ def check_model(path: Path) -> metadata_lib.ModelMetadata:
     return meta
 
 
+def check_set(models: Sequence[Path]) -> None:
+    """Refuses a fused set with one model given twice or two sharing a file name (the copies are named after them).
+
+    Raises:
+      UserError: names the two models.
+    """
+    for i, p in enumerate(models):
+        for q in models[:i]:
+            if fileio.same_file(p, q) or p.name == q.name:
+                raise UserError(f"--model '{q}' and --model '{p}' are the same model or share a file name; "
+                                "expected different models with different file names (the copies keep them)")
+
+
 def _per_species(accepted: np.ndarray, y: np.ndarray, species: Sequence[str],
                  confidence: float) -> dict[str, dict[str, Any]]:
     """APCER of each attack species, as dicts."""
@@ -151,7 +164,7 @@ def calibration_report(scored: Scored, rule: str, target: float | None, previous
 
 def calibrate_dataset(
     data: Path,
-    model: Path,
+    model: Path | Sequence[Path],
     rule: str,
     target: float | None,
     previous: float,
@@ -170,9 +183,10 @@ def calibrate_dataset(
 
     Args:
       data: a recording (``tla-edge record``) or any dataset layout.
-      model: the ``.tflite`` to calibrate (see :func:`check_model`).
+      model: the ``.tflite`` to calibrate (see :func:`check_model`), or several:
+        a fused set, scored as the device fuses it (the mean of their scores).
       rule, target: from :func:`tla_edge.thresholds.resolve_rule`.
-      previous: the model's threshold so far (reported).
+      previous: the model's (or set's fused) threshold so far (reported; None: the set had none).
       sessions, subjects: keep only these (None: all; ``"2"`` matches ``"02"``).
       floor, max_error, confidence: see :func:`calibration_report`.
       detector, detector_backend: the face detector the device runs.
@@ -180,7 +194,8 @@ def calibrate_dataset(
       show_progress: draw a progress bar on stderr.
 
     Returns:
-      :func:`calibration_report`'s dict with ``data``, ``model``, ``model_sha256`` and ``detector`` added.
+      :func:`calibration_report`'s dict with ``data``, ``model``, ``model_sha256`` and ``detector`` added
+      (``model``: the first model; ``models`` and ``models_sha256`` list them all).
 
     Raises:
       UserError: no frame left after filtering, no usable face, or a class the rule needs is missing.
@@ -190,13 +205,18 @@ def calibrate_dataset(
     if not records:
         raise UserError(f"dataset '{data}' has no frames for sessions={datasets.id_list(sessions)} "
                         f"subjects={datasets.id_list(subjects)}")
-    frames = score_records(records, [model], num_threads=num_threads, detector=detector,
-                           detector_backend=detector_backend, desc="calibrate", show_progress=show_progress)
+    models = [Path(model)] if isinstance(model, (str, Path)) else [Path(m) for m in model]
+    # The raw (fused) scores do not depend on the pipeline's threshold; a set with no fused threshold yet gets 0.5.
+    frames = score_records(records, models, threshold=previous if previous is not None or len(models) == 1 else 0.5,
+                           num_threads=num_threads, detector=detector, detector_backend=detector_backend,
+                           desc="calibrate", show_progress=show_progress)
     report = calibration_report(raw_scores(frames), rule, target, previous, floor, max_error, confidence)
     report.update({
         "data": str(data),
-        "model": str(model),
-        "model_sha256": fileio.sha256_file(model),
+        "model": str(models[0]),
+        "model_sha256": fileio.sha256_file(models[0]),
+        "models": [str(m) for m in models],
+        "models_sha256": [fileio.sha256_file(m) for m in models],
         "detector": detector,
         "dataset_notes": list(dataset.notes),  # rows naming missing images, said, not dropped silently
     })
@@ -212,3 +232,25 @@ def calibrated_metadata(meta: metadata_lib.ModelMetadata, report: dict[str, Any]
     extra["thresholds"] = {**dict(extra.get("thresholds") or {}), key: report["threshold"]}
     extra["device_calibration"] = {k: report.get(k) for k in CALIBRATION_KEYS}
     return meta.replace(threshold=float(report["threshold"]), extra=extra)
+
+
+def fused_calibrated_copies(models: Sequence[Path], report: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Copies of a fused set carrying the calibrated fused threshold; writes nothing.
+
+    Each model's own metadata (its threshold when run alone) is unchanged; the
+    set's ``extra.fusion`` record gets the new threshold and, under ``how``,
+    the calibration summary (:data:`CALIBRATION_KEYS`). Any fusion record the
+    models carried before is replaced.
+
+    Returns:
+      ``(record, {file name: bytes})``: each model and its ``<name>.json`` sidecar.
+
+    Raises:
+      UserError: the models cannot form a set (see :func:`tla_edge.runtime.metadata.fusion_record`).
+    """
+    summary = {k: report.get(k) for k in CALIBRATION_KEYS}
+    summary["models_sha256"] = report.get("models_sha256")
+    try:
+        return metadata_lib.fused_copies(models, float(report["threshold"]), how={"device_calibration": summary})
+    except ValueError as err:
+        raise UserError(str(err)) from err

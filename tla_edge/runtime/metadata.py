@@ -18,7 +18,7 @@ import math
 import numbers
 import zipfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from tla_edge.fileio import sha256_file
 from tla_edge.runtime import preprocess
@@ -210,12 +210,15 @@ def fusion_record(model_paths: Sequence[str | Path], threshold: float) -> dict[s
     }
 
 
-def fused_copies(model_paths: Sequence[str | Path], threshold: float) -> tuple[dict[str, Any], dict[str, bytes]]:
+def fused_copies(model_paths: Sequence[str | Path], threshold: float,
+                 how: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Copies of the models with the fused threshold in their metadata (``extra.fusion``); writes nothing.
 
     A ``.tflite`` with embedded metadata gets it re-embedded (the flatbuffer,
     hence its hash, is unchanged) and a sidecar; one with only a sidecar gets
-    its bytes unchanged and a new sidecar.
+    its bytes unchanged and a new sidecar. ``how``, when given, is stored in
+    the record as ``how`` (e.g. ``tla-edge calibrate``'s summary of how the
+    threshold was chosen); every copy carries the same record.
 
     Returns:
       ``(record, {file name: bytes})``: each model's file name and its
@@ -225,6 +228,8 @@ def fused_copies(model_paths: Sequence[str | Path], threshold: float) -> tuple[d
       ValueError: see :func:`fusion_record`.
     """
     record = fusion_record(model_paths, threshold)
+    if how is not None:
+        record["how"] = dict(how)
     files: dict[str, bytes] = {}
     for path in map(Path, model_paths):
         meta = load(path)
