@@ -65,8 +65,8 @@ def check_writable(path: str | os.PathLike, force: bool) -> Path:
     return path
 
 
-def check_outside_package(path: str | os.PathLike, name: str) -> None:
-    """Refuses an output path inside the installed package (no command writes into it).
+def check_outside_package(path: str | os.PathLike, name: str, kind: str = "path") -> None:
+    """Refuses an output ``kind`` (a path, a folder) inside the installed package (no command writes into it).
 
     Raises:
       UserError: ``--out 'x' is inside the installed package 'p'; expected a path outside it``.
@@ -75,7 +75,7 @@ def check_outside_package(path: str | os.PathLike, name: str) -> None:
     target = Path(path).resolve()
     if target == package or package in target.parents:
         raise UserError(f"{name} '{path}' is inside the installed package '{package}'; "
-                        "expected a path outside it (no command writes into the package)")
+                        f"expected a {kind} outside it (no command writes into the package)")
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:

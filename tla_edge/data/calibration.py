@@ -63,7 +63,7 @@ def check_model(path: Path) -> metadata_lib.ModelMetadata:
 
 
 def check_set(models: Sequence[Path]) -> None:
-    """Refuses a fused set with one model given twice or two sharing a file name (the copies are named after them).
+    """Refuses a fused set with one model given twice or two sharing a file name (its copies keep the names).
 
     Raises:
       UserError: names the two models.
@@ -72,7 +72,7 @@ def check_set(models: Sequence[Path]) -> None:
         for q in models[:i]:
             if fileio.same_file(p, q) or p.name == q.name:
                 raise UserError(f"--model '{q}' and --model '{p}' are the same model or share a file name; "
-                                "expected different models with different file names (the copies keep them)")
+                                "expected different models with different file names")
 
 
 def _per_species(accepted: np.ndarray, y: np.ndarray, species: Sequence[str],

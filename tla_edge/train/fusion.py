@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Sequence
 
 from tla_edge import fileio, metrics
+from tla_edge.data import calibration
 from tla_edge.errors import UserError
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.thresholds import DEFAULT_FLOOR, DEFAULT_MAX_ERROR, error_rate, verdict
@@ -35,10 +36,6 @@ class FusionRequest(NamedTuple):
     """The BPCER at the fused threshold must not exceed this (as ``calibrate --max-error``)."""
     min_frames: int = DEFAULT_MIN_FRAMES
     """Fewest processed bona fide and attack presentations each."""
-
-
-def _installed_package() -> Path:
-    return Path(metadata_lib.__file__).resolve().parents[1]
 
 
 def output_files(request: FusionRequest, model_paths: Sequence[Path]) -> dict[str, Path]:
@@ -66,18 +63,11 @@ def check_request(request: FusionRequest, models: Sequence[Path] | None, data: P
     if len(paths) < 2 or any(p.suffix.lower() != ".tflite" for p in paths):
         raise UserError(f"--store-fusion needs two or more .tflite --model; got {len(paths)} "
                         f"({', '.join(str(p) for p in paths)})")
-    for i, p in enumerate(paths):
-        for q in paths[:i]:
-            if fileio.same_file(p, q) or p.name == q.name:
-                raise UserError(f"--model '{q}' and --model '{p}' are the same model or share a file name; "
-                                "expected different models with different file names")
+    calibration.check_set(paths)
     if not 0.0 <= request.floor < 1.0 or not 0.0 <= request.max_error <= 1.0 or request.min_frames < 1:
         raise UserError(f"--floor {request.floor:g}, --max-error {request.max_error:g}, --min-frames "
                         f"{request.min_frames}: expected a floor in [0, 1), a max error in [0, 1], min frames >= 1")
-    package = _installed_package()
-    if request.out.resolve() == package or package in request.out.resolve().parents:
-        raise UserError(f"--store-fusion '{request.out}' is inside the installed package '{package}'; "
-                        "expected a folder outside it (no command writes into the package)")
+    fileio.check_outside_package(request.out, "--store-fusion", "folder")
     inputs = [("DATA", data), ("--out", report_out)]
     for p in paths:
         inputs += [("--model", p), ("--model's sidecar", metadata_lib.sidecar_path(p))]
