@@ -20,6 +20,7 @@ under their own names, are written into the --out folder, each carrying the
 new fused threshold (``extra.fusion``); each member's own threshold, for use
 alone, is unchanged. ``--out`` ending in ``.tflite`` with no ``--model``
 calibrates the bundled primary alone (its copy runs without its partner).
+
 The expected BPCER and APCER come with a Clopper-Pearson interval over the
 frames scored, and the number of people they came from: frames of one person
 are alike, so with few people the true uncertainty is wider.
