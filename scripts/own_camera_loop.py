@@ -66,11 +66,13 @@ def sources(data: Path, session: str, subjects: list[str], work: Path) -> list[t
     out = []
     records = [r for r in datasets.load_dataset(data) if not session or datasets.same_id(r.session, session)]
     for subject in subjects:
-        mine = [r for r in records if r.subject == subject]
-        takes = sorted({("real" if r.label == "real" else (r.species or "print"), r.session or "01") for r in mine})
-        for kind, sess in takes:
-            picked = sorted(r.path for r in mine if ("real" if r.label == "real" else (r.species or "print")) == kind
-                            and (r.session or "01") == sess)
+        takes: dict[tuple[str, str], list[Path]] = {}
+        for r in records:
+            if r.subject == subject:
+                kind = "real" if r.label == "real" else (r.species or "print")
+                takes.setdefault((kind, r.session or "01"), []).append(r.path)
+        for (kind, sess), paths in sorted(takes.items()):
+            picked = sorted(paths)
             folder = work / "src" / f"{subject}_{kind}_{sess}"
             folder.mkdir(parents=True, exist_ok=True)
             for p in picked:

@@ -245,7 +245,6 @@ def test_calibrate_the_bundled_fused_set_into_a_folder(recording, tmp_path, caps
         metadata_lib.fused_threshold([(m, metadata_lib.load(m)) for m in members]))
     # Independent check: the mean of the members' own scores, each model run alone on the recording's
     # real frames through its own pipeline, rejects at most 10 % at the written fused threshold.
-    means = []
     real = [r for r in datasets.load_dataset(recording) if r.label == "real"]
     per_model = []
     for c in copies:

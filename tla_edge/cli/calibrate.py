@@ -97,10 +97,7 @@ def run(args: argparse.Namespace) -> int:
     fused = len(models) > 1
     if fused:
         calibration.check_set(models)
-        outputs = {}
-        for m in models:
-            outputs[f"--out's {m.name}"] = out / m.name
-            outputs[f"--out's {m.name}.json"] = metadata_lib.sidecar_path(out / m.name)
+        outputs = calibration.copy_paths(out, models, "--out")
         try:
             previous = metadata_lib.fused_threshold(list(zip(models, metas)))
         except ValueError:

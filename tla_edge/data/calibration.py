@@ -75,6 +75,15 @@ def check_set(models: Sequence[Path]) -> None:
                                 "expected different models with different file names")
 
 
+def copy_paths(folder: Path, models: Sequence[Path], flag: str) -> dict[str, Path]:
+    """What each copy of a fused set written into ``folder`` is called (``"--out's a.tflite"``) -> its path."""
+    out = {}
+    for m in models:
+        out[f"{flag}'s {m.name}"] = folder / m.name
+        out[f"{flag}'s {m.name}.json"] = metadata_lib.sidecar_path(folder / m.name)
+    return out
+
+
 def _per_species(accepted: np.ndarray, y: np.ndarray, species: Sequence[str],
                  confidence: float) -> dict[str, dict[str, Any]]:
     """APCER of each attack species, as dicts."""
@@ -207,7 +216,7 @@ def calibrate_dataset(
                         f"subjects={datasets.id_list(subjects)}")
     models = [Path(model)] if isinstance(model, (str, Path)) else [Path(m) for m in model]
     # The raw (fused) scores do not depend on the pipeline's threshold; a set with no fused threshold yet gets 0.5.
-    frames = score_records(records, models, threshold=previous if previous is not None or len(models) == 1 else 0.5,
+    frames = score_records(records, models, threshold=0.5 if previous is None else previous,
                            num_threads=num_threads, detector=detector, detector_backend=detector_backend,
                            desc="calibrate", show_progress=show_progress)
     report = calibration_report(raw_scores(frames), rule, target, previous, floor, max_error, confidence)

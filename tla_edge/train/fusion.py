@@ -40,11 +40,7 @@ class FusionRequest(NamedTuple):
 
 def output_files(request: FusionRequest, model_paths: Sequence[Path]) -> dict[str, Path]:
     """What each fused copy is called -> its path in ``request.out``."""
-    out = {}
-    for p in model_paths:
-        out[f"--store-fusion's {p.name}"] = request.out / p.name
-        out[f"--store-fusion's {p.name}.json"] = metadata_lib.sidecar_path(request.out / p.name)
-    return out
+    return calibration.copy_paths(request.out, model_paths, "--store-fusion")
 
 
 def check_request(request: FusionRequest, models: Sequence[Path] | None, data: Path, report_out: Path,
