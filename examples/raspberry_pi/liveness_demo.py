@@ -118,7 +118,8 @@ def add_demo_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--source", type=str, default="0", help="camera index, picamera2, a video file, a folder of images or one image")
     add("--model", type=str, action="append", default=None, metavar="TFLITE",
-        help="liveness .tflite, repeatable (scores averaged: two-scale fusion); default: the bundled int8 model")
+        help="liveness .tflite, repeatable (scores averaged: two-scale fusion), or a folder holding one model "
+        "or one fused set (tla-edge calibrate --out DIR); default: the bundled int8 model")
     add("--threshold", type=float, default=None, help="live iff score >= this; default: the model's own")
     add("--threads", type=int, default=None, help="CPU threads per interpreter; default: the runtime's choice")
     add("--edgetpu", action="store_true", help="run the liveness model on a Coral Edge TPU")

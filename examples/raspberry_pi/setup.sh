@@ -186,4 +186,4 @@ say "ready; activate with: source $VENV/bin/activate; then: python $REPO/example
 say "fit the threshold to this camera (docs/own-camera.md): record a few people and attacks, then calibrate:"
 say "  tla-edge record --source picamera2 --label real --subject p01 --session 01 --seconds 30 --every 3 --headless --out ~/kiosk-data"
 say "  tla-edge record --source picamera2 --label print --subject p01 --session 01 --seconds 20 --every 3 --headless --out ~/kiosk-data"
-say "  tla-edge calibrate ~/kiosk-data --out ~/kiosk/   # then run the two copies it names: liveness_demo.py --model ... --model ..."
+say "  tla-edge calibrate ~/kiosk-data --out ~/kiosk/   # then: liveness_demo.py --model ~/kiosk/ (the folder is the calibrated pair)"

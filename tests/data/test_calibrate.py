@@ -256,11 +256,21 @@ def test_calibrate_the_bundled_fused_set_into_a_folder(recording, tmp_path, caps
         per_model.append(scores)
     means = np.mean(np.array(per_model, dtype=np.float64), axis=0)
     assert np.mean(means < rep["threshold"]) <= 0.1
-    assert f"run them together: --model {copies[0]} --model {copies[1]}" in text
+    assert f"run them together: --model {out} (the folder is the set; or --model {copies[0]} --model {copies[1]})" \
+        in text
     assert "fused threshold" in text
-    # the set as copied runs fused with its new threshold
-    with Pipeline([str(c) for c in copies], smoothing=1, live_frames=1, video=False) as pipe:
-        assert pipe.threshold == pytest.approx(rep["threshold"])
+    # the set as copied runs fused with its new threshold, named file by file or by its folder
+    for given in ([str(c) for c in copies], out):
+        with Pipeline(given, smoothing=1, live_frames=1, video=False) as pipe:
+            assert pipe.threshold == pytest.approx(rep["threshold"])
+            assert [m.path for m in pipe.models] == copies
+    # the folder calibrates again as the set (here at the equal-error rate), into another folder
+    rc = cli.main(["calibrate", str(recording), "--model", str(out), "--out", str(tmp_path / "again"), "--at", "eer",
+                   "--max-error", "0.5", "--report", str(tmp_path / "r2.json"), "--quiet"])
+    text2 = capsys.readouterr().out
+    assert rc == 0, text2
+    assert json.loads((tmp_path / "r2.json").read_text())["models"] == [str(c) for c in copies]
+    assert [p.name for p in metadata_lib.set_files(tmp_path / "again")] == [m.name for m in members]
     # refuses to overwrite the copies
     assert cli.main(["calibrate", str(recording), "--out", str(out), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err

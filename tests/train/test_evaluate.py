@@ -376,6 +376,11 @@ def test_store_fusion_writes_fused_copies_and_the_pipeline_uses_them(crops, tiny
     with Pipeline(copies, detector=object()) as pipe:
         assert pipe.threshold == pytest.approx(m["threshold"])
     assert all(r["decision"] == ("live" if float(r["score"]) >= m["threshold"] else "spoof") for r in rows)
+    # the folder is the set: evaluate --model FOLDER scores as the two files did, at the stored fused threshold
+    assert run_cli(crops, "--model", fused, "--out", tmp_path / "again") == 0
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["threshold"] == pytest.approx(m["threshold"])
+    assert [float(r["score"]) for r in read_scores(tmp_path / "again")] == pytest.approx(scores.tolist())
 
 
 @pytest.mark.parametrize("how, message", [

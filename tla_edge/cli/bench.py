@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="M.tflite",
-        help="liveness model; repeat to compare several; A.tflite+B.tflite times a fused set as one row, "
+        help="liveness model; repeat to compare several; A.tflite+B.tflite, or a folder of one set (tla-edge "
+        "calibrate --out DIR), times a fused set as one row, "
         "the way the pipeline runs it (None: the bundled int8 model)",
     )
     parser.add_argument(

@@ -56,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Registers the ``calibrate`` flags."""
     parser.add_argument("data", type=argtypes.path, metavar="DATA", help="a recording (tla-edge record) or any dataset")
     parser.add_argument("--model", type=argtypes.path, action="append", default=None, metavar="MODEL.tflite",
-                        help="the .tflite to calibrate, with tla-edge metadata; repeat for a fused set (None: "
-                        "the bundled set with --out a folder, its primary alone with --out a .tflite)")
+                        help="the .tflite to calibrate, with tla-edge metadata; repeat for a fused set, or give the "
+                        "folder of one (an earlier --out DIR) (None: the bundled set with --out a folder, its "
+                        "primary alone with --out a .tflite)")
     parser.add_argument("--out", type=argtypes.path, required=True, metavar="CALIBRATED.tflite|DIR",
                         help="the calibrated copy (its metadata sidecar is written beside it); for a fused "
                         "set, a folder for copies of every member")
@@ -148,11 +149,23 @@ def _models(given: list[Path] | None, out: Path) -> list[Path]:
             raise UserError(f"--out '{out}' is a folder, for a fused set; the bundled model runs alone: "
                             "expected --out CALIBRATED.tflite")
         return models
-    models = [Path(m) for m in given]
+    models = metadata_lib.expand_models(given)  # a folder (an earlier --out DIR) is its set
     if len(models) > 1 and file_out:
         raise UserError(f"--out '{out}' is a .tflite, but {len(models)} --model form a fused set; "
                         "expected --out a folder, for a copy of every member")
     return models
+
+
+def _set_flags(written: list[Path]) -> str:
+    """``--model DIR`` when the folder holds exactly the written set (it loads as the set), else a
+    ``--model`` per file."""
+    folder = written[0].parent
+    try:
+        if metadata_lib.set_files(folder) == list(written):
+            return f"--model {folder} (the folder is the set; or " + " ".join(f"--model {w}" for w in written) + ")"
+    except ValueError:
+        pass  # other models share the folder: name each file
+    return " ".join(f"--model {w}" for w in written)
 
 
 def _rate_text(r: dict[str, Any] | None, confidence: float) -> str:
@@ -200,8 +213,7 @@ def format_summary(report: dict[str, Any], written: Path | list[Path] | None,
                      f"{report['caveat']}")
     if report["serves"] and len(written) > 1:
         lines.append("  wrote " + ", ".join(str(w) for w in written) + " and their sidecars (fused threshold in "
-                     "each; the input models are unchanged); run them together: "
-                     + " ".join(f"--model {w}" for w in written))
+                     "each; the input models are unchanged); run them together: " + _set_flags(written))
     elif report["serves"]:
         written_one = written[0]
         lines.append(f"  wrote {written_one} and {metadata_lib.sidecar_path(written_one)} (the input model is unchanged)")

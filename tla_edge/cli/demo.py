@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tla_edge.cli import argtypes
+from tla_edge.runtime.metadata import expand_models
 from tla_edge.runtime.loop import check_options, format_summary, pipeline_for_source, run_loop
 from tla_edge.runtime.overlay import VideoSink, check_display
 from tla_edge.runtime.pipeline import DEFAULT_LIVE_FRAMES
@@ -38,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model", type=str, action="append", default=None, metavar="TFLITE",
-        help="liveness .tflite, repeatable (scores averaged: two-scale fusion); None: the bundled int8 model",
+        help="liveness .tflite, repeatable (scores averaged: two-scale fusion), or a folder holding one model "
+        "or one fused set (tla-edge calibrate --out DIR); None: the bundled int8 model",
     )
     parser.add_argument("--threshold", type=argtypes.number, default=None,
                         help="live iff score >= this, strictly between 0 and 1; None: the model's own "
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     from tla_edge.runtime.sources import open_source
 
     check_args(args)
+    if args.model:  # a folder (tla-edge calibrate --out DIR) stands for its model or fused set
+        args.model = [str(m) for m in expand_models(args.model)]
     if not args.headless:
         check_display()
     if args.output:

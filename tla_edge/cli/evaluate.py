@@ -47,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         metavar="MODEL",
-        help=".tflite or .keras model; repeat to fuse several by averaging their scores "
-        "(None: the bundled int8 model)",
+        help=".tflite or .keras model (or a tla-edge train folder); repeat to fuse several by averaging "
+        "their scores; a folder of one fused set (tla-edge calibrate --out DIR) is the set (None: the bundled "
+        "int8 model)",
     )
     parser.add_argument(
         "--layout",
@@ -97,6 +98,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs ``tla-edge evaluate``; returns 0."""
+    if args.model:  # a folder (tla-edge calibrate --out DIR) stands for its model or fused set
+        from tla_edge.runtime.metadata import expand_models
+
+        args.model = expand_models(args.model)
     check_paths(args)
     ev, report = evaluate(
         args.data, args.out, args.model, layout=args.layout, raw=args.raw,

@@ -33,6 +33,7 @@ from tla_edge.runtime import benchmark_report
 from tla_edge.runtime.benchmark_report import STAGES, configuration_block, file_facts, recorded_path, stage_stats
 from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.members import check_members
+from tla_edge.runtime.metadata import set_files
 
 FORMAT = "tla-edge-bench/1"
 STAT_NAMES = benchmark_report.STAT_NAMES
@@ -78,13 +79,14 @@ class Configuration(NamedTuple):
 
 
 def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
-    """One ``--model`` value as its models: ``A.tflite`` or a fused set ``A.tflite+B.tflite``.
+    """One ``--model`` value as its models: ``A.tflite``, a fused set ``A.tflite+B.tflite``, or a folder
+    holding one model or one set (``tla-edge calibrate --out DIR``; :func:`~tla_edge.runtime.metadata.set_files`).
 
     Raises:
-      ValueError: the value names no model (``+``, an empty text).
+      ValueError: the value names no model (``+``, an empty text), or a folder that is not one model or set.
     """
     parts = value if isinstance(value, (list, tuple)) else str(value).split("+")
-    models = tuple(Path(part) for part in parts if str(part))
+    models = tuple(f for part in parts if str(part) for f in set_files(part))  # a folder: its model or set
     if not models:
         raise ValueError(f"--model {str(value)!r} names no model; expected M.tflite or A.tflite+B.tflite")
     return models

@@ -326,6 +326,51 @@ def model_file(path: str | Path) -> Path:
     return path
 
 
+def set_files(path: str | Path) -> list[Path]:
+    """The ``.tflite`` file(s) a liveness ``--model`` names: the file itself, or a folder's model or fused set.
+
+    A folder (``tla-edge calibrate --out DIR``, ``evaluate --store-fusion DIR``, or one model copied into
+    a folder of its own) is read, not searched (a ``tla-edge train`` folder, with ``model.keras`` and no
+    ``.tflite``, is returned as it is): its ``.tflite`` files are one model, or exactly the
+    models of one fused set (every file carries the same ``extra.fusion`` record, whose ``models`` are
+    the folder's file names), returned in the record's order (the primary first). Whether the record
+    still matches the files is :func:`fused_threshold`'s to check, when the set is loaded.
+
+    Raises:
+      ValueError: a folder without a ``.tflite`` file, or whose files are not one model or one set
+        (the message names what it holds).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".tflite" and p.is_file())
+    if not files and (path / "model.keras").is_file():
+        return [path]  # a tla-edge train folder: a Keras model, for the commands that take one (model_file)
+    if not files:
+        raise ValueError(f"model folder '{path}' holds no .tflite file; expected a model file, or a folder "
+                         "written by tla-edge calibrate --out DIR or evaluate --store-fusion DIR")
+    if len(files) == 1:
+        return files
+    records = []
+    for f in files:
+        meta = load(f)
+        records.append(((meta.extra or {}).get("fusion") if meta is not None else None))
+    names = sorted(f.name for f in files)
+    first = records[0]
+    if (isinstance(first, dict) and all(r == first for r in records) and fusion_names_ok(first.get("models"))
+            and sorted(first["models"]) == names):
+        return [path / name for name in first["models"]]
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    raise ValueError(f"model folder '{path}' holds {len(files)} .tflite files ({shown}) that are not one fused "
+                     "set; expected one model, or the copies of one set written by tla-edge calibrate --out DIR "
+                     "or evaluate --store-fusion DIR: pass each model as its own --model")
+
+
+def expand_models(values: Sequence[str | Path] | None) -> list[Path]:
+    """Every ``--model`` value as model files, a folder replaced by its model or set (:func:`set_files`)."""
+    return [f for v in values or () for f in set_files(v)]
+
+
 def sidecar_path(model_path: str | Path) -> Path:
     """``model.tflite`` -> ``model.tflite.json``; ``dir/model.keras`` -> ``dir/metadata.json``."""
     model_path = Path(model_path)

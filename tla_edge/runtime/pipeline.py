@@ -32,7 +32,7 @@ from tla_edge.runtime.faces import FaceBox, FaceDetector
 from tla_edge.runtime.interpreter import LivenessModel
 from tla_edge.runtime.members import CropWorker, MemberRunner, check_members, resolve_crop_overlap, resolve_members
 from tla_edge.runtime.smoothing import DEFAULT_LIVE_FRAMES, Smoother
-from tla_edge.runtime.metadata import check_threshold, fused_threshold
+from tla_edge.runtime.metadata import check_threshold, fused_threshold, set_files
 
 def check_gates(min_face: float, max_cut_off: float, max_roll: float) -> tuple[float, float, float]:
     """The face gates as floats, each finite and in range; a NaN would switch a gate off.
@@ -60,7 +60,9 @@ class Pipeline:
 
     Args:
       model: a ``.tflite`` path or a :class:`LivenessModel`, or several of them
-        (their scores are averaged: two-scale fusion); None for the bundled int8 model.
+        (their scores are averaged: two-scale fusion), or a folder holding one
+        model or one fused set (``tla-edge calibrate --out DIR``; see
+        :func:`tla_edge.runtime.metadata.set_files`); None for the bundled int8 model.
       detector: a :class:`FaceDetector`; None to build one (``detector_model``, video mode).
       threshold: live iff score >= threshold, strictly between 0 and 1; None
         for the model metadata's. Several models need the fused threshold
@@ -145,6 +147,8 @@ class Pipeline:
 
             model = default_liveness_models()
         specs = list(model) if isinstance(model, (list, tuple)) else [model]
+        # a folder (tla-edge calibrate --out DIR) stands for its model or fused set
+        specs = [f for m in specs for f in ([m] if isinstance(m, LivenessModel) else set_files(m))]
         if not specs:
             raise ValueError("no liveness model given; expected at least one .tflite")
         try:

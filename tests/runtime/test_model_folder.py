@@ -1,0 +1,133 @@
+"""A folder as ``--model`` / ``Pipeline(model=...)``: the model or the fused set it holds (calibrate --out DIR)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tla_edge import cli
+from tla_edge.runtime import assets, metadata
+from tla_edge.runtime.benchmark import model_set
+from tla_edge.runtime.pipeline import Pipeline
+
+SAMPLES = assets.SAMPLES_DIR
+
+
+def copy_model(src: Path, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    dst = Path(shutil.copy2(src, folder / src.name))
+    if metadata.sidecar_path(src).is_file():
+        shutil.copy2(metadata.sidecar_path(src), metadata.sidecar_path(dst))
+    return dst
+
+
+@pytest.fixture
+def kiosk(tmp_path) -> Path:
+    """The bundled pair copied into a folder, as `tla-edge calibrate --out DIR` leaves a set."""
+    for m in assets.default_liveness_models():
+        copy_model(m, tmp_path / "kiosk")
+    return tmp_path / "kiosk"
+
+
+def test_a_set_folder_gives_its_members_primary_first(kiosk):
+    # the bundled order (primary first) is what the set's record says; a folder listing is alphabetical,
+    # which would put the 1.4x partner first
+    expected = [m.name for m in assets.default_liveness_models()]
+    assert sorted(expected) != expected
+    assert [p.name for p in metadata.set_files(kiosk)] == expected
+    assert [p.parent for p in metadata.set_files(kiosk)] == [kiosk, kiosk]
+    assert [p.name for p in model_set(kiosk)] == expected  # bench's --model DIR
+    assert [p.name for p in metadata.expand_models([kiosk, assets.default_liveness_model()])] == [*expected,
+                                                                                                   expected[0]]
+
+
+def test_a_file_or_a_one_model_folder_is_that_model(tiny_tflite, tmp_path):
+    assert metadata.set_files(tiny_tflite["int8"]) == [tiny_tflite["int8"]]
+    one = copy_model(tiny_tflite["int8"], tmp_path / "one")
+    assert metadata.set_files(tmp_path / "one") == [one]
+
+
+def test_a_train_folder_is_left_for_the_keras_loader(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"")
+    assert metadata.set_files(tmp_path / "run") == [tmp_path / "run"]
+
+
+def test_folders_that_are_not_one_model_or_set_are_refused(tiny_tflite, kiosk, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"^model folder '.*empty' holds no .tflite file; expected a model file"):
+        metadata.set_files(tmp_path / "empty")
+    for kind in ("float", "int8"):  # two models that were never fused
+        copy_model(tiny_tflite[kind], tmp_path / "loose")
+    with pytest.raises(ValueError, match=r"^model folder '.*loose' holds 2 .tflite files \(tiny_float.tflite, "
+                                         r"tiny_int8.tflite\) that are not one fused set; expected one model"):
+        metadata.set_files(tmp_path / "loose")
+    copy_model(tiny_tflite["int8"], kiosk)  # a set plus a stranger
+    with pytest.raises(ValueError, match=r"holds 3 .tflite files .* not one fused set"):
+        metadata.set_files(kiosk)
+
+
+def test_a_set_with_a_member_missing_is_refused(kiosk):
+    partner = metadata.set_files(kiosk)[1]
+    partner.unlink()
+    metadata.sidecar_path(partner).unlink()
+    # one file left: it is loaded as a model alone, at its own threshold (not the fused one)
+    [alone] = metadata.set_files(kiosk)
+    with Pipeline(kiosk, FakeDetector()) as pipe:
+        assert len(pipe.models) == 1 and pipe.models[0].path == alone
+        assert pipe.threshold == pytest.approx(metadata.load(alone).threshold)
+
+
+class FakeDetector:
+    def detect(self, rgb, timestamp_ms=None):
+        return []
+
+    def close(self):
+        pass
+
+
+def test_pipeline_on_a_set_folder_is_the_set(kiosk):
+    import cv2
+
+    pair = assets.default_liveness_models()
+    bundled = metadata.fused_threshold([(p, metadata.load(p)) for p in pair])
+    frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(SAMPLES.glob("*.jpg"))]
+    assert len(frames) == 5
+    with Pipeline(kiosk, live_frames=1, smoothing=1) as folder, Pipeline(pair, live_frames=1, smoothing=1) as files:
+        assert [m.path.name for m in folder.models] == [p.name for p in pair]
+        assert folder.threshold == pytest.approx(bundled)
+        for rgb in frames:
+            a, b = folder.process(rgb), files.process(rgb)
+            assert (a.decision, a.raw_score) == (b.decision, b.raw_score)
+
+
+@pytest.fixture
+def run_cli(capsys):
+    def run(*argv: str):
+        code = cli.main([*map(str, argv)])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_demo_takes_a_set_folder(kiosk, run_cli):
+    code, out, err = run_cli("demo", "--headless", "--source", SAMPLES, "--model", kiosk)
+    pair = assets.default_liveness_models()
+    code2, out2, err2 = run_cli("demo", "--headless", "--source", SAMPLES, "--model", pair[0], "--model", pair[1])
+    assert code == code2 == 0, (err, err2)
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    lines2 = [json.loads(x) for x in out2.splitlines() if x.startswith("{")]
+    assert len(lines) == len(list(SAMPLES.glob("*.jpg")))
+    assert [(x["decision"], x.get("score")) for x in lines] == [(x["decision"], x.get("score")) for x in lines2]
+
+
+def test_a_bad_model_folder_is_one_line(tmp_path, run_cli):
+    (tmp_path / "nothing").mkdir()
+    code, out, err = run_cli("demo", "--headless", "--source", SAMPLES, "--model", tmp_path / "nothing")
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1 and "holds no .tflite file" in err
+    assert "Traceback" not in err
