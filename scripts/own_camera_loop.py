@@ -244,7 +244,9 @@ def main(argv: list[str] | None = None) -> int:
             check_set("calibrate_both_fine_tuned_fused", "both_fine_tuned_fused_calibrated", cal_set, both)
 
     result = {
-        "what": "own-camera loop on NUAA: one session stands in for the new camera",
+        "what": (f"own-camera loop on {args.data.name}: "
+                 + (f"session {args.session} stands in for the new camera" if args.session
+                    else "every session, new people (recorded and checked people disjoint)")),
         "note": args.note,
         "session": args.session,
         "record_subjects": datasets.id_list(args.record_subjects),
