@@ -311,9 +311,11 @@ def test_info_sidecar_metadata(tiny_tflite, monkeypatch, capsys):
             lambda p: (p / "m.keras").write_bytes(b"PK\x03\x04 zip") and p / "m.keras",
             r"is not a TFLite model .*; convert a .keras model first with 'tla-edge convert'$",
         ),
-        (lambda p: p, r"^tla-edge info: error: model '.*' is a directory; expected a .tflite file$"),
+        (lambda p: (p / "empty").mkdir() or p / "empty",
+         r"^tla-edge info: error: model folder '.*empty' holds no .tflite file; expected a model file, or a "
+         r"folder written by tla-edge calibrate --out DIR or evaluate --store-fusion DIR$"),
     ],
-    ids=["missing", "not-tflite", "keras", "directory"],
+    ids=["missing", "not-tflite", "keras", "empty-directory"],
 )
 def test_info_bad_input_is_one_line(tmp_path, monkeypatch, capsys, make, message):
     path = make(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -131,3 +132,55 @@ def test_a_bad_model_folder_is_one_line(tmp_path, run_cli):
     assert code != 0
     assert len(err.strip().splitlines()) == 1 and "holds no .tflite file" in err
     assert "Traceback" not in err
+
+
+def test_info_on_a_set_folder_reports_each_member_and_the_fused_threshold(kiosk, run_cli):
+    pair = assets.default_liveness_models()
+    # the expectation from the bundled sidecars themselves, not from the code under test
+    record = json.loads(metadata.sidecar_path(pair[0]).read_text())["extra"]["fusion"]
+    code, out, err = run_cli("info", kiosk)
+    assert code == 0, err
+    head, *members = out.split("\n\n")
+    assert head.startswith(f"set        {kiosk}: 2 models fused by their mean score, primary first: "
+                           f"{pair[0].name}, {pair[1].name}")
+    assert f"fused threshold {record['threshold']:.4g} (its record matches the files)" in head
+    assert [m.splitlines()[0] for m in members] == ["member 1 of 2 (primary)", "member 2 of 2"]
+    assert [m.splitlines()[1] for m in members] == [f"model      {kiosk / p.name}" for p in pair]
+    assert f"fusion     the primary of a set of 2, with {pair[1].name}: fused threshold" in members[0]
+    assert f"fusion     a partner of a set of 2, with {pair[0].name}: fused threshold" in members[1]
+
+    code, out, err = run_cli("info", kiosk, "--json")
+    d = json.loads(out)
+    assert code == 0 and d["models"] == [p.name for p in pair] and d["fusion_ok"] is True
+    assert d["fused_threshold"] == pytest.approx(record["threshold"])
+    assert [m["sha256"] for m in d["members"]] == [hashlib.sha256(p.read_bytes()).hexdigest() for p in pair]
+    assert run_cli("info", kiosk, "--check-edgetpu")[0] == 0  # both members are full int8
+
+
+def test_info_says_when_a_set_folders_record_no_longer_matches(kiosk, run_cli):
+    partner = metadata.set_files(kiosk)[1]
+    meta = metadata.load(partner)
+    # its own threshold edited after the fusion, in the file and its sidecar alike
+    meta = meta.replace(threshold=0.5 if meta.threshold != 0.5 else 0.6)
+    partner.write_bytes(metadata.embed(partner.read_bytes(), meta))
+    metadata.sidecar_path(partner).write_text(json.dumps(meta.to_dict(), indent=2))
+    code, out, err = run_cli("info", kiosk)
+    assert code == 0, err  # info reports; loading the set is what refuses
+    assert "NO valid fused threshold: " in out.split("\n\n")[0]
+    with pytest.raises(ValueError):
+        metadata.fused_threshold([(p, metadata.load(p)) for p in metadata.set_files(kiosk)])
+
+
+def test_info_on_a_one_model_folder_and_on_folders_that_are_not_models(tiny_tflite, tmp_path, run_cli):
+    copy_model(tiny_tflite["int8"], tmp_path / "one")
+    code, out, err = run_cli("info", tmp_path / "one")
+    assert code == 0 and out.splitlines()[:2] == [f"folder     {tmp_path / 'one'}: one model",
+                                                  f"model      {tmp_path / 'one' / 'tiny_int8.tflite'}"]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"")
+    code, out, err = run_cli("info", tmp_path / "run")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is a tla-edge train folder (model.keras, no .tflite)" in err and "tla-edge convert" in err
+    (tmp_path / "empty").mkdir()
+    code, out, err = run_cli("info", tmp_path / "empty")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "holds no .tflite file" in err
