@@ -210,6 +210,39 @@ def test_greynorm_standardises_the_luminance_over_the_image():
     assert GREYNORM_SCALE == 0.5 and abs(out.std() - 0.5) < 0.01  # unit spread scaled to ImageNet's ~0.5
 
 
+def _box_mean_inside(a, k):
+    """k x k mean of each pixel's neighbours inside the image (the image's edge not padded with anything)."""
+    pad = k // 2
+    win = np.lib.stride_tricks.sliding_window_view
+    total = win(np.pad(a, pad), (k, k)).sum(axis=(-1, -2))
+    count = win(np.pad(np.ones_like(a), pad), (k, k)).sum(axis=(-1, -2))
+    return total / count
+
+
+def test_greyhp_keeps_only_the_fine_detail_of_the_luminance_standardised():
+    from tla_edge.train.colour import GREYNORM_SCALE, HP_EPSILON, HP_POOL
+
+    x = np.random.default_rng(6).uniform(-1, 1, (2, 12, 12, 3)).astype(np.float32)
+    inputs = keras.Input((12, 12, 3))
+    out = np.asarray(keras.Model(inputs, models.colour_layers(keras, inputs, "greyhp"))(x), np.float64)
+    expected = []
+    for img in x.astype(np.float64):
+        g = img.mean(axis=-1)
+        detail = g - _box_mean_inside(_box_mean_inside(g, HP_POOL), HP_POOL)
+        z = (detail - detail.mean()) / np.sqrt(detail.var() + HP_EPSILON)
+        expected.append(np.repeat(GREYNORM_SCALE * z[..., None], 3, axis=-1))
+    np.testing.assert_allclose(out, np.stack(expected), rtol=1e-4, atol=1e-5)
+    # a smooth ramp of light across the face (shading) is removed away from the edge (within the boxes'
+    # reach of it the ramp's local mean is off centre, which changes the crop's spread: compare shapes)
+    ramp = np.linspace(-0.5, 0.5, 12, dtype=np.float32)[None, None, :, None] * np.ones((1, 12, 1, 3), np.float32)
+    lit = np.asarray(keras.Model(inputs, models.colour_layers(keras, inputs, "greyhp"))(x[:1] * 0.5 + ramp))
+    flat = np.asarray(keras.Model(inputs, models.colour_layers(keras, inputs, "greyhp"))(x[:1] * 0.5))
+    inner = (slice(None), slice(4, 8), slice(4, 8))
+    assert np.corrcoef(lit[inner].ravel(), flat[inner].ravel())[0, 1] > 0.999
+    g = (x[:1] * 0.5 + ramp).mean(axis=-1)[0]  # while the luminance itself is mostly ramp there
+    assert np.corrcoef(g[4:8, 4:8].ravel(), (x[0] * 0.5).mean(axis=-1)[4:8, 4:8].ravel())[0, 1] < 0.9
+
+
 @pytest.mark.parametrize("colour,change", [
     # a colour cast: another offset per channel (greyworld) / a chroma change with the same mean (grey)
     ("greyworld", np.array([0.3, -0.2, 0.1], np.float32)),
@@ -254,7 +287,8 @@ def test_feature_extractor_includes_the_colour_layers():
 
 
 def test_unknown_colour_is_refused():
-    with pytest.raises(ValueError, match=r"colour 'sepia' is not one of \['rgb', 'grey', 'greyworld', 'greynorm'\]"):
+    with pytest.raises(ValueError, match=r"colour 'sepia' is not one of \['rgb', 'grey', 'greyworld', 'greynorm', "
+                                         r"'greyhp'\]"):
         models.build_mobilenetv2(32, alpha=0.35, weights=None, colour="sepia")
     with pytest.raises(ValueError, match="colour 'sepia'"):
         models.build_resnet34(32, weights=None, colour="sepia")

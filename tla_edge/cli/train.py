@@ -87,8 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "labelled attack (default 0: none)")
     parser.add_argument("--colour", type=str, choices=COLOURS, default=None,
                         help="colour normalisation as the model's first layers: rgb (none; the default), grey "
-                        "(chroma removed), greyworld (each channel minus its mean over the crop) or greynorm (grey, then "
-                        "the luminance standardised over the crop); --weights "
+                        "(chroma removed), greyworld (each channel minus its mean over the crop), greynorm (grey, then "
+                        "the luminance standardised over the crop) or greyhp (an experiment: grey minus its local "
+                        "mean, standardised; fine texture only); --weights "
                         "default takes the bundled model's")
     parser.add_argument("--teacher-targets", type=argtypes.path, action="append", default=None, metavar="CSV",
                         help="teacher P(live) per source image (scripts/teacher_targets.py); repeatable")

@@ -13,13 +13,19 @@ from typing import Any
 
 import numpy as np
 
-COLOURS = ("rgb", "grey", "greyworld", "greynorm")
+COLOURS = ("rgb", "grey", "greyworld", "greynorm", "greyhp")
 """Colour normalisations a model can start with (:func:`colour_layers`)."""
 GREY_NAME = "colour_grey"
 NORM_NAMES = ("colour_norm", "colour_norm_scale")
 """``greynorm``'s layers after the grey one: :func:`fold_colour` takes the three out of the model."""
 GREYNORM_SCALE = 0.5
 """``greynorm``'s standardised luminance is multiplied by this: unit spread becomes the ImageNet input's ~0.5."""
+HP_NAMES = ("colour_hp_blur1", "colour_hp_blur2", "colour_hp", "colour_hp_norm", "colour_hp_norm_scale")
+"""``greyhp``'s layers after the grey one."""
+HP_POOL = 5
+"""``greyhp``'s local mean: a ``HP_POOL`` x ``HP_POOL`` box mean, applied twice (about a Gaussian of sigma 2 px)."""
+HP_EPSILON = 1e-5
+"""``greyhp``'s variance floor, in ``mobilenet_v2`` pixel units squared (a deviation of ~0.4 grey level)."""
 
 
 def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
@@ -32,7 +38,12 @@ def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
     removed, colour contrast kept). ``"greynorm"`` is ``grey`` followed by the
     luminance standardised over the crop (minus its mean, over its standard
     deviation, times :data:`GREYNORM_SCALE`): exposure, gain and contrast
-    removed as well. All are plain Keras layers that convert to int8 TFLite
+    removed as well. ``"greyhp"`` (an experiment, rule R13-H) is ``grey`` minus
+    its local mean (:data:`HP_POOL` box means, twice, over the pixels inside the
+    crop), standardised over the crop as ``greynorm``: only fine texture is left
+    (paper grain, halftone, a screen's pixel grid, blur), shading and exposure
+    gone, the difference-of-Gaussians input of NUAA's own paper; ``convert``
+    keeps its layers in the file. All are plain Keras layers that convert to int8 TFLite
     ops (CONV_2D, folded away by :func:`fold_colour` for ``grey``; MEAN and
     SUB; layer normalisation's MEAN, SQUARED_DIFFERENCE, RSQRT, MUL).
 
@@ -41,12 +52,20 @@ def colour_layers(keras: Any, inputs: Any, colour: str) -> Any:
     """
     if colour == "rgb":
         return inputs
-    if colour in ("grey", "greynorm"):
+    if colour in ("grey", "greynorm", "greyhp"):
         conv = keras.layers.Conv2D(3, 1, use_bias=False, trainable=False, name=GREY_NAME,
                                    kernel_initializer=keras.initializers.Constant(1.0 / 3.0))
         grey = conv(inputs)
         if colour == "grey":
             return grey
+        if colour == "greyhp":
+            # 'same' average pooling averages the pixels inside the image only: no dark border
+            local = keras.layers.AveragePooling2D(HP_POOL, strides=1, padding="same", name=HP_NAMES[0])(grey)
+            local = keras.layers.AveragePooling2D(HP_POOL, strides=1, padding="same", name=HP_NAMES[1])(local)
+            detail = keras.layers.Subtract(name=HP_NAMES[2])([grey, local])
+            norm = keras.layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False, epsilon=HP_EPSILON,
+                                                   name=HP_NAMES[3])(detail)
+            return keras.layers.Rescaling(GREYNORM_SCALE, name=HP_NAMES[4])(norm)
         # the three channels are equal, so statistics over (H, W, C) are the luminance's over the image
         norm = keras.layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False, epsilon=1e-3,
                                                name=NORM_NAMES[0])(grey)
@@ -80,7 +99,7 @@ def fold_colour(model: Any) -> Any:
     import keras
 
     names = [layer.name for layer in model.layers]
-    if GREY_NAME not in names:
+    if GREY_NAME not in names or HP_NAMES[0] in names:  # greyhp (an experiment): its layers stay in the file
         return model
     if NORM_NAMES[0] in names:
         return _without_greynorm(keras, model, names)
