@@ -203,7 +203,7 @@ def test_unknown_colour_is_one_line(tmp_path, capsys):
         cli.main(["train", str(tmp_path), "--out", str(tmp_path / "m"), "--colour", "sepia"])
     assert exit_info.value.code == 2
     assert "--colour: invalid choice: 'sepia'" in capsys.readouterr().err
-    with pytest.raises(UserError, match="^--colour 'sepia' is not one of rgb, grey, greyworld, greynorm$"):
+    with pytest.raises(UserError, match="^--colour 'sepia' is not one of rgb, grey, greyworld, greynorm, greyhp$"):
         check_recipe(Recipe(colour="sepia"), tmp_path)
     assert not (tmp_path / "m").exists()
 
