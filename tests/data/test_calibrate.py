@@ -14,6 +14,7 @@ from tla_edge import thresholds
 from tla_edge.data import calibration, scoring
 
 from tla_edge.data import datasets
+from tla_edge.runtime import fused_set
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.errors import UserError
 
@@ -240,9 +241,9 @@ def test_calibrate_the_bundled_fused_set_into_a_folder(recording, tmp_path, caps
         assert meta.threshold == pytest.approx(metadata_lib.load(m).threshold)
         assert meta.extra["fusion"]["threshold"] == pytest.approx(rep["threshold"])
         assert meta.extra["fusion"]["how"]["device_calibration"]["rule"] == "bpcer"
-    assert metadata_lib.fused_threshold(list(zip(copies, metas))) == pytest.approx(rep["threshold"])
+    assert fused_set.fused_threshold(list(zip(copies, metas))) == pytest.approx(rep["threshold"])
     assert rep["previous_threshold"] == pytest.approx(
-        metadata_lib.fused_threshold([(m, metadata_lib.load(m)) for m in members]))
+        fused_set.fused_threshold([(m, metadata_lib.load(m)) for m in members]))
     # Independent check: the mean of the members' own scores, each model run alone on the recording's
     # real frames through its own pipeline, rejects at most 10 % at the written fused threshold.
     real = [r for r in datasets.load_dataset(recording) if r.label == "real"]
@@ -270,7 +271,7 @@ def test_calibrate_the_bundled_fused_set_into_a_folder(recording, tmp_path, caps
     text2 = capsys.readouterr().out
     assert rc == 0, text2
     assert json.loads((tmp_path / "r2.json").read_text())["models"] == [str(c) for c in copies]
-    assert [p.name for p in metadata_lib.set_files(tmp_path / "again")] == [m.name for m in members]
+    assert [p.name for p in fused_set.set_files(tmp_path / "again")] == [m.name for m in members]
     # refuses to overwrite the copies
     assert cli.main(["calibrate", str(recording), "--out", str(out), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err
@@ -309,7 +310,7 @@ def test_a_set_never_fused_gets_its_first_fused_threshold(recording, tmp_path, c
         p.write_bytes(metadata_lib.embed(metadata_lib.strip_embedded(m.read_bytes()), meta))
         bare.append(p)
     with pytest.raises(ValueError, match="no common fusion threshold"):
-        metadata_lib.fused_threshold([(p, metadata_lib.load(p)) for p in bare])
+        fused_set.fused_threshold([(p, metadata_lib.load(p)) for p in bare])
     out = tmp_path / "set"
     rc = cli.main(["calibrate", str(recording), "--model", str(bare[0]), "--model", str(bare[1]),
                    "--out", str(out), "--at", "eer", "--quiet"])
@@ -317,4 +318,4 @@ def test_a_set_never_fused_gets_its_first_fused_threshold(recording, tmp_path, c
     assert rc == 0, text
     assert "(the set had no fused threshold)" in text
     copies = [out / p.name for p in bare]
-    assert 0.0 < metadata_lib.fused_threshold([(c, metadata_lib.load(c)) for c in copies]) < 1.0
+    assert 0.0 < fused_set.fused_threshold([(c, metadata_lib.load(c)) for c in copies]) < 1.0

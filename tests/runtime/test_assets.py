@@ -9,7 +9,7 @@ import pytest
 
 from tla_edge.runtime import assets
 
-from tla_edge.runtime import metadata
+from tla_edge.runtime import fused_set, metadata
 
 
 def _copy_model(src, dst, fusion=None):
@@ -44,7 +44,7 @@ def test_the_installed_default_loads_as_a_pipeline_would():
     assert models[0] == assets.DEFAULT_LIVENESS_MODEL and all(m.is_file() for m in models)
     if len(models) > 1:  # a fused default must carry its own fused threshold
         metas = [(m, metadata.load(m)) for m in models]
-        assert 0.0 < metadata.fused_threshold(metas) < 1.0
+        assert 0.0 < fused_set.fused_threshold(metas) < 1.0
 
 
 def test_the_own_camera_guide_quotes_the_bundled_thresholds():

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tla_edge.runtime import assets, metadata
+from tla_edge.runtime import assets, fused_set, metadata
 from tla_edge.runtime.faces import FaceBox
 from tla_edge.runtime.interpreter import LivenessModel, make_interpreter
 from tla_edge.runtime.pipeline import Pipeline
@@ -40,7 +40,7 @@ def test_fused_threshold_of_a_model_without_metadata_says_so(tiny_tflite):
     meta = metadata.load(tiny_tflite["float"])
     with pytest.raises(ValueError, match=r"^model 'b.tflite' has no tla-edge metadata, so no fusion threshold; "
                                          r"pass an explicit threshold"):
-        metadata.fused_threshold([("a.tflite", meta), ("b.tflite", None)])
+        fused_set.fused_threshold([("a.tflite", meta), ("b.tflite", None)])
 
 
 @pytest.mark.parametrize("fusion, why", [
@@ -151,7 +151,7 @@ def _sidecar_pair(tiny_tflite, tmp_path, record=None):
         p.write_bytes(tiny_tflite[kind].read_bytes())
         shutil.copy(str(tiny_tflite[kind]) + ".json", str(p) + ".json")
         paths.append(p)
-    record = record(paths) if record else metadata.fusion_record(paths, 0.7)
+    record = record(paths) if record else fused_set.fusion_record(paths, 0.7)
     for p in paths:
         meta = metadata.load(p)
         metadata.sidecar_path(p).write_text(json.dumps(meta.replace(extra={**meta.extra, "fusion": record}).to_dict()))
@@ -174,7 +174,7 @@ def test_a_sidecar_edited_after_the_fusion_is_refused(tiny_tflite, tmp_path, fie
 
 def test_a_record_without_metadata_hashes_is_trusted_only_with_embedded_metadata(tiny_tflite, tmp_path):
     def legacy(ps):
-        r = metadata.fusion_record(ps, 0.7)
+        r = fused_set.fusion_record(ps, 0.7)
         del r["metadata_sha256"]
         return r
 
@@ -190,4 +190,4 @@ def test_a_record_without_metadata_hashes_is_trusted_only_with_embedded_metadata
 
 def test_the_bundled_pair_still_fuses():
     pair = assets.default_liveness_models()
-    assert 0 < metadata.fused_threshold([(p, metadata.load(p)) for p in pair]) < 1
+    assert 0 < fused_set.fused_threshold([(p, metadata.load(p)) for p in pair]) < 1

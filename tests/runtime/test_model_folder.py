@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tla_edge import cli
-from tla_edge.runtime import assets, metadata
+from tla_edge.runtime import assets, fused_set, metadata
 from tla_edge.runtime.benchmark import model_set
 from tla_edge.runtime.pipeline import Pipeline
 
@@ -38,45 +38,45 @@ def test_a_set_folder_gives_its_members_primary_first(kiosk):
     # which would put the 1.4x partner first
     expected = [m.name for m in assets.default_liveness_models()]
     assert sorted(expected) != expected
-    assert [p.name for p in metadata.set_files(kiosk)] == expected
-    assert [p.parent for p in metadata.set_files(kiosk)] == [kiosk, kiosk]
+    assert [p.name for p in fused_set.set_files(kiosk)] == expected
+    assert [p.parent for p in fused_set.set_files(kiosk)] == [kiosk, kiosk]
     assert [p.name for p in model_set(kiosk)] == expected  # bench's --model DIR
-    assert [p.name for p in metadata.expand_models([kiosk, assets.default_liveness_model()])] == [*expected,
+    assert [p.name for p in fused_set.expand_models([kiosk, assets.default_liveness_model()])] == [*expected,
                                                                                                    expected[0]]
 
 
 def test_a_file_or_a_one_model_folder_is_that_model(tiny_tflite, tmp_path):
-    assert metadata.set_files(tiny_tflite["int8"]) == [tiny_tflite["int8"]]
+    assert fused_set.set_files(tiny_tflite["int8"]) == [tiny_tflite["int8"]]
     one = copy_model(tiny_tflite["int8"], tmp_path / "one")
-    assert metadata.set_files(tmp_path / "one") == [one]
+    assert fused_set.set_files(tmp_path / "one") == [one]
 
 
 def test_a_train_folder_is_left_for_the_keras_loader(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "model.keras").write_bytes(b"")
-    assert metadata.set_files(tmp_path / "run") == [tmp_path / "run"]
+    assert fused_set.set_files(tmp_path / "run") == [tmp_path / "run"]
 
 
 def test_folders_that_are_not_one_model_or_set_are_refused(tiny_tflite, kiosk, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"^model folder '.*empty' holds no .tflite file; expected a model file"):
-        metadata.set_files(tmp_path / "empty")
+        fused_set.set_files(tmp_path / "empty")
     for kind in ("float", "int8"):  # two models that were never fused
         copy_model(tiny_tflite[kind], tmp_path / "loose")
     with pytest.raises(ValueError, match=r"^model folder '.*loose' holds 2 .tflite files \(tiny_float.tflite, "
                                          r"tiny_int8.tflite\) that are not one fused set; expected one model"):
-        metadata.set_files(tmp_path / "loose")
+        fused_set.set_files(tmp_path / "loose")
     copy_model(tiny_tflite["int8"], kiosk)  # a set plus a stranger
     with pytest.raises(ValueError, match=r"holds 3 .tflite files .* not one fused set"):
-        metadata.set_files(kiosk)
+        fused_set.set_files(kiosk)
 
 
 def test_a_set_with_a_member_missing_is_refused(kiosk):
-    partner = metadata.set_files(kiosk)[1]
+    partner = fused_set.set_files(kiosk)[1]
     partner.unlink()
     metadata.sidecar_path(partner).unlink()
     # one file left: it is loaded as a model alone, at its own threshold (not the fused one)
-    [alone] = metadata.set_files(kiosk)
+    [alone] = fused_set.set_files(kiosk)
     with Pipeline(kiosk, FakeDetector()) as pipe:
         assert len(pipe.models) == 1 and pipe.models[0].path == alone
         assert pipe.threshold == pytest.approx(metadata.load(alone).threshold)
@@ -94,7 +94,7 @@ def test_pipeline_on_a_set_folder_is_the_set(kiosk):
     import cv2
 
     pair = assets.default_liveness_models()
-    bundled = metadata.fused_threshold([(p, metadata.load(p)) for p in pair])
+    bundled = fused_set.fused_threshold([(p, metadata.load(p)) for p in pair])
     frames = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted(SAMPLES.glob("*.jpg"))]
     assert len(frames) == 5
     with Pipeline(kiosk, live_frames=1, smoothing=1) as folder, Pipeline(pair, live_frames=1, smoothing=1) as files:
@@ -158,7 +158,7 @@ def test_info_on_a_set_folder_reports_each_member_and_the_fused_threshold(kiosk,
 
 
 def test_info_says_when_a_set_folders_record_no_longer_matches(kiosk, run_cli):
-    partner = metadata.set_files(kiosk)[1]
+    partner = fused_set.set_files(kiosk)[1]
     meta = metadata.load(partner)
     # its own threshold edited after the fusion, in the file and its sidecar alike
     meta = meta.replace(threshold=0.5 if meta.threshold != 0.5 else 0.6)
@@ -168,7 +168,7 @@ def test_info_says_when_a_set_folders_record_no_longer_matches(kiosk, run_cli):
     assert code == 0, err  # info reports; loading the set is what refuses
     assert "NO valid fused threshold: " in out.split("\n\n")[0]
     with pytest.raises(ValueError):
-        metadata.fused_threshold([(p, metadata.load(p)) for p in metadata.set_files(kiosk)])
+        fused_set.fused_threshold([(p, metadata.load(p)) for p in fused_set.set_files(kiosk)])
 
 
 def test_info_on_a_one_model_folder_and_on_folders_that_are_not_models(tiny_tflite, tmp_path, run_cli):

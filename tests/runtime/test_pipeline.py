@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tla_edge.runtime import metadata
+from tla_edge.runtime import fused_set, metadata
 
 from tla_edge.runtime import preprocess
 from tla_edge.runtime import pipeline as pl
@@ -283,12 +283,12 @@ def _pair_with_thresholds(tiny_tflite, tmp_path, fusion=None):
 
 
 def test_fused_threshold_is_the_stored_one_not_the_mean(tiny_tflite, tmp_path):
-    paths = _pair_with_thresholds(tiny_tflite, tmp_path, lambda ps: metadata.fusion_record(ps, 0.7))
+    paths = _pair_with_thresholds(tiny_tflite, tmp_path, lambda ps: fused_set.fusion_record(ps, 0.7))
     record = metadata.load(paths[0]).extra["fusion"]
     import hashlib
 
     own = sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in paths)  # no embedded zip here
-    metas = {hashlib.sha256(p.read_bytes()).hexdigest(): metadata.metadata_sha256(metadata.load(p)) for p in paths}
+    metas = {hashlib.sha256(p.read_bytes()).hexdigest(): fused_set.metadata_sha256(metadata.load(p)) for p in paths}
     assert record == {"models": [p.name for p in paths], "partners": own, "metadata_sha256": metas, "threshold": 0.7}
     with Pipeline(paths, FakeDetector([FACE])) as pipe:
         assert pipe.threshold == pytest.approx(0.7)  # not (0.3 + 0.5) / 2
@@ -301,7 +301,7 @@ def test_fused_threshold_is_the_stored_one_not_the_mean(tiny_tflite, tmp_path):
     [
         None,  # no record: the mean of 0.3 and 0.5 must not be used
         lambda ps: {"partners": ["0" * 64, "1" * 64], "threshold": 0.7},  # another pair's record
-        lambda ps: {**metadata.fusion_record(ps, 0.7), "partners": [metadata.model_sha256(ps[0])] * 2},  # one of them twice
+        lambda ps: {**fused_set.fusion_record(ps, 0.7), "partners": [metadata.model_sha256(ps[0])] * 2},  # one of them twice
     ],
 )
 def test_fused_models_without_a_matching_record_need_a_threshold(tiny_tflite, tmp_path, fusion):
@@ -313,7 +313,7 @@ def test_fused_models_without_a_matching_record_need_a_threshold(tiny_tflite, tm
 def test_fusion_record_differs_between_models(tiny_tflite, tmp_path):
     import json
 
-    paths = _pair_with_thresholds(tiny_tflite, tmp_path, lambda ps: metadata.fusion_record(ps, 0.7))
+    paths = _pair_with_thresholds(tiny_tflite, tmp_path, lambda ps: fused_set.fusion_record(ps, 0.7))
     meta = metadata.load(paths[1])
     meta = meta.replace(extra={**meta.extra, "fusion": {**meta.extra["fusion"], "threshold": 0.2}})
     metadata.sidecar_path(paths[1]).write_text(json.dumps(meta.to_dict()))

@@ -346,7 +346,7 @@ LOOSE = ("--min-frames", "3", "--max-error", "1")  # 6 + 6 hand-made crops: the 
 def test_store_fusion_writes_fused_copies_and_the_pipeline_uses_them(crops, tiny_tflite, tmp_path, capsys):
     import hashlib
 
-    from tla_edge.runtime import metadata
+    from tla_edge.runtime import fused_set, metadata
     from tla_edge.runtime.pipeline import Pipeline
 
     models = _model_copies(tiny_tflite, tmp_path / "in")
@@ -365,7 +365,7 @@ def test_store_fusion_writes_fused_copies_and_the_pipeline_uses_them(crops, tiny
     hashes = [hashlib.sha256(p.read_bytes()).hexdigest() for p in models]  # no embedded zip here
     record = {"models": ["float.tflite", "int8.tflite"],  # the order given: the first is the primary
               "partners": sorted(hashes),
-              "metadata_sha256": {h: metadata.metadata_sha256(metadata.load(p)) for h, p in sorted(zip(hashes, models))},
+              "metadata_sha256": {h: fused_set.metadata_sha256(metadata.load(p)) for h, p in sorted(zip(hashes, models))},
               "threshold": m["threshold"]}
     assert m["fusion_record"] == record
     copies = [fused / p.name for p in models]

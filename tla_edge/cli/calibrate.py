@@ -48,6 +48,7 @@ from tla_edge import fileio
 from tla_edge.cli import argtypes
 from tla_edge.data import calibration
 from tla_edge.errors import UserError
+from tla_edge.runtime import fused_set
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.thresholds import DEFAULT_FLOOR, DEFAULT_MAX_ERROR, DEFAULT_TARGET_BPCER, resolve_rule
 
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         calibration.check_set(models)
         outputs = calibration.copy_paths(out, models, "--out")
         try:
-            previous = metadata_lib.fused_threshold(list(zip(models, metas)))
+            previous = fused_set.fused_threshold(list(zip(models, metas)))
         except ValueError:
             previous = None  # a set never fused before: the threshold is chosen from scratch
     else:
@@ -149,7 +150,7 @@ def _models(given: list[Path] | None, out: Path) -> list[Path]:
             raise UserError(f"--out '{out}' is a folder, for a fused set; the bundled model runs alone: "
                             "expected --out CALIBRATED.tflite")
         return models
-    models = metadata_lib.expand_models(given)  # a folder (an earlier --out DIR) is its set
+    models = fused_set.expand_models(given)  # a folder (an earlier --out DIR) is its set
     if len(models) > 1 and file_out:
         raise UserError(f"--out '{out}' is a .tflite, but {len(models)} --model form a fused set; "
                         "expected --out a folder, for a copy of every member")
@@ -161,7 +162,7 @@ def _set_flags(written: list[Path]) -> str:
     ``--model`` per file."""
     folder = written[0].parent
     try:
-        if metadata_lib.set_files(folder) == list(written):
+        if fused_set.set_files(folder) == list(written):
             return f"--model {folder} (the folder is the set; or " + " ".join(f"--model {w}" for w in written) + ")"
     except ValueError:
         pass  # other models share the folder: name each file

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tla_edge.cli import argtypes
-from tla_edge.runtime.metadata import expand_models
+from tla_edge.runtime.fused_set import expand_models
 from tla_edge.runtime.loop import check_options, format_summary, pipeline_for_source, run_loop
 from tla_edge.runtime.overlay import VideoSink, check_display
 from tla_edge.runtime.pipeline import DEFAULT_LIVE_FRAMES

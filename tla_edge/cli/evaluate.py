@@ -99,7 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs ``tla-edge evaluate``; returns 0."""
     if args.model:  # a folder (tla-edge calibrate --out DIR) stands for its model or fused set
-        from tla_edge.runtime.metadata import expand_models
+        from tla_edge.runtime.fused_set import expand_models
 
         args.model = expand_models(args.model)
     check_paths(args)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from tla_edge.cli import argtypes
 from tla_edge.errors import UserError
+from tla_edge.runtime import fused_set
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.runtime import modelinfo
 from tla_edge.runtime.modelinfo import describe
@@ -96,7 +97,7 @@ def format_report(d: dict[str, Any]) -> str:
             f"architecture {meta['architecture']}"
         )
         fusion = (meta.get("extra") or {}).get("fusion")
-        if isinstance(fusion, dict) and metadata_lib.fusion_names_ok(fusion.get("models")):
+        if isinstance(fusion, dict) and fused_set.fusion_names_ok(fusion.get("models")):
             own = Path(d["path"]).name
             others = [n for n in fusion["models"] if n != own]
             role = "the primary" if fusion["models"][0] == own else "a partner"
@@ -126,7 +127,7 @@ def describe_set(folder: Path) -> dict[str, Any]:
       UserError: a folder that holds no model, a ``tla-edge train`` folder, or models that are not one set.
     """
     try:
-        files = metadata_lib.set_files(folder)
+        files = fused_set.set_files(folder)
     except ValueError as err:
         raise UserError(str(err)) from err
     if files == [folder]:
@@ -135,7 +136,7 @@ def describe_set(folder: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"path": str(folder), "models": [f.name for f in files]}
     if len(files) > 1:
         try:
-            threshold = metadata_lib.fused_threshold([(f, metadata_lib.load(f)) for f in files])
+            threshold = fused_set.fused_threshold([(f, metadata_lib.load(f)) for f in files])
             out.update(fused_threshold=threshold, fusion_ok=True, fusion_problem=None)
         except ValueError as err:
             out.update(fused_threshold=None, fusion_ok=False, fusion_problem=str(err))

@@ -18,6 +18,7 @@ from tla_edge import fileio, metrics
 from tla_edge.data import datasets
 from tla_edge.data.scoring import Scored, raw_scores, score_records
 from tla_edge.errors import UserError
+from tla_edge.runtime import fused_set
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.thresholds import (
     CAVEAT,
@@ -255,11 +256,11 @@ def fused_calibrated_copies(models: Sequence[Path], report: dict[str, Any]) -> t
       ``(record, {file name: bytes})``: each model and its ``<name>.json`` sidecar.
 
     Raises:
-      UserError: the models cannot form a set (see :func:`tla_edge.runtime.metadata.fusion_record`).
+      UserError: the models cannot form a set (see :func:`tla_edge.runtime.fused_set.fusion_record`).
     """
     summary = {k: report.get(k) for k in CALIBRATION_KEYS}
     summary["models_sha256"] = report.get("models_sha256")
     try:
-        return metadata_lib.fused_copies(models, float(report["threshold"]), how={"device_calibration": summary})
+        return fused_set.fused_copies(models, float(report["threshold"]), how={"device_calibration": summary})
     except ValueError as err:
         raise UserError(str(err)) from err

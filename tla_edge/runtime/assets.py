@@ -41,7 +41,7 @@ def default_liveness_models() -> list[Path]:
       FileNotFoundError: the package was installed without its assets.
       ValueError: a malformed fusion record, or one naming a file outside the assets folder.
     """
-    from tla_edge.runtime import metadata
+    from tla_edge.runtime import fused_set, metadata
 
     primary = default_liveness_model()
     meta = metadata.load(primary)
@@ -49,7 +49,7 @@ def default_liveness_models() -> list[Path]:
     names = fusion.get("models") if isinstance(fusion, dict) else None
     # A record of null means no fusion (the model runs alone); anything else must name
     # plain .tflite files beside the primary, never a path out of the assets folder.
-    if fusion is not None and not metadata.fusion_names_ok(names):
+    if fusion is not None and not fused_set.fusion_names_ok(names):
         raise ValueError(f"bundled model '{primary}' has a malformed extra.fusion record (models {names!r}); "
                          f"expected a list of .tflite file names inside '{ASSETS_DIR}'; reinstall tla-edge or "
                          "pass --model")

@@ -33,7 +33,7 @@ from tla_edge.runtime import benchmark_report
 from tla_edge.runtime.benchmark_report import STAGES, configuration_block, file_facts, recorded_path, stage_stats
 from tla_edge.runtime.cpu import check_num_threads
 from tla_edge.runtime.members import check_members
-from tla_edge.runtime.metadata import set_files
+from tla_edge.runtime.fused_set import fused_threshold, set_files
 
 FORMAT = "tla-edge-bench/1"
 STAT_NAMES = benchmark_report.STAT_NAMES
@@ -80,7 +80,7 @@ class Configuration(NamedTuple):
 
 def model_set(value: str | Path | Sequence[str | Path]) -> tuple[Path, ...]:
     """One ``--model`` value as its models: ``A.tflite``, a fused set ``A.tflite+B.tflite``, or a folder
-    holding one model or one set (``tla-edge calibrate --out DIR``; :func:`~tla_edge.runtime.metadata.set_files`).
+    holding one model or one set (``tla-edge calibrate --out DIR``; :func:`~tla_edge.runtime.fused_set.set_files`).
 
     Raises:
       ValueError: the value names no model (``+``, an empty text), or a folder that is not one model or set.
@@ -211,7 +211,7 @@ def fusion_threshold(config: Configuration) -> tuple[float | None, str | None]:
     if not config.partners:
         return None, None
     try:
-        metadata_lib.fused_threshold(loaded)
+        fused_threshold(loaded)
     except (ValueError, TypeError):
         # Timing does not depend on the threshold; the decision counts then do.
         return 0.5, "no stored fusion threshold: decisions at 0.5, not meaningful"

@@ -32,7 +32,8 @@ from tla_edge.runtime.faces import FaceBox, FaceDetector
 from tla_edge.runtime.interpreter import LivenessModel
 from tla_edge.runtime.members import CropWorker, MemberRunner, check_members, resolve_crop_overlap, resolve_members
 from tla_edge.runtime.smoothing import DEFAULT_LIVE_FRAMES, Smoother
-from tla_edge.runtime.metadata import check_threshold, fused_threshold, set_files
+from tla_edge.runtime.fused_set import fused_threshold, set_files
+from tla_edge.runtime.metadata import check_threshold
 
 def check_gates(min_face: float, max_cut_off: float, max_roll: float) -> tuple[float, float, float]:
     """The face gates as floats, each finite and in range; a NaN would switch a gate off.
@@ -62,12 +63,12 @@ class Pipeline:
       model: a ``.tflite`` path or a :class:`LivenessModel`, or several of them
         (their scores are averaged: two-scale fusion), or a folder holding one
         model or one fused set (``tla-edge calibrate --out DIR``; see
-        :func:`tla_edge.runtime.metadata.set_files`); None for the bundled int8 model.
+        :func:`tla_edge.runtime.fused_set.set_files`); None for the bundled int8 model.
       detector: a :class:`FaceDetector`; None to build one (``detector_model``, video mode).
       threshold: live iff score >= threshold, strictly between 0 and 1; None
         for the model metadata's. Several models need the fused threshold
         stored in their metadata (``extra.fusion``, see
-        :func:`tla_edge.runtime.metadata.fused_threshold`) or an explicit one. A
+        :func:`tla_edge.runtime.fused_set.fused_threshold`) or an explicit one. A
         ``.tflite`` without tla-edge metadata needs an explicit one.
       smoothing: frames averaged per face for the reported score (1 disables it).
       live_frames: consecutive frames of one face, each at or above the

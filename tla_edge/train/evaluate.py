@@ -24,6 +24,7 @@ from tla_edge.data import crops as crops_lib
 from tla_edge.data import datasets
 from tla_edge.errors import UserError, import_tensorflow
 from tla_edge.progress import Progress
+from tla_edge.runtime import fused_set
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.runtime.pipeline import LIVE, SPOOF
 from tla_edge.train import fusion
@@ -150,7 +151,7 @@ def threshold_of(scorers: Sequence[Scorer], threshold: float | None = None, stor
         return metadata_lib.check_threshold(threshold, "--threshold")
     if len(scorers) == 1:
         return float(scorers[0].meta.threshold)
-    return metadata_lib.fused_threshold([(s.path, s.meta) for s in scorers])
+    return fused_set.fused_threshold([(s.path, s.meta) for s in scorers])
 
 
 def derive_fused_threshold(ev: Evaluated) -> float:

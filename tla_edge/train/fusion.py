@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Sequence
 from tla_edge import fileio, metrics
 from tla_edge.data import calibration
 from tla_edge.errors import UserError
+from tla_edge.runtime import fused_set
 from tla_edge.runtime import metadata as metadata_lib
 from tla_edge.thresholds import DEFAULT_FLOOR, DEFAULT_MAX_ERROR, error_rate, verdict
 from tla_edge.train.report import Evaluated
@@ -108,7 +109,7 @@ def check_fused_threshold(ev: Evaluated, threshold: float, request: FusionReques
 def write_copies(request: FusionRequest, model_paths: Sequence[Path], threshold: float) -> dict[str, Any]:
     """Writes the fused copies into ``request.out``, all or nothing; returns the fusion record."""
     try:
-        record, files = metadata_lib.fused_copies(model_paths, threshold)
+        record, files = fused_set.fused_copies(model_paths, threshold)
     except ValueError as err:
         raise UserError(f"--store-fusion: {err}") from err
     fileio.write_files_atomic({request.out / name: data for name, data in files.items()})
