@@ -37,6 +37,9 @@ The combined crops folder of ``both-msutest`` is written into ``--work``
         --nuaa-crops runs/crops/nuaa --msu-crops runs/crops/msu --work runs/lodo --seeds 0 \\
         -- --alpha 0.35 --scale 2.7 --crop-rule pad --weights imagenet --epochs 10 --fine-tune-epochs 3
 
+A fused set of two seeds of one recipe: run it once as recipe A, once as recipe B with
+``--seed-offset 2`` (run SEED of B trains with seed SEED + 2), then ``--fuse A,B``.
+
 Arguments after ``--`` go to ``tla-edge train`` unchanged. Finished runs in
 ``--work/NAME`` are reused (a run is finished when its ``metadata.json`` and
 ``test_scores.csv`` exist), so an interrupted protocol resumes. The result,
@@ -114,6 +117,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[
     p.add_argument("--directions", default="nuaa-msu,msu-nuaa,laptop-android,android-laptop",
                    help=f"comma-separated, of {', '.join(DIRECTIONS)}")
     p.add_argument("--seeds", default="0,1", help="comma-separated seeds")
+    p.add_argument("--seed-offset", type=int, default=0, metavar="K",
+                   help="run SEED trains with seed SEED + K (its folder and JSON still say SEED): a second member "
+                        "of the same recipe for a fused set of two seeds (default: 0)")
     p.add_argument("--note", default="", help="free text recorded in the JSON")
     p.add_argument("--summarise-only", action="store_true",
                    help="train and score nothing: rewrite the JSON from the finished runs in --work")
@@ -181,7 +187,7 @@ def run_dir(args: argparse.Namespace, direction: str, seed: int) -> Path:
 def train_command(args: argparse.Namespace, train_args: list[str], direction: str, seed: int) -> list[str]:
     d = DIRECTIONS[direction]
     cmd = ["tla-edge", "train", str(crops_of(args, d["train"])), "--out", str(run_dir(args, direction, seed)),
-           "--val-subjects", d["val"], "--seed", str(seed), "--force"]
+           "--val-subjects", d["val"], "--seed", str(seed + args.seed_offset), "--force"]
     if d["sessions"]:
         cmd += ["--sessions", d["sessions"]]
     return cmd + train_args
@@ -344,12 +350,16 @@ def write_result(args: argparse.Namespace, train_args: list[str], wanted: int, w
     result = {
         "recipe": args.name,
         "train_args": train_args,
-        "train_command": {d: shlex.join(train_command(args, train_args, d, 0)).replace("--seed 0", "--seed SEED")
+        "train_command": {d: shlex.join(train_command(args, train_args, d, 0)).replace(
+                          f"--seed {args.seed_offset}", "--seed SEED" + (f"+{args.seed_offset}" if args.seed_offset else ""))
                           for d in directions},
+        "seed_offset": args.seed_offset,
         "lodo_command": shlex.join(["python", "scripts/lodo.py", "--name", args.name, "--nuaa-crops",
                                     portable_path(args.nuaa_crops), "--msu-crops", portable_path(args.msu_crops),
                                     "--work", portable_path(args.work), "--directions", args.directions,
-                                    "--seeds", args.seeds, *(["--fuse", args.fuse] if args.fuse else []),
+                                    "--seeds", args.seeds,
+                                    *(["--seed-offset", str(args.seed_offset)] if args.seed_offset else []),
+                                    *(["--fuse", args.fuse] if args.fuse else []),
                                     *(["--fuse-weights", args.fuse_weights] if args.fuse_weights else []),
                                     "--", *train_args]),
         "protocol": ("validation = held-out subjects of the training data: they chose the kept epoch and the "

@@ -280,3 +280,23 @@ def test_lodo_fuse_weights_are_normalised():
     assert args.weights == [0.25, 0.75]
     args, _ = lodo.parse_args(["--name", "r", "--nuaa-crops", "n", "--msu-crops", "m", "--fuse", "p,q"])
     assert args.weights is None
+
+
+def test_lodo_seed_offset_trains_another_seed_under_the_same_run_name(lodo_recipe, tmp_path):
+    parse, recorded, _ = lodo_recipe
+    args, train_args = lodo.parse_args([
+        "--name", "r", "--nuaa-crops", str(tmp_path / "nuaa"), "--msu-crops", str(tmp_path / "msu"),
+        "--work", str(tmp_path / "work"), "--out-dir", str(tmp_path / "out"), "--directions", "nuaa-msu",
+        "--seeds", "0,1", "--seed-offset", "2", "--", "--epochs", "1"])
+    cmd = lodo.train_command(args, train_args, "nuaa-msu", 1)
+    assert cmd[cmd.index("--seed") + 1] == "3"  # run 1 trains with seed 1 + 2
+    assert lodo.run_dir(args, "nuaa-msu", 1) == tmp_path / "work" / "r" / "nuaa-msu_seed1"
+    recorded.update({"nuaa-msu": [0, 1]})
+    result = json.loads(lodo.write_result(args, train_args, 2, 1.0).read_text())
+    assert result["seed_offset"] == 2
+    assert "--seed SEED+2 " in result["train_command"]["nuaa-msu"]
+    assert "--seed-offset 2" in result["lodo_command"]
+    # without the option, the seed is the run's own
+    args0, _ = parse("nuaa-msu")
+    cmd0 = lodo.train_command(args0, train_args, "nuaa-msu", 1)
+    assert cmd0[cmd0.index("--seed") + 1] == "1"
