@@ -51,6 +51,19 @@ def check_gates(min_face: float, max_cut_off: float, max_roll: float) -> tuple[f
     return out[0], out[1], out[2]
 
 
+def _model_specs(model) -> list:
+    """What a Pipeline's ``model`` names: the bundled set for None; a folder (``calibrate --out DIR``) is its
+    model or set (:func:`~tla_edge.runtime.fused_set.set_files`, whose ValueError it raises, as for no model)."""
+    if model is None:
+        from tla_edge.runtime.assets import default_liveness_models
+        model = default_liveness_models()
+    specs = list(model) if isinstance(model, (list, tuple)) else [model]
+    specs = [f for m in specs for f in ([m] if isinstance(m, LivenessModel) else set_files(m))]
+    if not specs:
+        raise ValueError("no liveness model given; expected at least one .tflite")
+    return specs
+
+
 class Pipeline:
     """MediaPipe face detection + the TFLite liveness model + smoothing + decision.
 
@@ -143,15 +156,7 @@ class Pipeline:
         check_num_threads(num_threads)
         self.min_face, self.max_cut_off, self.max_roll = check_gates(min_face, max_cut_off, max_roll)
         self.smoother = Smoother(smoothing, live_frames=live_frames)
-        if model is None:
-            from tla_edge.runtime.assets import default_liveness_models
-
-            model = default_liveness_models()
-        specs = list(model) if isinstance(model, (list, tuple)) else [model]
-        # a folder (tla-edge calibrate --out DIR) stands for its model or fused set
-        specs = [f for m in specs for f in ([m] if isinstance(m, LivenessModel) else set_files(m))]
-        if not specs:
-            raise ValueError("no liveness model given; expected at least one .tflite")
+        specs = _model_specs(model)
         try:
             for m in specs:
                 if isinstance(m, LivenessModel):
