@@ -89,6 +89,8 @@ def test_flag_combinations_are_refused_in_one_line(tmp_path, capsys):
         (["--teacher-targets", str(tmp_path / "none.csv"), "--distill", "0.3"], "teacher targets '"),
         (["--camera-augment", "--no-augment"], "--camera-augment contradicts --no-augment"),
         (["--distill", "0.7", "--teacher-targets", "x.csv"], "--distill 0.7 is not in [0, 0.5)"),
+        (["--zoom-in", "1.5"], "--zoom-in 1.5 is not in [0, 1]"),
+        (["--zoom-in", "0.5", "--no-augment"], "--zoom-in contradicts --no-augment"),
     ]
     for extra, message in cases:
         assert cli.main(base + extra) == 2
@@ -110,22 +112,22 @@ def test_train_fits_the_blended_targets_and_records_them(tmp_path, monkeypatch):
 
     def spy(tf, images, labels, *args, **kwargs):
         if kwargs.get("shuffle"):
-            seen.append((np.array(labels), kwargs.get("camera")))
+            seen.append((np.array(labels), kwargs.get("camera"), kwargs.get("zoom_in")))
         return real_make(tf, images, labels, *args, **kwargs)
 
     monkeypatch.setattr(recipe, "make_dataset", spy)
     out = tmp_path / "model"
     assert cli.main(["train", str(crops), "--out", str(out), "--alpha", "0.35", "--weights", "none",
                      "--epochs", "1", "--batch-size", "8", "--teacher-targets", str(tmp_path / "t.csv"),
-                     "--distill", "0.2", "--camera-augment"]) == 0
+                     "--distill", "0.2", "--camera-augment", "--zoom-in", "0.5"]) == 0
     # the training part is session 01 (validation: session 02); expected targets from the manifest by hand
     train_rows = [r for r in rows if r["session"] == "01"]
     expected = [0.8 + 0.2 * 0.6 if r["label"] == "real" else 0.2 * 0.1 for r in train_rows]
-    labels, camera = seen[0]
+    labels, camera, zoom_in = seen[0]
     np.testing.assert_allclose(sorted(labels), sorted(expected), rtol=1e-6)
-    assert camera is True
+    assert camera is True and zoom_in == 0.5
     meta = json.loads((out / "metadata.json").read_text())["extra"]
-    assert meta["camera_augment"] is True
+    assert meta["camera_augment"] is True and meta["zoom_in"] == 0.5
     d = meta["distill"]
     assert d["weight"] == 0.2 and d["teacher"] == ["test-teacher"] and d["train_crops"] == len(train_rows)
     # the teacher's 0.6 on real and 0.1 on attack agree with every label at 0.5
@@ -186,3 +188,28 @@ def test_camera_augmentation_changes_what_a_sensor_changes():
     # the recipe itself is seeded
     a = augment(tf.constant(checker), seed, CAMERA).numpy()
     assert np.array_equal(a, augment(tf.constant(checker), seed, CAMERA).numpy())
+
+
+def test_zoom_in_shows_a_tighter_view_with_the_asked_chance():
+    tf = pytest.importorskip("tensorflow")
+    from tla_edge.train.augment import AugmentConfig, augment, augment_config
+
+    off = dict(flip=False, brightness=0.0, contrast=(1.0, 1.0001), saturation=(1.0, 1.0001), hue=0.0, channel_gain=0.0,
+               max_rotation_deg=0.0, scale=(1.0, 1.0), max_shift=0.0, blur_probability=0.0, jpeg_probability=0.0)
+    # a horizontal ramp, 2 grey levels a column: a zoom z about the centre leaves slope 2 / z
+    ramp = np.repeat(np.repeat((np.arange(96) * 2 + 30).astype(np.uint8)[None, :, None], 96, 0), 3, 2)
+    cols = np.arange(24, 72)
+
+    def zoom(cfg, seed):
+        out = augment(tf.constant(ramp), tf.constant([seed, 7], tf.int64), cfg).numpy().astype(float)
+        return 2.0 / np.polyfit(cols, out[48, cols, 0], 1)[0]
+
+    always = [zoom(AugmentConfig(**off, zoom_in_probability=1.0, zoom_in_max=2.0), s) for s in range(40)]
+    assert all(0.99 <= z <= 2.02 for z in always) and max(always) > 1.6 and np.mean(always) > 1.3
+    never = [zoom(AugmentConfig(**off, zoom_in_probability=0.0), s) for s in range(10)]
+    assert all(abs(z - 1.0) < 0.02 for z in never)
+    half = [zoom(AugmentConfig(**off, zoom_in_probability=0.5, zoom_in_max=2.0), s) for s in range(60)]
+    assert 15 <= sum(z > 1.02 for z in half) <= 45
+    # the recipe's switch: off leaves the default strengths (so the default recipe draws as before)
+    assert augment_config() == AugmentConfig() and augment_config(zoom_in=0.3).zoom_in_probability == 0.3
+    assert augment_config(camera=True, zoom_in=0.3).noise_probability > 0

@@ -25,7 +25,7 @@ can become a cue for either class.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from tla_edge.errors import import_tensorflow
@@ -75,12 +75,25 @@ class AugmentConfig:
     """Chance of unsharp-mask sharpening."""
     sharpen_amount: tuple[float, float] = (0.3, 1.2)
     """Range of the unsharp-mask amount."""
+    zoom_in_probability: float = 0.0
+    """Chance that a crop is shown zoomed in by a factor uniform in [1, :attr:`zoom_in_max`] instead of
+    :attr:`scale`'s: the tighter view a ``shift`` crop gets when the face fills the frame (a 2.7x window
+    shrunk to the frame, or a dataset of tight face crops)."""
+    zoom_in_max: float = 2.0
+    """Largest zoom-in factor: 2.0 shows a 2.7x crop as a 1.35x one."""
 
 
 CAMERA = AugmentConfig(channel_gain=0.2, gamma=(0.7, 1.4), downscale_probability=0.35,
                        noise_probability=0.4, sharpen_probability=0.25, jpeg_probability=0.5,
                        jpeg_quality=(30, 95))
 """The camera-domain recipe (``--camera-augment``): the default plus sensor and pipeline changes."""
+
+
+def augment_config(camera: bool = False, zoom_in: float = 0.0) -> AugmentConfig:
+    """The training recipe's strengths: the default, or :data:`CAMERA` (``--camera-augment``), with
+    ``zoom_in`` the chance of a zoomed-in view (``--zoom-in``; 0: off)."""
+    base = CAMERA if camera else AugmentConfig()
+    return replace(base, zoom_in_probability=float(zoom_in)) if zoom_in else base
 
 
 def _seeds(tf: Any, seed: Any, n: int) -> list[Any]:
@@ -99,6 +112,10 @@ def _affine(tf: Any, image: Any, seeds: list[Any], cfg: AugmentConfig) -> Any:
     w = tf.cast(tf.shape(image)[1], tf.float32)
     angle = _uniform(tf, seeds[0], -1.0, 1.0) * (cfg.max_rotation_deg * math.pi / 180.0)
     zoom = _uniform(tf, seeds[1], cfg.scale[0], cfg.scale[1])
+    if cfg.zoom_in_probability:  # off by default: the default recipe draws exactly as before
+        z = _seeds(tf, seeds[1], 2)
+        zoom = tf.where(_uniform(tf, z[0], 0.0, 1.0) < cfg.zoom_in_probability,
+                        _uniform(tf, z[1], 1.0, cfg.zoom_in_max), zoom)
     tx = _uniform(tf, seeds[2], -cfg.max_shift, cfg.max_shift) * w
     ty = _uniform(tf, seeds[3], -cfg.max_shift, cfg.max_shift) * h
     # The transform maps output coordinates to input coordinates.

@@ -64,6 +64,8 @@ class Recipe:
     augment: bool = True
     camera_augment: bool = False
     """Add the camera-domain augmentation (:data:`tla_edge.train.augment.CAMERA`)."""
+    zoom_in: float = 0.0
+    """Chance of a zoomed-in view of a training crop (:attr:`tla_edge.train.augment.AugmentConfig.zoom_in_probability`)."""
     label_smoothing: float = 0.0
     teacher_targets: tuple[str, ...] = ()
     """Teacher targets files (:mod:`tla_edge.train.distill`); used when ``distill`` > 0."""
@@ -185,6 +187,10 @@ def check_recipe(recipe: Recipe, crops_dir: Path) -> None:
                         "of real training crops given a simulated attack twin")
     if recipe.camera_augment and not recipe.augment:
         raise UserError("--camera-augment contradicts --no-augment; expected one of them")
+    if not 0.0 <= recipe.zoom_in <= 1.0:
+        raise UserError(f"--zoom-in {recipe.zoom_in:g} is not in [0, 1]; expected the chance of a zoomed-in view")
+    if recipe.zoom_in and not recipe.augment:
+        raise UserError("--zoom-in contradicts --no-augment; expected one of them")
     for f in recipe.teacher_targets:
         if not Path(f).is_file():
             raise FileNotFoundError(f"teacher targets '{f}' not found; expected a CSV written by "

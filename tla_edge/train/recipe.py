@@ -53,12 +53,13 @@ def tf_normalize(tf: Any, images: Any, normalization: str = NORMALIZATION) -> An
 
 
 def make_dataset(tf: Any, images: np.ndarray, labels: np.ndarray | None, batch_size: int, augment: bool = False,
-                 shuffle: bool = False, seed: int = 0, camera: bool = False) -> Any:
-    """uint8 crops -> (optionally shuffled, augmented) normalised float batches (``camera``: the camera recipe)."""
-    from tla_edge.train.augment import CAMERA
+                 shuffle: bool = False, seed: int = 0, camera: bool = False, zoom_in: float = 0.0) -> Any:
+    """uint8 crops -> (optionally shuffled, augmented) normalised float batches (``camera``: the camera recipe;
+    ``zoom_in``: the chance of a zoomed-in view, :func:`tla_edge.train.augment.augment_config`)."""
     from tla_edge.train.augment import augment as augment_one
+    from tla_edge.train.augment import augment_config
 
-    config = CAMERA if camera else None
+    config = augment_config(camera, zoom_in)
 
     ds = tf.data.Dataset.from_tensor_slices(images)
     if labels is not None:
@@ -181,7 +182,7 @@ def build(session: Session, recipe: Recipe, data: TrainData, out: Path) -> Run:
                                    colour=recipe.colour)
     targets = distill.fit_targets(recipe, data)
     train_ds = make_dataset(tf, data.x_train, targets, recipe.batch_size, recipe.augment, shuffle=True,
-                            seed=recipe.seed, camera=recipe.camera_augment)
+                            seed=recipe.seed, camera=recipe.camera_augment, zoom_in=recipe.zoom_in)
     val_ds = make_dataset(tf, data.x_val, data.y_val, recipe.batch_size)
     # class weights from the hard labels; soft targets stay on their label's side of 0.5 (distill < 0.5)
     return Run(session, recipe, data, out, model, train_ds, val_ds, lr, class_weights(data.y_train), targets)
@@ -199,7 +200,7 @@ def _features(run: Run) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     copies = FEATURE_AUGMENTED_COPIES if r.augment else 0
     for copy in range(copies):
         aug = make_dataset(tf, d.x_train, None, r.batch_size, augment=True, seed=r.seed + 1 + copy,
-                           camera=r.camera_augment)
+                           camera=r.camera_augment, zoom_in=r.zoom_in)
         feats.append(extractor.predict(aug, verbose=0))
         feat_labels.append(run.targets)
     f_val = extractor.predict(make_dataset(tf, d.x_val, None, r.batch_size), verbose=0)
@@ -343,6 +344,7 @@ def model_metadata(run: Run, val: Validation, wall_s_total: float, wall_s_data: 
             "label_smoothing": r.label_smoothing,
             "augment": r.augment,
             "camera_augment": r.camera_augment,
+            "zoom_in": r.zoom_in,
             "simulated_attacks": r.simulated_attacks,
             "colour": r.colour,
             "distill": distill.metadata_summary(r, d),
