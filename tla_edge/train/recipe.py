@@ -54,8 +54,7 @@ def tf_normalize(tf: Any, images: Any, normalization: str = NORMALIZATION) -> An
 
 def make_dataset(tf: Any, images: np.ndarray, labels: np.ndarray | None, batch_size: int, augment: bool = False,
                  shuffle: bool = False, seed: int = 0, camera: bool = False, zoom_in: float = 0.0) -> Any:
-    """uint8 crops -> (optionally shuffled, augmented) normalised float batches (``camera``: the camera recipe;
-    ``zoom_in``: the chance of a zoomed-in view, :func:`tla_edge.train.augment.augment_config`)."""
+    """uint8 crops -> (optionally shuffled, augmented) normalised float batches (strengths: ``augment_config``)."""
     from tla_edge.train.augment import augment as augment_one
     from tla_edge.train.augment import augment_config
 
