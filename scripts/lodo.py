@@ -351,7 +351,7 @@ def write_result(args: argparse.Namespace, train_args: list[str], wanted: int, w
         "recipe": args.name,
         "train_args": train_args,
         "train_command": {d: shlex.join(train_command(args, train_args, d, 0)).replace(
-                          f"--seed {args.seed_offset}", "--seed SEED" + (f"+{args.seed_offset}" if args.seed_offset else ""))
+                          f"--seed {args.seed_offset}", "--seed SEED" + (f"+{k}" if (k := args.seed_offset) else ""))
                           for d in directions},
         "seed_offset": args.seed_offset,
         "lodo_command": shlex.join(["python", "scripts/lodo.py", "--name", args.name, "--nuaa-crops",

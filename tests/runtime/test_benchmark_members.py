@@ -68,7 +68,8 @@ def test_the_raw_models_run_the_way_the_pipeline_ran_them(mode):
         threads = []  # (member, the name of the thread that ran its invoke)
         for j, model in enumerate(pipe.models):
             real = model.interpreter.invoke
-            model.interpreter.invoke = lambda real=real, j=j: threads.append((j, threading.current_thread().name)) or real()
+            model.interpreter.invoke = (lambda real=real, j=j:
+                                        threads.append((j, threading.current_thread().name)) or real())
         with benchmark_raw.RawTimer(pipe) as raw:
             assert raw.detector_ms(rgb, 66) > 0
             assert raw.liveness_ms(rgb, face) > 0

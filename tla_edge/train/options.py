@@ -65,7 +65,7 @@ class Recipe:
     camera_augment: bool = False
     """Add the camera-domain augmentation (:data:`tla_edge.train.augment.CAMERA`)."""
     zoom_in: float = 0.0
-    """Chance of a zoomed-in view of a training crop (:attr:`tla_edge.train.augment.AugmentConfig.zoom_in_probability`)."""
+    """Chance of a zoomed-in view of a crop (``AugmentConfig.zoom_in_probability``, :mod:`tla_edge.train.augment`)."""
     label_smoothing: float = 0.0
     teacher_targets: tuple[str, ...] = ()
     """Teacher targets files (:mod:`tla_edge.train.distill`); used when ``distill`` > 0."""
