@@ -84,10 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sharpening, JPEG) so a threshold carries to another sensor")
     parser.add_argument("--zoom-in", type=argtypes.number, default=0.0, metavar="P",
                         help="show this share of the training crops zoomed in by up to 2x (a 2.7x crop as tight as "
-                             "1.35x): the view a shift crop gets when the face fills the frame (default 0: off)")
+                             "1.35x): the view a shift crop gets when the face fills the frame; 0: off")
     parser.add_argument("--simulated-attacks", type=argtypes.number, default=0.0, metavar="F",
                         help="give this share of the real training crops a simulated print or screen-replay twin, "
-                             "labelled attack (default 0: none)")
+                             "labelled attack; 0: none")
     parser.add_argument("--colour", type=str, choices=COLOURS, default=None,
                         help="colour normalisation as the model's first layers: rgb (none; the default), grey "
                         "(chroma removed), greyworld (each channel minus its mean over the crop), greynorm (grey, then "
@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-targets", type=argtypes.path, action="append", default=None, metavar="CSV",
                         help="teacher P(live) per source image (scripts/teacher_targets.py); repeatable")
     parser.add_argument("--distill", type=argtypes.number, default=0.0, metavar="W",
-                        help="teacher's share of each training target, 0 <= W < 0.5 (default 0: labels only)")
+                        help="teacher's share of each training target, 0 <= W < 0.5; 0: labels only")
     parser.add_argument("--force", action="store_true", help="overwrite an existing MODEL_DIR")
 
 
