@@ -29,11 +29,11 @@ from tla_edge.runtime.decisions import (  # noqa: F401  (re-exported: the decisi
     STAGES, LivenessResult, decide,
 )
 from tla_edge.runtime.faces import FaceBox, FaceDetector
+from tla_edge.runtime.fused_set import fused_threshold, set_files
 from tla_edge.runtime.interpreter import LivenessModel
 from tla_edge.runtime.members import CropWorker, MemberRunner, check_members, resolve_crop_overlap, resolve_members
-from tla_edge.runtime.smoothing import DEFAULT_LIVE_FRAMES, Smoother
-from tla_edge.runtime.fused_set import fused_threshold, set_files
 from tla_edge.runtime.metadata import check_threshold
+from tla_edge.runtime.smoothing import DEFAULT_LIVE_FRAMES, Smoother
 
 def check_gates(min_face: float, max_cut_off: float, max_roll: float) -> tuple[float, float, float]:
     """The face gates as floats, each finite and in range; a NaN would switch a gate off.
@@ -51,7 +51,7 @@ def check_gates(min_face: float, max_cut_off: float, max_roll: float) -> tuple[f
     return out[0], out[1], out[2]
 
 
-def _model_specs(model) -> list:
+def _model_specs(model: Any) -> list[str | Path | LivenessModel]:
     """What a Pipeline's ``model`` names: the bundled set for None; a folder (``calibrate --out DIR``) is its
     model or set (:func:`~tla_edge.runtime.fused_set.set_files`, whose ValueError it raises, as for no model)."""
     if model is None:
