@@ -40,9 +40,14 @@ CROPS=${CROPS:-build/crops_$SIZE}
 OUT=${OUT:-build/default-model}
 VAL_SUBJECTS=${VAL_SUBJECTS:-0008,0009,msu002,msu012,msu034,msu054}
 RULE=${RULE:-shift}
-# MEMBERS lists alpha:scale of each model; the first is the primary (its float
-# weights are what `tla-edge train --weights default` starts from). Two members
-# are fused (mean score, one threshold from tla-edge evaluate --store-fusion).
+# MEMBERS lists alpha:scale[:tag] of each model; the first is the primary (its
+# float weights are what `tla-edge train --weights default` starts from). Two
+# members are fused (mean score, one threshold from tla-edge evaluate
+# --store-fusion). A tagged member adds MEMBER_ARGS_<tag> to its own training
+# (after RECIPE, so its options win) and carries the tag in its folder and file
+# names: two members of one scale trained differently, e.g. round 19's set
+#   MEMBERS="0.35:1.4:deep 0.35:1.4" \
+#   MEMBER_ARGS_deep="--fine-tune-at 0 --fine-tune-epochs 10 --fine-tune-lr 1e-4"
 MEMBERS=${MEMBERS:-0.35:2.7 0.35:1.4}
 RECIPE=${RECIPE:---epochs 10 --fine-tune-epochs 3 --fine-tune-at 100 --fine-tune-lr 1e-5 --patience 3 --monitor val_loss}
 # the chosen recipe distils 0.3 from the Silent-Face teacher (DISTILL=0: labels only)
@@ -75,15 +80,22 @@ fi
 models=()
 primary=""
 for member in $MEMBERS; do
-  alpha=${member%%:*}; scale=${member##*:}
-  name="a${alpha}_s${scale}"
+  IFS=: read -r alpha scale tag <<<"$member"
+  name="a${alpha}_s${scale}${tag:+_$tag}"
+  member_args=()
+  if [ -n "$tag" ]; then
+    args_var="MEMBER_ARGS_$tag"
+    [ -n "${!args_var:-}" ] || { echo "[default-model] member $member: $args_var is not set" >&2; exit 2; }
+    read -r -a member_args <<<"${!args_var}"
+  fi
   echo "[default-model] training mobilenetv2 alpha $alpha at scale $scale ($RULE) from ImageNet -> $OUT/$name" >&2
   # shellcheck disable=SC2086
   "$PY" -m tla_edge.cli train "$CROPS/both" --out "$OUT/$name" --arch mobilenetv2 --alpha "$alpha" \
     --input-size "$SIZE" --weights imagenet --scale "$scale" --crop-rule "$RULE" --val-subjects "$VAL_SUBJECTS" \
-    --colour "$COLOUR" --seed 0 $RECIPE ${teacher_args[@]+"${teacher_args[@]}"} "$@"
+    --colour "$COLOUR" --seed 0 $RECIPE ${teacher_args[@]+"${teacher_args[@]}"} \
+    ${member_args[@]+"${member_args[@]}"} "$@"
   if [ -z "$primary" ]; then primary=$name; tflite="$OUT/liveness_mnv2_int8.tflite"
-  else tflite="$OUT/liveness_mnv2_a${alpha}_s${scale}_int8.tflite"; fi
+  else tflite="$OUT/liveness_mnv2_${name}_int8.tflite"; fi
   echo "[default-model] int8 conversion (calibration: training people; parity: validation people) -> $tflite" >&2
   "$PY" -m tla_edge.cli convert "$OUT/$name" --int8 --calib "$CROPS/both" --val-subjects "$VAL_SUBJECTS" \
     --out "$tflite" --report "$OUT/convert_$name.json" --force
