@@ -71,3 +71,39 @@ def tiny_tflite(tmp_path_factory) -> dict[str, Path]:
         if sidecar.exists():
             shutil.copy2(sidecar, out / sidecar.name)
     return paths
+
+
+@pytest.fixture(scope="session")
+def two_crop_set(tmp_path_factory) -> Path:
+    """A folder holding a fused set of the bundled members whose crops differ: the primary at 2.7x.
+
+    Crop overlap (a worker cutting the later members' crops) exists only for a
+    set whose members need different crops. Whatever crops the bundled set
+    takes, this one takes two: the bundled members' own flatbuffers, the
+    primary's metadata (embedded and sidecar) saying crop scale 2.7, both
+    carrying a fusion record at the bundled set's threshold. Needs LiteRT only
+    where it is loaded.
+    """
+    import json
+
+    from tla_edge.runtime import assets, fused_set, metadata
+
+    bundled = assets.default_liveness_models()
+    if len(bundled) != 2:
+        pytest.skip(f"the bundled default is {len(bundled)} model(s), not a pair")
+    src = tmp_path_factory.mktemp("two_crop_src")
+    paths = []
+    for i, path in enumerate(bundled):
+        meta = metadata.load(path)
+        if i == 0:
+            meta = meta.replace(crop_scale=2.7)
+        out = src / path.name
+        out.write_bytes(metadata.embed(path.read_bytes(), meta))
+        metadata.sidecar_path(out).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
+        paths.append(out)
+    threshold = fused_set.fused_threshold([(p, metadata.load(p)) for p in bundled])
+    _, files = fused_set.fused_copies(paths, threshold)
+    folder = tmp_path_factory.mktemp("two_crop_set")
+    for name, data in files.items():
+        (folder / name).write_bytes(data)
+    return folder

@@ -92,16 +92,16 @@ def test_the_raw_models_run_the_way_the_pipeline_ran_them(mode):
             raw.detector_ms(rgb, 99)
 
 
-def test_bench_rows_with_and_without_crop_overlap_judge_alike(tmp_path, monkeypatch):
+def test_bench_rows_with_and_without_crop_overlap_judge_alike(tmp_path, monkeypatch, two_crop_set):
     configs = bench.configurations(["a.tflite+b.tflite"], [1], False, (None,), (None,), ["off", "on"])
     assert [c.id for c in configs] == ["a+b/1t~overlap-off", "a+b/1t~overlap-on"]
     out = tmp_path / "overlap.json"
     monkeypatch.setattr(cli, "COMMANDS", {"bench": cli.COMMANDS["bench"]})
-    argv = ["bench", "--members", "sequential", "--crop-overlap", "off", "--crop-overlap", "on", "--threads", "1",
-            "--frames", "6", "--warmup", "1", "--json", str(out), "--quiet"]
+    argv = ["bench", "--model", str(two_crop_set), "--members", "sequential", "--crop-overlap", "off",
+            "--crop-overlap", "on", "--threads", "1", "--frames", "6", "--warmup", "1", "--json", str(out), "--quiet"]
     assert cli.main(argv) == 0
     off, on = json.loads(out.read_text())["configurations"]
-    assert (off["overlap_crops"], on["overlap_crops"]) == (False, True)  # the bundled pair cuts two crops
+    assert (off["overlap_crops"], on["overlap_crops"]) == (False, True)  # the set cuts two crops
     assert off["id"].endswith("/1t:sequential~overlap-off") and on["id"].endswith("/1t:sequential~overlap-on")
     assert off["decisions"] == on["decisions"] and on["frames_scored"] > 0
     # faces cut on the worker / in turn: on always uses the worker; off has none to count

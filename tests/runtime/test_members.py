@@ -112,8 +112,9 @@ def test_a_python_thread_runs_while_another_is_inside_invoke():
 # --- same results -------------------------------------------------------------------------
 
 
-def run_frames(mode: str, frames: list[np.ndarray], repeats: int = 3, overlap: bool | None = False) -> list[tuple]:
-    with Pipeline(num_threads=1, members=mode, overlap_crops=overlap) as pipe:
+def run_frames(mode: str, frames: list[np.ndarray], repeats: int = 3, overlap: bool | None = False,
+               model=None) -> list[tuple]:
+    with Pipeline(model, num_threads=1, members=mode, overlap_crops=overlap) as pipe:
         assert pipe.members == mode and len(pipe.models) == 2
         assert pipe.overlap_crops == (bool(overlap) and mode == "sequential")
         out = []
@@ -123,13 +124,18 @@ def run_frames(mode: str, frames: list[np.ndarray], repeats: int = 3, overlap: b
         return out
 
 
-def test_concurrent_and_sequential_give_the_same_results_bit_for_bit():
-    """The bundled pair over the sample frames: decisions and scores identical, to the last bit."""
+@pytest.mark.parametrize("which", ["bundled", "two crops"])
+def test_concurrent_and_sequential_give_the_same_results_bit_for_bit(which, two_crop_set):
+    """The bundled set, and a set of its members taking two crops, over the sample frames: decisions and
+    scores identical, to the last bit, one member after another, with the later crop cut on the worker
+    meanwhile (two crops only: one shared crop has nothing to overlap), and concurrently."""
     frames = sample_frames()
-    sequential = run_frames("sequential", frames)
-    overlapped = run_frames("sequential", frames, overlap=True)  # the 2.7x crop cut while the 1.4x member runs
-    concurrent = run_frames("concurrent", frames)
-    assert sequential == overlapped == concurrent  # floats compared with ==: bit for bit
+    model = two_crop_set if which == "two crops" else None
+    sequential = run_frames("sequential", frames, model=model)
+    concurrent = run_frames("concurrent", frames, model=model)
+    assert sequential == concurrent  # floats compared with ==: bit for bit
+    if which == "two crops":  # the 2.7x crop cut while the 1.4x member runs
+        assert run_frames("sequential", frames, overlap=True, model=model) == sequential
     scored = [row for row in sequential if row[2] is not None]
     assert len(scored) >= 6 and {row[0] for row in sequential} >= {pl.NO_FACE}
     # independently of either path: each model scores its own crop, the pair is their mean
@@ -425,10 +431,10 @@ def test_one_crop_for_every_member_needs_no_worker_and_close_ends_it(tiny_tflite
     assert not any(t.is_alive() for t in workers)
 
 
-def test_the_overlap_cuts_the_cheapest_crop_on_the_calling_thread():
-    """The bundled pair is listed primary (2.7x) first, but the calling thread cuts the 1.4x crop (the smaller
-    window, the cheaper resize) and runs its member, and the worker cuts the 2.7x one meanwhile."""
-    with Pipeline(num_threads=1, members="sequential", overlap_crops=True) as pipe:
+def test_the_overlap_cuts_the_cheapest_crop_on_the_calling_thread(two_crop_set):
+    """A set listed primary (2.7x) first: the calling thread cuts the 1.4x crop (the smaller window, the
+    cheaper resize) and runs its member, and the worker cuts the 2.7x one meanwhile."""
+    with Pipeline(two_crop_set, num_threads=1, members="sequential", overlap_crops=True) as pipe:
         scales = [m.meta.crop_scale for m in pipe.models]
         assert scales == [2.7, 1.4]
         assert (pipe._first_crop, pipe._later_crops) == ([1], [0])
