@@ -630,3 +630,49 @@ def test_a_crop_worker_that_has_not_started_is_not_waited_for(tiny_tflite):
         gate.set()
         busy.result()
         assert pipe.process(FRAME).raw_score == expected  # the worker skipped the taken crop and goes on
+
+
+# --- one crop, one input, where members share them -------------------------------------------------------
+
+
+class KeyedModel:
+    """Just what :func:`members.shared_work` reads of a model."""
+
+    def __init__(self, scale: float, key: tuple, rule: str = "shift", size: tuple = (96, 96)) -> None:
+        self.meta = dataclasses.make_dataclass("Meta", ["crop_scale", "crop_rule"])(scale, rule)
+        self.input_size, self.input_key = size, key
+
+
+def test_shared_work_shares_a_crop_by_scale_rule_and_size_and_an_input_by_its_key_too():
+    models = [KeyedModel(1.4, "k"), KeyedModel(1.4, "k"), KeyedModel(2.7, "k"), KeyedModel(1.4, "other"),
+              KeyedModel(1.4, "k", rule="pad"), KeyedModel(1.4, "k", size=(80, 80)), KeyedModel(2.7, "k")]
+    crop_of, input_of = members.shared_work(models)
+    assert crop_of == [0, 0, 1, 0, 2, 3, 1]
+    assert input_of == [0, 0, 2, 3, 4, 5, 2]
+
+
+def test_a_copied_input_is_the_input_the_member_would_write_itself():
+    """The bundled members share a crop; where their input keys match too, the second member's tensor is a
+    copy of the first's, and equals what its own writer makes of the crop (computed apart, here)."""
+    rgb = sample_frames()[0]
+    with Pipeline(num_threads=1, members="sequential", smoothing=1, live_frames=1) as pipe:
+        face = pipe.process(rgb).face
+        assert face is not None
+        calls = []
+        for m in pipe.models:
+            m.set_input = (lambda original: lambda crop: calls.append(1) or original(crop))(m.set_input)
+        pipe._prepare(rgb, face, range(len(pipe.models)))
+        shares = [j for j, src in enumerate(pipe._input_of) if src != j]
+        assert len(calls) == len(pipe.models) - len(shares)  # a shared input is written once
+        for m in pipe.models:
+            own = m.input_tensor(m.crop(rgb, face))
+            np.testing.assert_array_equal(m.interpreter.get_tensor(m.interpreter.get_input_details()[0]["index"]), own)
+    keys = [m.input_key for m in pipe.models]
+    assert shares == [j for j in range(1, len(keys)) if keys[j] in keys[:j]]
+
+
+def test_copy_input_from_a_closed_model_is_refused(tiny_tflite):
+    a, b = LivenessModel(tiny_tflite["int8"]), LivenessModel(tiny_tflite["int8"])
+    b.close()
+    with pytest.raises(RuntimeError, match="is closed"):
+        a.copy_input_from(b)

@@ -320,6 +320,25 @@ class LivenessModel:
         else:
             dst[...] = preprocess.normalize(crop, self.meta.normalization)
 
+    @property
+    def input_key(self) -> tuple:
+        """What the model's input is made of besides the crop: two models with equal keys write equal inputs
+        from one crop (normalization, input dtype, size and quantization), so one may copy the other's."""
+        q = quantization_params(self._in) if is_quantized(self._in) else None
+        return self.meta.normalization, str(np.dtype(self._in["dtype"])), self._size, q
+
+    def copy_input_from(self, other: "LivenessModel") -> None:
+        """Copies ``other``'s input tensor into this model's: what :meth:`set_input` would write from the crop
+        ``other``'s input was set from, when both :attr:`input_key` are equal (the caller's to check).
+
+        Raises:
+          RuntimeError: either model is closed.
+        """
+        if self.interpreter is None or other.interpreter is None:
+            raise RuntimeError(f"liveness model '{self.path if self.interpreter is None else other.path}' is closed")
+        # views of both buffers, dropped on return (LiteRT refuses to invoke while one is alive)
+        np.copyto(self.interpreter.tensor(self._in_index)(), other.interpreter.tensor(other._in_index)())
+
     def invoke_input(self) -> np.ndarray:
         """Runs the input already set (:meth:`set_input`); returns the raw output, dequantized.
 

@@ -106,6 +106,24 @@ def resolve_crop_overlap(overlap: bool | None, members: str, crops: int, num_thr
     return edgetpu or (cpus is not None and cpus > (num_threads or 1))
 
 
+def shared_work(models: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """Per member of a set: the index of its crop, and the first member whose input it may copy (itself if none).
+
+    Members of one crop scale, rule and input size share one crop (cut once a
+    face); of those, members with equal :attr:`~tla_edge.runtime.interpreter.LivenessModel.input_key`
+    (normalization, input dtype and quantization) share one input too: it is
+    computed for the first and copied into the others' tensors (round 19's
+    set: two 1.4x members, one crop, one standardisation).
+    """
+    crops: dict[tuple, int] = {}
+    inputs: dict[tuple, int] = {}
+    crop_of, input_of = [], []
+    for j, m in enumerate(models):
+        crop_of.append(crops.setdefault((m.meta.crop_scale, m.meta.crop_rule, m.input_size), len(crops)))
+        input_of.append(inputs.setdefault((crop_of[j], m.input_key), j))
+    return crop_of, input_of
+
+
 class Job:
     """One call handed to a :class:`Worker`: :meth:`exception` waits for it to end."""
 

@@ -7,8 +7,7 @@
         if result.is_live:
             unlock()
 
-A spoof, a missing face or a model error is a result, never an exception, and
-never ``is_live``: decisions fail closed.
+A spoof, a missing face or a model error is a result, never an exception, and never ``is_live``.
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ from tla_edge.runtime.decisions import (  # noqa: F401  (re-exported: the decisi
 from tla_edge.runtime.faces import FaceBox, FaceDetector
 from tla_edge.runtime.fused_set import fused_threshold, set_files
 from tla_edge.runtime.interpreter import LivenessModel
-from tla_edge.runtime.members import CropWorker, MemberRunner, check_members, resolve_crop_overlap, resolve_members
+from tla_edge.runtime.members import (CropWorker, MemberRunner, check_members, resolve_crop_overlap, resolve_members,
+                                      shared_work)
 from tla_edge.runtime.metadata import check_threshold
 from tla_edge.runtime.smoothing import DEFAULT_LIVE_FRAMES, Smoother
 
@@ -165,9 +165,8 @@ class Pipeline:
                     lm = LivenessModel(m, num_threads=num_threads, edgetpu=edgetpu, threshold=threshold)
                     self._own_models.append(lm)
                     self.models.append(lm)
-            # Several models (e.g. crops at 2.7x and 4x) are fused by averaging
-            # their live probabilities; the threshold of that average is derived
-            # on the fused score and stored with the models, never their mean.
+            # Several models are fused by averaging their live probabilities; the threshold of that
+            # average is derived on the fused score and stored with the models, never their mean.
             if threshold is None:
                 if len(self.models) == 1:
                     threshold = self.models[0].threshold
@@ -177,11 +176,9 @@ class Pipeline:
             self.members = resolve_members(members, len(self.models), num_threads, edgetpu)
             """``"sequential"`` or ``"concurrent"``: how the models of a fused set run (``members`` resolved)."""
             self._runner = MemberRunner(len(self.models), self.members == "concurrent")
-            # Models of one crop scale, rule and input size share one crop (the bundled pair does).
-            slots: dict[tuple, int] = {}
-            self._crop_of = [slots.setdefault((m.meta.crop_scale, m.meta.crop_rule, m.input_size), len(slots))
-                             for m in self.models]
-            self.overlap_crops = resolve_crop_overlap(overlap_crops, self.members, len(slots), num_threads, edgetpu)
+            self._crop_of, self._input_of = shared_work(self.models)  # a crop (and an input) shared where they can
+            crops = len(set(self._crop_of))
+            self.overlap_crops = resolve_crop_overlap(overlap_crops, self.members, crops, num_threads, edgetpu)
             """Whether the later members' crops are cut while the first member runs (``overlap_crops`` resolved)."""
             self._crop_worker = CropWorker() if self.overlap_crops else None
             # auto also looks at the machine frame by frame: a CPU busy with other work is no CPU to overlap on
@@ -189,7 +186,7 @@ class Pipeline:
             self.overlap_counts = [0, 0]
             """Faces whose later crops were cut on the worker, and faces cut in turn (auto: no idle CPU then)."""
             # Concurrent members that each need a crop of their own cut it on their own thread.
-            self._crop_with_member = self._runner.concurrent and len(slots) == len(self.models)
+            self._crop_with_member = self._runner.concurrent and crops == len(self.models)
             self._first_crop, self._later_crops = _overlap_split(self.models, self._crop_of)
             self._own_detector = detector is None
             self.detector = detector or FaceDetector(
@@ -332,10 +329,13 @@ class Pipeline:
         return raw
 
     def _prepare(self, rgb: np.ndarray, face: FaceBox, members: Sequence[int]) -> None:
-        """Cuts the crops of these members (once per crop they share) and writes their inputs."""
+        """Cuts these members' crops and writes their inputs, each once where members share it (:func:`shared_work`)."""
         crops: dict[int, np.ndarray] = {}
         for j in members:
-            m, slot = self.models[j], self._crop_of[j]
+            m, slot, src = self.models[j], self._crop_of[j], self._input_of[j]
+            if src != j and src in members:
+                m.copy_input_from(self.models[src])
+                continue
             if slot not in crops:
                 crops[slot] = m.crop_trusted(rgb, face)
             m.set_input(crops[slot])
