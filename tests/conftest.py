@@ -84,8 +84,6 @@ def two_crop_set(tmp_path_factory) -> Path:
     carrying a fusion record at the bundled set's threshold. Needs LiteRT only
     where it is loaded.
     """
-    import json
-
     from tla_edge.runtime import assets, fused_set, metadata
 
     bundled = assets.default_liveness_models()
@@ -97,9 +95,8 @@ def two_crop_set(tmp_path_factory) -> Path:
         meta = metadata.load(path)
         if i == 0:
             meta = meta.replace(crop_scale=2.7)
-        out = src / path.name
+        out = src / path.name  # metadata embedded only: fused_copies writes the set's sidecars
         out.write_bytes(metadata.embed(path.read_bytes(), meta))
-        metadata.sidecar_path(out).write_text(json.dumps(meta.to_dict(), indent=2) + "\n")
         paths.append(out)
     threshold = fused_set.fused_threshold([(p, metadata.load(p)) for p in bundled])
     _, files = fused_set.fused_copies(paths, threshold)
